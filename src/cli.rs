@@ -1,0 +1,343 @@
+//! The command line of SPEC §1: argument parsing, one function per subcommand, and the one
+//! place where errors become a sentence on stderr and an exit status.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config};
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: a fatal error (bad configuration, unusable inbox, …).
+pub const EXIT_FATAL: u8 = 1;
+/// Exit status: the command ran but some file or name did not make it.
+pub const EXIT_PARTIAL: u8 = 2;
+
+/// extdrop turns folders into an upload queue for CodeArts Pipeline extensions.
+#[derive(Debug, Parser)]
+#[command(name = "extdrop", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(short, long, global = true, env = "EXTDROP_CONFIG", default_value = config::DEFAULT_PATH, value_name = "PATH")]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch every configured inbox until SIGTERM/SIGINT; SIGHUP reloads the configuration.
+    Run,
+    /// Process every file present in the inboxes now, then exit (2 if any went to failed).
+    Once,
+    /// Validate the configuration and print a summary of watches and rules.
+    Check {
+        /// Also obtain credentials / a token to prove they work.
+        #[arg(long)]
+        online: bool,
+    },
+    /// Show which watch and rule match file names, and the derived names.
+    Explain {
+        /// File names, or paths relative to an inbox.
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        /// Only consider this watch.
+        #[arg(long, value_name = "W")]
+        watch: Option<String>,
+    },
+    /// Per watch: files waiting, in progress, done and failed, and the newest failures.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move failed files back into their inbox, removing their reports.
+    Retry(RetryArgs),
+    /// Upload one file with the configured endpoint and credentials, no folders involved.
+    Upload {
+        /// The package to upload.
+        file: PathBuf,
+        /// The extension name.
+        #[arg(long, value_name = "P")]
+        plugin_name: String,
+        /// The business type.
+        #[arg(long, value_name = "B")]
+        business_type: String,
+    },
+    /// A zero-setup sandbox with a built-in loopback stand-in of the CodeArts endpoint.
+    Demo {
+        /// Where to create the sandbox.
+        #[arg(long, value_name = "DIR", default_value = "./extdrop-demo")]
+        dir: PathBuf,
+    },
+}
+
+/// Arguments of `extdrop retry`.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Failed files (names in a failed folder, or paths).
+    #[arg(value_name = "FILE", required_unless_present = "all")]
+    pub files: Vec<PathBuf>,
+    /// Every failed file.
+    #[arg(long, conflicts_with = "files")]
+    pub all: bool,
+    /// Only this watch.
+    #[arg(long, value_name = "W")]
+    pub watch: Option<String>,
+}
+
+/// Parses the process arguments, runs the command and returns its exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ExitCode::from(run(cli))
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Run => crate::service::run(&cli.config),
+        Command::Once => crate::service::once(&cli.config),
+        Command::Check { online } => check(&cli.config, online),
+        Command::Explain { names, watch } => explain(&cli.config, &names, watch.as_deref()),
+        Command::Status { json } => crate::service::status(&cli.config, json),
+        Command::Retry(args) => {
+            crate::service::retry(&cli.config, &args.files, args.all, args.watch.as_deref())
+        }
+        Command::Upload {
+            file,
+            plugin_name,
+            business_type,
+        } => crate::service::upload_one(&cli.config, &file, &plugin_name, &business_type),
+        Command::Demo { dir } => crate::demo::run(&dir),
+    }
+}
+
+/// Loads the configuration or prints why not.
+pub fn load(path: &Path) -> Option<Config> {
+    match Config::load(path) {
+        Ok(config) => Some(config),
+        Err(e) => {
+            eprintln!("extdrop: {e}");
+            None
+        }
+    }
+}
+
+fn check(path: &Path, online: bool) -> u8 {
+    let Some(config) = load(path) else {
+        return EXIT_FATAL;
+    };
+    print!("{}", summary(&config));
+    for warning in inline_secret_warnings(&config) {
+        eprintln!("extdrop: warning: {warning}");
+    }
+    if online {
+        match crate::service::probe(&config) {
+            Ok(line) => println!("credentials: {line}"),
+            Err(e) => {
+                eprintln!("extdrop: {e}");
+                return EXIT_FATAL;
+            }
+        }
+    }
+    println!("configuration OK");
+    EXIT_OK
+}
+
+/// The human summary printed by `check`.
+pub fn summary(config: &Config) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let c = &config.codearts;
+    let _ = writeln!(out, "configuration {}", config.path.display());
+    let _ = writeln!(out, "endpoint {} (domain {})", c.endpoint, c.domain_id);
+    let _ = writeln!(
+        out,
+        "auth {}, upload concurrency {}, max file size {}, package check {}",
+        method_name(&config.auth),
+        config.upload.concurrency,
+        bytesize::ByteSize(config.upload.max_file_size)
+            .display()
+            .iec(),
+        if config.upload.validate_package {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    let r = &config.retry;
+    let _ = writeln!(
+        out,
+        "retry up to {} attempts within {}, delays {}..{} x{} (jitter {})",
+        r.max_attempts,
+        humantime::format_duration(r.max_elapsed),
+        humantime::format_duration(r.initial_delay),
+        humantime::format_duration(r.max_delay),
+        r.multiplier,
+        r.jitter
+    );
+    if let Some(listen) = config.metrics_listen {
+        let _ = writeln!(out, "metrics on http://{listen}/metrics");
+    }
+    for w in &config.watches {
+        let _ = writeln!(out, "watch \"{}\"", w.name);
+        let _ = writeln!(
+            out,
+            "  inbox  {}{}",
+            w.inbox.display(),
+            if w.recursive { " (recursive)" } else { "" }
+        );
+        let _ = writeln!(out, "  done   {}", w.done.display());
+        let _ = writeln!(out, "  failed {}", w.failed.display());
+        let _ = writeln!(
+            out,
+            "  include {:?} exclude {:?}, settle {}, {}",
+            w.include.patterns(),
+            w.exclude.patterns(),
+            humantime::format_duration(w.settle),
+            if w.poll {
+                format!(
+                    "polling every {}",
+                    humantime::format_duration(w.poll_interval)
+                )
+            } else {
+                "inotify".to_owned()
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  business types {}",
+            w.rules.business_types().join(", ")
+        );
+        for (i, rule) in w.rules.rules().iter().enumerate() {
+            let _ = writeln!(out, "  rule {}: {}", i + 1, rule.describe());
+        }
+    }
+    out
+}
+
+fn explain(path: &Path, names: &[String], only: Option<&str>) -> u8 {
+    let Some(config) = load(path) else {
+        return EXIT_FATAL;
+    };
+    if let Some(name) = only
+        && !config.watches.iter().any(|w| w.name == name)
+    {
+        eprintln!("extdrop: no watch is named \"{name}\"");
+        return EXIT_FATAL;
+    }
+    let mut all_matched = true;
+    for name in names {
+        let (line, matched) = explain_one(&config, name, only);
+        println!("{line}");
+        all_matched &= matched;
+    }
+    if all_matched { EXIT_OK } else { EXIT_PARTIAL }
+}
+
+/// One line of `explain` for one name, and whether it matched.
+pub fn explain_one(config: &Config, name: &str, only: Option<&str>) -> (String, bool) {
+    use crate::rules::Derivation;
+    let watches: Vec<_> = config
+        .watches
+        .iter()
+        .filter(|w| only.is_none_or(|o| o == w.name))
+        .collect();
+    let mut notes = Vec::new();
+    for w in watches {
+        // Accept a path inside the inbox (absolute or as given) as well as a bare name.
+        let candidate = Path::new(name);
+        let rel = config::absolute(candidate, &std::env::current_dir().unwrap_or_default())
+            .strip_prefix(&w.inbox)
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_owned))
+            .unwrap_or_else(|| name.trim_start_matches("./").to_owned());
+        if !w.recursive && rel.contains('/') {
+            notes.push(format!(
+                "watch \"{}\": in a subfolder, but the watch is not recursive",
+                w.name
+            ));
+            continue;
+        }
+        if !w.admits(&rel) {
+            notes.push(format!(
+                "watch \"{}\": ignored (include {:?}, exclude {:?})",
+                w.name,
+                w.include.patterns(),
+                w.exclude.patterns()
+            ));
+            continue;
+        }
+        match w.rules.derive(&rel) {
+            Derivation::Named {
+                rule,
+                plugin_name,
+                business_type,
+                version,
+            } => {
+                let rule_text = w
+                    .rules
+                    .rules()
+                    .get(rule)
+                    .map(|r| r.describe())
+                    .unwrap_or_default();
+                let version = version.map(|v| format!(" version={v}")).unwrap_or_default();
+                return (
+                    format!(
+                        "{name}: watch \"{}\", rule {} ({rule_text}): plugin_name={plugin_name} business_type={business_type}{version}",
+                        w.name,
+                        rule + 1
+                    ),
+                    true,
+                );
+            }
+            Derivation::Invalid { rule, reason } => {
+                notes.push(format!(
+                    "watch \"{}\", rule {}: matched, but {reason}",
+                    w.name,
+                    rule + 1
+                ));
+            }
+            Derivation::NoMatch { reason } => notes.push(format!("watch \"{}\": {reason}", w.name)),
+        }
+    }
+    if notes.is_empty() {
+        notes.push("no watch to try".to_owned());
+    }
+    (format!("{name}: not matched: {}", notes.join("; ")), false)
+}
+
+/// The `[auth] method` as written in the file.
+fn method_name(auth: &crate::auth::AuthConfig) -> &'static str {
+    use crate::auth::AuthConfig;
+    match auth {
+        AuthConfig::Token { .. } => "token",
+        AuthConfig::Password { .. } => "password",
+        AuthConfig::Aksk { .. } => "aksk",
+    }
+}
+
+/// Warnings for a secret written into a configuration file that others may read.
+pub fn inline_secret_warnings(config: &Config) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let inline = matches!(
+        &config.auth,
+        crate::auth::AuthConfig::Token { token: Some(_), .. }
+    );
+    let mode = std::fs::metadata(&config.path)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0);
+    if inline && mode & 0o007 != 0 {
+        vec![format!(
+            "{} holds auth.token inline and is readable by other users (mode {:o}); run `chmod o-rwx` on it or move the token to token_file / LoadCredential=",
+            config.path.display(),
+            mode & 0o777
+        )]
+    } else {
+        Vec::new()
+    }
+}

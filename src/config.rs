@@ -1,0 +1,982 @@
+//! The configuration file: parse, then prove.
+//!
+//! The TOML is deserialized into the raw structs of [`raw`] (unknown keys are errors there), then
+//! [`Config::load`] turns them into a [`Config`] whose types leave no bad state to check later:
+//! absolute folders, compiled rules and globs, [`Duration`]s, a checked [`DomainId`]. Nothing
+//! downstream validates again. Every error names the key, and — where the TOML says where it
+//! is — the line and column.
+
+mod raw;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::auth::{AuthConfig, Secret};
+use crate::rules::{Pattern, Rule, RuleSet};
+
+/// Default location of the configuration file when neither `-c` nor `$EXTDROP_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/extdrop/config.toml";
+
+/// The business types CodeArts uses today; a watch accepts these unless it says otherwise.
+pub const DEFAULT_BUSINESS_TYPES: [&str; 5] = ["Build", "Gate", "Deploy", "Test", "Normal"];
+
+/// A fully validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (absolute).
+    pub path: PathBuf,
+    /// Where and as whom uploads go.
+    pub codearts: CodeArts,
+    /// The credentials of `[auth]`.
+    pub auth: AuthConfig,
+    /// `[upload]`.
+    pub upload: Upload,
+    /// `[retry]`.
+    pub retry: RetryPolicy,
+    /// `[metrics] listen`, if metrics are on.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `[log]`.
+    pub log: Log,
+    /// The `[[watch]]` tables, in file order; at least one.
+    pub watches: Vec<Watch>,
+}
+
+/// `[codearts]`: the endpoint and the tenant.
+#[derive(Debug, Clone)]
+pub struct CodeArts {
+    /// Base URL without a trailing slash, e.g. `https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com`.
+    pub endpoint: String,
+    /// The tenant (domain) id in the upload path.
+    pub domain_id: DomainId,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for one whole upload attempt.
+    pub request_timeout: Duration,
+    /// Extra trusted CA bundle (PEM) for private endpoints.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A CodeArts domain (tenant) id: exactly 32 ASCII letters and digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainId(String);
+
+impl DomainId {
+    /// Checks the shape the API page prescribes.
+    pub fn parse(value: &str) -> Result<DomainId, String> {
+        if value.len() == 32 && value.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            Ok(DomainId(value.to_owned()))
+        } else {
+            Err(format!(
+                "\"{value}\" is not a domain id: it must be 32 letters and digits"
+            ))
+        }
+    }
+
+    /// The id as it goes into the URL.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DomainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `[upload]`.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// Uploads in flight at once, all watches together (≥ 1).
+    pub concurrency: usize,
+    /// Larger files go to failed unread.
+    pub max_file_size: u64,
+    /// Check the ZIP and its manifest before uploading.
+    pub validate_package: bool,
+}
+
+/// `[retry]`: the per-file retry budget and the shape of the backoff.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Delay before the second attempt.
+    pub initial_delay: Duration,
+    /// Upper bound of one delay (before jitter).
+    pub max_delay: Duration,
+    /// Growth factor per attempt (≥ 1).
+    pub multiplier: f64,
+    /// Randomisation factor in `[0, 1]`: a delay `d` becomes uniform in `d·(1±jitter)`.
+    pub jitter: f64,
+    /// Attempts per file, the first included (≥ 1).
+    pub max_attempts: u32,
+    /// Time per file from its first attempt after which no new attempt starts.
+    pub max_elapsed: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(300),
+            multiplier: 2.0,
+            jitter: 0.5,
+            max_attempts: 10,
+            max_elapsed: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct Log {
+    /// Output format.
+    pub format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `extdrop=debug`.
+    pub level: String,
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Plain lines without colours or timestamps under journald, coloured text on a terminal.
+    Auto,
+    /// Plain text with timestamps.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One `[[watch]]`: an inbox, where its files end up, and how their names are read.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    /// Unique name, shown in logs, status and reports.
+    pub name: String,
+    /// The watched folder (absolute).
+    pub inbox: PathBuf,
+    /// Where uploaded files go (absolute).
+    pub done: PathBuf,
+    /// Where files that could not be uploaded go (absolute).
+    pub failed: PathBuf,
+    /// Also watch subfolders of the inbox.
+    pub recursive: bool,
+    /// Which file names are candidates.
+    pub include: Globs,
+    /// Which names are never touched (checked on every path segment).
+    pub exclude: Globs,
+    /// A file is ready once its size and mtime have not changed this long.
+    pub settle: Duration,
+    /// Poll instead of inotify.
+    pub poll: bool,
+    /// Poll period when `poll` is on.
+    pub poll_interval: Duration,
+    /// Period of the safety-net full scan.
+    pub rescan_interval: Duration,
+    /// The naming rules, with the accepted business types.
+    pub rules: RuleSet,
+}
+
+impl Watch {
+    /// The hidden work folder inside the inbox that holds claimed files.
+    pub fn work_dir(&self) -> PathBuf {
+        self.inbox.join(crate::store::WORK_DIR)
+    }
+
+    /// Whether a path relative to the inbox (with `/` separators) is a candidate: no segment is
+    /// excluded or the work folder, and the file name is included.
+    pub fn admits(&self, rel_path: &str) -> bool {
+        let mut segments = rel_path.split('/').peekable();
+        while let Some(segment) = segments.next() {
+            if segment.is_empty()
+                || segment == crate::store::WORK_DIR
+                || self.exclude.matches(segment)
+            {
+                return false;
+            }
+            if segments.peek().is_none() {
+                return self.include.matches(segment);
+            }
+        }
+        false
+    }
+}
+
+/// A compiled list of globs that remembers how it was written.
+#[derive(Debug, Clone)]
+pub struct Globs {
+    patterns: Vec<String>,
+    set: GlobSet,
+}
+
+impl Globs {
+    fn compile(patterns: Vec<String>) -> Result<Globs, (usize, globset::Error)> {
+        let mut builder = GlobSetBuilder::new();
+        for (i, pattern) in patterns.iter().enumerate() {
+            builder.add(glob(pattern).map_err(|e| (i, e))?);
+        }
+        let set = builder.build().map_err(|e| (0, e))?;
+        Ok(Globs { patterns, set })
+    }
+
+    /// Whether a file name matches any of the globs.
+    pub fn matches(&self, name: &str) -> bool {
+        self.set.is_match(name)
+    }
+
+    /// The globs as written.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+}
+
+fn glob(pattern: &str) -> Result<Glob, globset::Error> {
+    // Globs apply to one name, so `*` must not cross a `/`.
+    GlobBuilder::new(pattern).literal_separator(true).build()
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has a key of the wrong type or an unknown key.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What toml/serde said, on one line.
+        message: String,
+    },
+    /// A key has a value that is not acceptable.
+    #[error("{}{}: {key}: {message}", path.display(), at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Line and column of the value, when known.
+        at: Option<(usize, usize)>,
+        /// The key, spelled as in the file, e.g. `watch[0].rule[1].regex`.
+        key: String,
+        /// Why, in one sentence.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let path = absolute(
+            path,
+            &std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        );
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Config::parse(&text, &path)
+    }
+
+    /// Parses and validates configuration text as if read from `path` (which anchors relative
+    /// folders).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: raw::File = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let (line, column) = line_column(text, span.start);
+            let mut message = e.message().trim().replace('\n', " ");
+            // Some messages ("duplicate key") do not say which key: quote what the span covers.
+            let quoted = text
+                .get(span)
+                .unwrap_or_default()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim();
+            if !quoted.is_empty() && quoted.len() <= 60 && !message.contains(quoted) {
+                message = format!("{message}: `{quoted}`");
+            }
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        Builder { text, path }.build(raw)
+    }
+}
+
+/// Turns a byte offset into a 1-based line and column.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.chars().count(), |nl| {
+        before[nl + 1..].chars().count()
+    }) + 1;
+    (line, column)
+}
+
+/// Joins `path` onto `base` when relative and removes `.` and `..` lexically (folders need not
+/// exist yet, so the file system cannot be asked).
+pub fn absolute(path: &Path, base: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    };
+    let mut clean = PathBuf::new();
+    for component in joined.components() {
+        match component {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    clean
+}
+
+/// Validation context: the text (for locations) and the file (for errors and relative paths).
+struct Builder<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+type Spanned<T> = toml::Spanned<T>;
+
+impl Builder<'_> {
+    fn error(
+        &self,
+        key: impl Into<String>,
+        at: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            at: at.map(|span| line_column(self.text, span.start)),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let parsed = humantime::parse_duration(value.get_ref().trim()).map_err(|e| {
+            self.error(
+                key,
+                Some(value.span()),
+                format!("\"{}\" is not a duration ({e}); write e.g. \"500ms\", \"2s\", \"5m\" or \"1h\"", value.get_ref()),
+            )
+        })?;
+        Ok(parsed)
+    }
+
+    fn positive_duration(
+        &self,
+        key: &str,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let parsed = self.duration(key, value, default)?;
+        if parsed.is_zero() {
+            return Err(self.error(key, value.map(|v| v.span()), "must be longer than zero"));
+        }
+        Ok(parsed)
+    }
+
+    fn folder(&self, key: &str, value: &Spanned<String>) -> Result<PathBuf, ConfigError> {
+        if value.get_ref().trim().is_empty() {
+            return Err(self.error(key, Some(value.span()), "must not be empty"));
+        }
+        let base = self.path.parent().unwrap_or(Path::new("/"));
+        Ok(absolute(Path::new(value.get_ref()), base))
+    }
+
+    fn optional_path(&self, value: Option<&String>) -> Option<PathBuf> {
+        let base = self.path.parent().unwrap_or(Path::new("/"));
+        value.map(|v| absolute(Path::new(v), base))
+    }
+
+    fn build(&self, raw: raw::File) -> Result<Config, ConfigError> {
+        let codearts = self.codearts(raw.codearts)?;
+        let auth = self.auth(raw.auth.unwrap_or_default())?;
+        let upload = self.upload(raw.upload.unwrap_or_default())?;
+        let retry = self.retry(raw.retry.unwrap_or_default())?;
+        let metrics_listen = match raw.metrics.and_then(|m| m.listen) {
+            None => None,
+            Some(listen) => Some(listen.get_ref().parse::<SocketAddr>().map_err(|_| {
+                self.error(
+                    "metrics.listen",
+                    Some(listen.span()),
+                    format!(
+                        "\"{}\" is not an address with a port, e.g. \"127.0.0.1:9464\"",
+                        listen.get_ref()
+                    ),
+                )
+            })?),
+        };
+        let log = self.log(raw.log.unwrap_or_default())?;
+        if raw.watch.is_empty() {
+            return Err(self.error(
+                "watch",
+                None,
+                "no [[watch]] table: add at least one inbox to watch",
+            ));
+        }
+        let watches = raw
+            .watch
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| self.watch(i, w))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.check_folders(&watches)?;
+        Ok(Config {
+            path: self.path.to_owned(),
+            codearts,
+            auth,
+            upload,
+            retry,
+            metrics_listen,
+            log,
+            watches,
+        })
+    }
+
+    fn codearts(&self, raw: Option<raw::CodeArts>) -> Result<CodeArts, ConfigError> {
+        let Some(raw) = raw else {
+            return Err(self.error(
+                "codearts",
+                None,
+                "the [codearts] table is missing: it needs endpoint and domain_id",
+            ));
+        };
+        let Some(endpoint) = raw.endpoint else {
+            return Err(self.error("codearts.endpoint", None, "missing: set the CodeArts endpoint, e.g. \"https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com\""));
+        };
+        let url = reqwest::Url::parse(endpoint.get_ref().trim()).map_err(|e| {
+            self.error(
+                "codearts.endpoint",
+                Some(endpoint.span()),
+                format!("\"{}\" is not a URL ({e})", endpoint.get_ref()),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(self.error(
+                "codearts.endpoint",
+                Some(endpoint.span()),
+                "must be an http:// or https:// URL with a host",
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(self.error(
+                "codearts.endpoint",
+                Some(endpoint.span()),
+                "must not have a query or fragment",
+            ));
+        }
+        let Some(domain_id) = raw.domain_id else {
+            return Err(self.error(
+                "codearts.domain_id",
+                None,
+                "missing: set the 32-character domain (tenant) id",
+            ));
+        };
+        let domain = DomainId::parse(domain_id.get_ref())
+            .map_err(|m| self.error("codearts.domain_id", Some(domain_id.span()), m))?;
+        Ok(CodeArts {
+            endpoint: url.as_str().trim_end_matches('/').to_owned(),
+            domain_id: domain,
+            connect_timeout: self.positive_duration(
+                "codearts.connect_timeout",
+                raw.connect_timeout.as_ref(),
+                Duration::from_secs(10),
+            )?,
+            request_timeout: self.positive_duration(
+                "codearts.request_timeout",
+                raw.request_timeout.as_ref(),
+                Duration::from_secs(600),
+            )?,
+            ca_file: self.optional_path(raw.ca_file.as_ref()),
+        })
+    }
+
+    fn auth(&self, raw: raw::Auth) -> Result<AuthConfig, ConfigError> {
+        let method = raw
+            .method
+            .as_ref()
+            .map_or("token", |m| m.get_ref().as_str());
+        // Keys of another method are refused rather than ignored: they signal a config that
+        // does not do what its author thinks.
+        let used: &[(&str, bool)] = &[
+            ("token_file", raw.token_file.is_some()),
+            ("token", raw.token.is_some()),
+            ("iam_endpoint", raw.iam_endpoint.is_some()),
+            ("user_name", raw.user_name.is_some()),
+            ("domain_name", raw.domain_name.is_some()),
+            ("project", raw.project.is_some()),
+            ("password_file", raw.password_file.is_some()),
+            ("access_key_file", raw.access_key_file.is_some()),
+            ("secret_key_file", raw.secret_key_file.is_some()),
+            ("security_token_file", raw.security_token_file.is_some()),
+        ];
+        let allowed: &[&str] = match method {
+            "token" => &["token_file", "token"],
+            "password" => &[
+                "iam_endpoint",
+                "user_name",
+                "domain_name",
+                "project",
+                "password_file",
+            ],
+            "aksk" => &["access_key_file", "secret_key_file", "security_token_file"],
+            other => {
+                return Err(self.error(
+                    "auth.method",
+                    raw.method.as_ref().map(|m| m.span()),
+                    format!("\"{other}\" is not a method: use \"token\", \"password\" or \"aksk\""),
+                ));
+            }
+        };
+        if let Some((key, _)) = used
+            .iter()
+            .find(|(key, set)| *set && !allowed.contains(key))
+        {
+            return Err(self.error(
+                format!("auth.{key}"),
+                None,
+                format!("is not used with method = \"{method}\""),
+            ));
+        }
+        Ok(match method {
+            "token" => AuthConfig::Token {
+                token_file: self.optional_path(raw.token_file.as_ref()),
+                token: raw.token.map(Secret::new),
+            },
+            "password" => {
+                let required = |key: &str, value: Option<String>| {
+                    value.filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                        self.error(
+                            format!("auth.{key}"),
+                            None,
+                            "missing: method = \"password\" needs it",
+                        )
+                    })
+                };
+                let iam_endpoint = raw
+                    .iam_endpoint
+                    .unwrap_or_else(|| "https://iam.myhuaweicloud.com".to_owned());
+                match reqwest::Url::parse(&iam_endpoint) {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                    _ => {
+                        return Err(self.error(
+                            "auth.iam_endpoint",
+                            None,
+                            format!("\"{iam_endpoint}\" is not an http:// or https:// URL"),
+                        ));
+                    }
+                }
+                AuthConfig::Password {
+                    iam_endpoint: iam_endpoint.trim_end_matches('/').to_owned(),
+                    user_name: required("user_name", raw.user_name)?,
+                    domain_name: required("domain_name", raw.domain_name)?,
+                    project: raw.project,
+                    password_file: self.optional_path(raw.password_file.as_ref()),
+                }
+            }
+            _ => AuthConfig::Aksk {
+                access_key_file: self.optional_path(raw.access_key_file.as_ref()),
+                secret_key_file: self.optional_path(raw.secret_key_file.as_ref()),
+                security_token_file: self.optional_path(raw.security_token_file.as_ref()),
+            },
+        })
+    }
+
+    fn upload(&self, raw: raw::Upload) -> Result<Upload, ConfigError> {
+        let concurrency = raw.concurrency.unwrap_or(4);
+        if !(1..=256).contains(&concurrency) {
+            return Err(self.error(
+                "upload.concurrency",
+                None,
+                format!("{concurrency} is out of range: use 1 to 256"),
+            ));
+        }
+        let max_file_size = match raw.max_file_size {
+            None => 1 << 30,
+            Some(size) => {
+                let parsed: bytesize::ByteSize = size.get_ref().trim().parse().map_err(|_| {
+                    self.error(
+                        "upload.max_file_size",
+                        Some(size.span()),
+                        format!(
+                            "\"{}\" is not a size; write e.g. \"512KiB\", \"100MB\" or \"1GiB\"",
+                            size.get_ref()
+                        ),
+                    )
+                })?;
+                if parsed.as_u64() == 0 {
+                    return Err(self.error(
+                        "upload.max_file_size",
+                        Some(size.span()),
+                        "must be larger than zero",
+                    ));
+                }
+                parsed.as_u64()
+            }
+        };
+        Ok(Upload {
+            concurrency: concurrency as usize,
+            max_file_size,
+            validate_package: raw.validate_package.unwrap_or(true),
+        })
+    }
+
+    fn retry(&self, raw: raw::Retry) -> Result<RetryPolicy, ConfigError> {
+        let defaults = RetryPolicy::default();
+        let policy = RetryPolicy {
+            initial_delay: self.positive_duration(
+                "retry.initial_delay",
+                raw.initial_delay.as_ref(),
+                defaults.initial_delay,
+            )?,
+            max_delay: self.positive_duration(
+                "retry.max_delay",
+                raw.max_delay.as_ref(),
+                defaults.max_delay,
+            )?,
+            multiplier: raw.multiplier.unwrap_or(defaults.multiplier),
+            jitter: raw.jitter.unwrap_or(defaults.jitter),
+            max_attempts: match raw.max_attempts {
+                None => defaults.max_attempts,
+                Some(n) if (1..=1000).contains(&n) => n as u32,
+                Some(n) => {
+                    return Err(self.error(
+                        "retry.max_attempts",
+                        None,
+                        format!("{n} is out of range: use 1 to 1000"),
+                    ));
+                }
+            },
+            max_elapsed: self.positive_duration(
+                "retry.max_elapsed",
+                raw.max_elapsed.as_ref(),
+                defaults.max_elapsed,
+            )?,
+        };
+        if !(1.0..=100.0).contains(&policy.multiplier) {
+            return Err(self.error(
+                "retry.multiplier",
+                None,
+                format!("{} is out of range: use 1.0 to 100.0", policy.multiplier),
+            ));
+        }
+        if !(0.0..=1.0).contains(&policy.jitter) {
+            return Err(self.error(
+                "retry.jitter",
+                None,
+                format!("{} is out of range: use 0.0 (none) to 1.0", policy.jitter),
+            ));
+        }
+        if policy.max_delay < policy.initial_delay {
+            return Err(self.error(
+                "retry.max_delay",
+                raw.max_delay.as_ref().map(|d| d.span()),
+                "must not be shorter than retry.initial_delay",
+            ));
+        }
+        Ok(policy)
+    }
+
+    fn log(&self, raw: raw::Log) -> Result<Log, ConfigError> {
+        let format = match raw.format.as_ref().map(|f| f.get_ref().as_str()) {
+            None | Some("auto") => LogFormat::Auto,
+            Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(self.error(
+                    "log.format",
+                    raw.format.as_ref().map(|f| f.span()),
+                    format!("\"{other}\" is not a format: use \"auto\", \"text\" or \"json\""),
+                ));
+            }
+        };
+        let level = raw.level.unwrap_or_else(|| "info".to_owned());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+            return Err(self.error(
+                "log.level",
+                None,
+                format!(
+                    "\"{level}\" is not a level or filter ({e}); use e.g. \"info\" or \"debug\""
+                ),
+            ));
+        }
+        Ok(Log { format, level })
+    }
+
+    fn watch(&self, i: usize, raw: raw::Watch) -> Result<Watch, ConfigError> {
+        let key = |k: &str| format!("watch[{i}].{k}");
+        let name = match raw.name {
+            None => {
+                return Err(self.error(
+                    key("name"),
+                    None,
+                    "missing: every watch needs a unique name",
+                ));
+            }
+            Some(n) => n,
+        };
+        if name.get_ref().is_empty()
+            || !name
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(self.error(
+                key("name"),
+                Some(name.span()),
+                format!(
+                    "\"{}\" is not a name: use letters, digits, '_', '-' and '.'",
+                    name.get_ref()
+                ),
+            ));
+        }
+        let folder = |k: &str, value: Option<Spanned<String>>| match value {
+            None => Err(self.error(
+                key(k),
+                None,
+                "missing: every watch needs inbox, done and failed folders",
+            )),
+            Some(v) => self.folder(&key(k), &v),
+        };
+        let inbox = folder("inbox", raw.inbox)?;
+        let done = folder("done", raw.done)?;
+        let failed = folder("failed", raw.failed)?;
+        let recursive = raw.recursive.unwrap_or(false);
+
+        let globs = |k: &str, patterns: Option<Vec<String>>, default: &[&str]| {
+            let patterns =
+                patterns.unwrap_or_else(|| default.iter().map(|s| (*s).to_owned()).collect());
+            Globs::compile(patterns.clone()).map_err(|(j, e)| {
+                self.error(
+                    format!("{}[{j}]", key(k)),
+                    None,
+                    format!(
+                        "\"{}\" is not a glob ({})",
+                        patterns.get(j).map_or("", String::as_str),
+                        e.kind()
+                    ),
+                )
+            })
+        };
+        let include = globs("include", raw.include, &["*.zip"])?;
+        let exclude = globs(
+            "exclude",
+            raw.exclude,
+            &[".*", "*.part", "*.tmp", "*.swp", "*~", "*.crdownload"],
+        )?;
+
+        let business_types = match raw.business_types {
+            None => DEFAULT_BUSINESS_TYPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect::<Vec<_>>(),
+            Some(list) if list.is_empty() => {
+                return Err(self.error(
+                    key("business_types"),
+                    None,
+                    "must list at least one business type",
+                ));
+            }
+            Some(list) => list,
+        };
+        let mut seen = HashSet::new();
+        for bt in &business_types {
+            if bt.is_empty()
+                || !bt
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(self.error(
+                    key("business_types"),
+                    None,
+                    format!("\"{bt}\" is not a business type: use letters, digits, '_' and '-'"),
+                ));
+            }
+            if !seen.insert(bt.to_ascii_lowercase()) {
+                return Err(self.error(
+                    key("business_types"),
+                    None,
+                    format!("\"{bt}\" is listed twice (they are compared case-insensitively)"),
+                ));
+            }
+        }
+
+        if raw.rule.is_empty() {
+            return Err(self.error(
+                key("rule"),
+                None,
+                "no [[watch.rule]]: add at least one, e.g. template = \"{plugin_name}__{business_type}.zip\"",
+            ));
+        }
+        let mut rules = Vec::with_capacity(raw.rule.len());
+        for (j, rule) in raw.rule.into_iter().enumerate() {
+            let rule_key = |k: &str| format!("watch[{i}].rule[{j}].{k}");
+            let (pattern, pattern_key, span) = match (rule.template, rule.regex) {
+                (Some(t), None) => (
+                    Pattern::Template(t.get_ref().clone()),
+                    rule_key("template"),
+                    t.span(),
+                ),
+                (None, Some(r)) => (
+                    Pattern::Regex(r.get_ref().clone()),
+                    rule_key("regex"),
+                    r.span(),
+                ),
+                _ => {
+                    return Err(self.error(
+                        format!("watch[{i}].rule[{j}]"),
+                        None,
+                        "a rule needs exactly one of template or regex",
+                    ));
+                }
+            };
+            let constant = rule.business_type;
+            if let Some(bt) = &constant
+                && !business_types.iter().any(|b| b.eq_ignore_ascii_case(bt))
+            {
+                return Err(self.error(
+                    rule_key("business_type"),
+                    None,
+                    format!(
+                        "\"{bt}\" is not one of the watch's business_types ({})",
+                        business_types.join(", ")
+                    ),
+                ));
+            }
+            let compiled = Rule::compile(pattern, constant)
+                .map_err(|e| self.error(pattern_key.clone(), Some(span.clone()), e.to_string()))?;
+            if compiled.needs_subfolders() && !recursive {
+                return Err(self.error(
+                    pattern_key,
+                    Some(span),
+                    "this rule only matches files in subfolders: set recursive = true on the watch",
+                ));
+            }
+            rules.push(compiled);
+        }
+
+        let settle = self.duration(&key("settle"), raw.settle.as_ref(), Duration::from_secs(2))?;
+        Ok(Watch {
+            name: name.into_inner(),
+            inbox,
+            done,
+            failed,
+            recursive,
+            include,
+            exclude,
+            settle,
+            poll: raw.poll.unwrap_or(false),
+            poll_interval: self.positive_duration(
+                &key("poll_interval"),
+                raw.poll_interval.as_ref(),
+                Duration::from_secs(5),
+            )?,
+            rescan_interval: self.positive_duration(
+                &key("rescan_interval"),
+                raw.rescan_interval.as_ref(),
+                Duration::from_secs(60),
+            )?,
+            rules: RuleSet::new(rules, business_types),
+        })
+    }
+
+    /// Folder relations that would make files loop, collide or vanish.
+    fn check_folders(&self, watches: &[Watch]) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for (i, w) in watches.iter().enumerate() {
+            let key = |k: &str| format!("watch[{i}].{k}");
+            if !names.insert(w.name.as_str()) {
+                return Err(self.error(
+                    key("name"),
+                    None,
+                    format!(
+                        "\"{}\" is used by two watches: names must be unique",
+                        w.name
+                    ),
+                ));
+            }
+            for (k, folder) in [("done", &w.done), ("failed", &w.failed)] {
+                if *folder == w.inbox {
+                    return Err(self.error(
+                        key(k),
+                        None,
+                        format!(
+                            "{} is the inbox itself: files would be picked up again",
+                            folder.display()
+                        ),
+                    ));
+                }
+                if w.recursive && folder.starts_with(&w.inbox) {
+                    return Err(self.error(
+                        key(k),
+                        None,
+                        format!("{} is inside the inbox of a recursive watch: files would be picked up again", folder.display()),
+                    ));
+                }
+            }
+            if w.done == w.failed {
+                return Err(self.error(
+                    key("failed"),
+                    None,
+                    "is the same folder as done: keep uploaded and failed files apart",
+                ));
+            }
+            for (j, other) in watches.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                for (k, folder) in [
+                    ("inbox", &other.inbox),
+                    ("done", &other.done),
+                    ("failed", &other.failed),
+                ] {
+                    if folder.starts_with(&w.inbox) {
+                        return Err(self.error(
+                            key("inbox"),
+                            None,
+                            format!(
+                                "{} equals or contains watch \"{}\"'s {k} folder {}: each inbox must be its own",
+                                w.inbox.display(),
+                                other.name,
+                                folder.display()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

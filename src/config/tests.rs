@@ -1,0 +1,238 @@
+use super::*;
+
+const BASE: &str = r#"
+[codearts]
+endpoint = "https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com/"
+domain_id = "ce8df55870164338a72d7e828a966a2a"
+
+[auth]
+token = "t"
+
+[[watch]]
+name = "ext"
+inbox = "in"
+done = "done"
+failed = "failed"
+
+[[watch.rule]]
+template = "{plugin_name}__{business_type}.zip"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/extdrop/config.toml"))
+}
+
+fn error(text: &str) -> String {
+    match parse(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_example_configuration_is_valid() -> Result<(), ConfigError> {
+    let config = parse(include_str!("../../config.example.toml"))?;
+    assert_eq!(config.watches.len(), 1);
+    assert_eq!(config.watches[0].rules.rules().len(), 2);
+    assert_eq!(config.upload.max_file_size, 1 << 30);
+    assert_eq!(config.retry, RetryPolicy::default());
+    Ok(())
+}
+
+#[test]
+fn defaults_and_relative_folders() -> Result<(), ConfigError> {
+    let config = parse(BASE)?;
+    assert_eq!(
+        config.codearts.endpoint,
+        "https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com"
+    );
+    assert_eq!(config.codearts.request_timeout, Duration::from_secs(600));
+    let w = &config.watches[0];
+    assert_eq!(w.inbox, Path::new("/etc/extdrop/in"));
+    assert_eq!(w.settle, Duration::from_secs(2));
+    assert!(w.admits("a__Build.zip"));
+    assert!(!w.admits(".a__Build.zip"));
+    assert!(!w.admits("a__Build.zip.part"));
+    assert!(!w.admits("notes.txt"));
+    assert!(!w.admits(".extdrop/x.zip"));
+    assert_eq!(config.upload.concurrency, 4);
+    assert_eq!(config.log.format, LogFormat::Auto);
+    Ok(())
+}
+
+#[test]
+fn syntax_errors_name_line_and_column() {
+    let text = BASE.replace("name = \"ext\"", "name = \"ext\"\ninbx = \"typo\"");
+    let e = error(&text);
+    assert!(e.starts_with("/etc/extdrop/config.toml:11:1: "), "{e}");
+    assert!(e.contains("inbx"), "{e}");
+
+    let e = error("[codearts]\nendpoint = \n");
+    assert!(e.starts_with("/etc/extdrop/config.toml:2:"), "{e}");
+}
+
+#[test]
+fn wrong_types_name_the_line() {
+    let e = error(&BASE.replace("[auth]", "[upload]\nconcurrency = \"four\"\n[auth]"));
+    assert!(e.contains(":7:15:"), "{e}");
+}
+
+#[test]
+fn invalid_values_name_the_key_and_place() {
+    let e = error(&BASE.replace(
+        "domain_id = \"ce8df55870164338a72d7e828a966a2a\"",
+        "domain_id = \"short\"",
+    ));
+    assert!(e.contains(":4:13: codearts.domain_id: "), "{e}");
+
+    let e = error(&BASE.replace(
+        "failed = \"failed\"",
+        "failed = \"failed\"\nsettle = \"soon\"",
+    ));
+    assert!(e.contains("watch[0].settle"), "{e}");
+    assert!(e.contains("soon"), "{e}");
+
+    let e = error(&BASE.replace(
+        "template = \"{plugin_name}__{business_type}.zip\"",
+        "regex = '(unclosed'",
+    ));
+    assert!(e.contains("watch[0].rule[0].regex"), "{e}");
+}
+
+#[test]
+fn missing_required_keys_are_named() {
+    assert!(
+        error(&BASE.replace("domain_id = \"ce8df55870164338a72d7e828a966a2a\"", ""))
+            .contains("codearts.domain_id: missing")
+    );
+    assert!(
+        error(&BASE.replace(
+            "endpoint = \"https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com/\"",
+            ""
+        ))
+        .contains("codearts.endpoint: missing")
+    );
+    assert!(error(&BASE.replace("inbox = \"in\"", "")).contains("watch[0].inbox: missing"));
+    let no_watch = BASE.split("[[watch]]").next().unwrap_or_default();
+    assert!(error(no_watch).contains("no [[watch]]"));
+}
+
+#[test]
+fn rules_need_exactly_one_pattern_and_a_plugin_name() {
+    let both = BASE.replace(
+        "template = \"{plugin_name}__{business_type}.zip\"",
+        "template = \"{plugin_name}.zip\"\nregex = 'x'",
+    );
+    assert!(error(&both).contains("exactly one of template or regex"));
+    let never = BASE.replace("{plugin_name}__{business_type}.zip", "{business_type}.zip");
+    assert!(error(&never).contains("watch[0].rule[0].template"));
+    let constant = BASE.replace(
+        "template = \"{plugin_name}__{business_type}.zip\"",
+        "template = \"{plugin_name}.zip\"\nbusiness_type = \"Nope\"",
+    );
+    assert!(error(&constant).contains("watch[0].rule[0].business_type"));
+}
+
+#[test]
+fn subfolder_rules_need_recursive() {
+    let text = BASE.replace(
+        "{plugin_name}__{business_type}.zip",
+        "{business_type}/{plugin_name}.zip",
+    );
+    assert!(error(&text).contains("recursive = true"));
+    let text = text.replace(
+        "failed = \"failed\"",
+        "failed = \"failed\"\nrecursive = true",
+    );
+    assert!(parse(&text).is_ok());
+}
+
+fn two_watches(second: &str) -> String {
+    format!(
+        "{BASE}\n[[watch]]\nname = \"two\"\n{second}\n[[watch.rule]]\ntemplate = \"{{plugin_name}}__{{business_type}}.zip\"\n"
+    )
+}
+
+#[test]
+fn folders_must_not_overlap() {
+    let e = error(
+        &two_watches("inbox = \"in2\"\ndone = \"done\"\nfailed = \"failed\"")
+            .replace("name = \"two\"", "name = \"ext\""),
+    );
+    assert!(e.contains("used by two watches"), "{e}");
+
+    let e = error(&two_watches(
+        "inbox = \"in/sub\"\ndone = \"d2\"\nfailed = \"f2\"",
+    ));
+    assert!(e.contains("watch[0].inbox"), "{e}");
+
+    let e = error(&two_watches(
+        "inbox = \"/\"\ndone = \"/x/d2\"\nfailed = \"/x/f2\"",
+    ));
+    assert!(e.contains("watch[1].inbox"), "{e}");
+
+    // Sharing done and failed between watches is fine.
+    assert!(
+        parse(&two_watches(
+            "inbox = \"in2\"\ndone = \"done\"\nfailed = \"failed\""
+        ))
+        .is_ok()
+    );
+
+    let e = error(&BASE.replace("done = \"done\"", "done = \"in\""));
+    assert!(e.contains("watch[0].done"), "{e}");
+    let e = error(&BASE.replace("failed = \"failed\"", "failed = \"done\""));
+    assert!(e.contains("watch[0].failed"), "{e}");
+}
+
+#[test]
+fn auth_keys_of_another_method_are_refused() {
+    let e = error(&BASE.replace("token = \"t\"", "token = \"t\"\nuser_name = \"u\""));
+    assert!(
+        e.contains("auth.user_name: is not used with method = \"token\""),
+        "{e}"
+    );
+    let e = error(&BASE.replace("token = \"t\"", "method = \"password\"\nuser_name = \"u\""));
+    assert!(e.contains("auth.domain_name: missing"), "{e}");
+    let e = error(&BASE.replace("token = \"t\"", "method = \"kerberos\""));
+    assert!(e.contains("auth.method"), "{e}");
+}
+
+#[test]
+fn retry_bounds_are_checked() {
+    for (key, value) in [
+        ("multiplier", "0.5"),
+        ("jitter", "1.5"),
+        ("max_attempts", "0"),
+        ("max_delay", "\"1ms\""),
+    ] {
+        let e = error(&format!("{BASE}\n[retry]\n{key} = {value}\n"));
+        assert!(e.contains(&format!("retry.{key}")), "{e}");
+    }
+}
+
+#[test]
+fn sizes_and_durations_use_human_units() -> Result<(), ConfigError> {
+    let config = parse(&format!(
+        "{BASE}\n[upload]\nmax_file_size = \"512KiB\"\n[retry]\ninitial_delay = \"500ms\"\n"
+    ))?;
+    assert_eq!(config.upload.max_file_size, 512 * 1024);
+    assert_eq!(config.retry.initial_delay, Duration::from_millis(500));
+    assert!(
+        error(&format!("{BASE}\n[upload]\nmax_file_size = \"lots\"\n"))
+            .contains("upload.max_file_size")
+    );
+    Ok(())
+}
+
+#[test]
+fn absolute_cleans_dots() {
+    assert_eq!(
+        absolute(Path::new("../x/./y"), Path::new("/etc/extdrop")),
+        Path::new("/etc/x/y")
+    );
+    assert_eq!(
+        absolute(Path::new("/a/b"), Path::new("/etc")),
+        Path::new("/a/b")
+    );
+}

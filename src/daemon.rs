@@ -1,0 +1,607 @@
+//! The daemon: wiring the watchers, the handlers and shutdown together, and — in
+//! [`life_of_a_file`] — the whole life of one file, top to bottom.
+//!
+//! Concurrency: every ready file gets a task; `[upload] concurrency` permits bound how many are
+//! past the claim at once, across all watches. A task gives its permit back while it waits to
+//! retry, so a file in backoff never blocks the others. On shutdown no new file is claimed,
+//! waiting tasks stop at once (their files stay claimed and are resumed at the next start), and
+//! uploads in flight get [`SHUTDOWN_GRACE`] to finish.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch as signal};
+use tokio::task::JoinSet;
+
+use crate::auth::Auth;
+use crate::config::{Config, RetryPolicy, Watch};
+use crate::outcome::{Outcome, Report, timestamp};
+use crate::retry::Schedule;
+use crate::rules::Derivation;
+use crate::store::{self, Claim, Resumed};
+use crate::upload::{Answer, Package, Uploader, Verdict};
+use crate::watch::{self, Busy, Found, Nudge, Tracker};
+
+/// How long uploads in flight may run on after SIGTERM before they are cut off (their files
+/// stay claimed and are resumed at the next start). Below systemd's default stop timeout.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// How the daemon runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Watch until told to stop.
+    Watch,
+    /// Handle what is in the inboxes now, then return.
+    Once,
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Files filed in done.
+    pub done: u64,
+    /// Files filed in failed.
+    pub failed: u64,
+}
+
+/// A failure that stops the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A folder could not be created or read.
+    #[error("inbox unusable: {0}")]
+    Folder(#[from] store::StoreError),
+    /// The inboxes could not be watched.
+    #[error(transparent)]
+    Watch(#[from] watch::WatchError),
+    /// The HTTP client could not be set up.
+    #[error(transparent)]
+    Client(#[from] crate::upload::ClientError),
+    /// The credentials are unusable.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+}
+
+/// Everything a file's handler needs, shared by all handlers.
+struct Context {
+    uploader: Uploader,
+    slots: Arc<Semaphore>,
+    retry: RetryPolicy,
+    max_file_size: u64,
+    validate_package: bool,
+    stop: signal::Receiver<bool>,
+    busy: Busy,
+    done: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Context {
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Waits for an upload slot; `None` once shutdown has begun.
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        let mut stop = self.stop.clone();
+        if *stop.borrow() {
+            return None;
+        }
+        tokio::select! {
+            permit = self.slots.clone().acquire_owned() => permit.ok(),
+            _ = stop.wait_for(|s| *s) => None,
+        }
+    }
+
+    /// Sleeps unless shutdown begins first; `false` when it did.
+    async fn pause(&self, delay: Duration) -> bool {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => !self.stopping(),
+            _ = stop.wait_for(|s| *s) => false,
+        }
+    }
+}
+
+/// Runs the daemon (or one pass of it) with `config` until `shutdown` resolves (or, in
+/// [`Mode::Once`], until every file present at the start has been filed). `ready` is called
+/// once every watch is armed and the start-up scan is queued.
+pub async fn run(
+    config: &Config,
+    mode: Mode,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> Result<Summary, DaemonError> {
+    for watch in &config.watches {
+        store::ensure_folders(watch)?;
+    }
+    let client = crate::upload::http_client(&config.codearts)?;
+    let auth = Auth::new(&config.auth, client.clone())?;
+    let (stop_tx, stop_rx) = signal::channel(false);
+    let ctx = Arc::new(Context {
+        uploader: Uploader::new(&config.codearts, client, auth),
+        slots: Arc::new(Semaphore::new(config.upload.concurrency)),
+        retry: config.retry.clone(),
+        max_file_size: config.upload.max_file_size,
+        validate_package: config.upload.validate_package,
+        stop: stop_rx,
+        busy: Busy::default(),
+        done: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    });
+    let watches: Vec<Arc<Watch>> = config.watches.iter().cloned().map(Arc::new).collect();
+    let mut tasks = JoinSet::new();
+
+    // Files a previous run claimed come first: they were dropped earliest.
+    for watch in &watches {
+        let resumed = {
+            let watch = watch.clone();
+            tokio::task::spawn_blocking(move || store::resume(&watch))
+                .await
+                .unwrap_or_else(|e| Err(join_error(e)))?
+        };
+        for item in resumed {
+            match item {
+                Resumed::Claim(claim) => {
+                    tracing::info!(watch = %watch.name, file = %claim.record.rel_path, attempts = claim.record.attempts, "resuming a claimed file");
+                    tasks.spawn(carry_on(ctx.clone(), watch.clone(), *claim, None));
+                }
+                Resumed::Orphan { path, why } => {
+                    tracing::warn!(watch = %watch.name, file = %path.display(), why = %why, "work folder holds a file without a claim record");
+                    let watch = watch.clone();
+                    let filed = tokio::task::spawn_blocking(move || {
+                        store::file_orphan(&watch, &path, &why)
+                    })
+                    .await;
+                    if let Ok(Ok(dest)) = filed {
+                        ctx.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(file = %dest.display(), outcome = "failed", "filed an orphan from the work folder");
+                    }
+                }
+            }
+        }
+    }
+
+    let (nudge_tx, mut nudges) = mpsc::unbounded_channel();
+    let armed = match mode {
+        Mode::Watch => Some(watch::arm(&watches, nudge_tx)?),
+        Mode::Once => {
+            drop(nudge_tx);
+            None
+        }
+    };
+    let mut tracker = Tracker::new(watches.clone(), ctx.busy.clone());
+    tracker.scan_all();
+    ready();
+
+    let mut tick = tokio::time::interval(tracker.tick());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_rescan: Vec<Instant> = watches
+        .iter()
+        .map(|w| Instant::now() + w.rescan_interval)
+        .collect();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("shutting down: no new files are taken");
+                break;
+            }
+            Some(nudge) = nudges.recv(), if armed.is_some() => match nudge {
+                Nudge::Paths(paths) => paths.iter().for_each(|p| tracker.note(p)),
+                Nudge::Rescan => {
+                    tracing::warn!("file events were lost (queue overflow): rescanning every inbox");
+                    tracker.scan_all();
+                }
+                Nudge::Error(e) => {
+                    tracing::error!(error = %e, "watcher error; rescanning");
+                    tracker.scan_all();
+                }
+            },
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = joined {
+                    tracing::error!(error = %e, "a file handler failed; its file stays claimed and is resumed at the next start");
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if mode == Mode::Watch {
+                    for (i, due) in next_rescan.iter_mut().enumerate() {
+                        if now >= *due {
+                            tracker.scan(i);
+                            *due = now + watches[i].rescan_interval;
+                        }
+                    }
+                }
+                for found in tracker.ready(now) {
+                    tasks.spawn(life_of_a_file(ctx.clone(), found));
+                }
+                if mode == Mode::Once && tracker.is_empty() && tasks.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+
+    // Shutdown (or the end of a pass): stop claiming, let uploads in flight finish for a while.
+    drop(armed);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "a file handler failed; its file stays claimed");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = tasks.len(),
+            "uploads still running after {}s are cut off; their files stay claimed and are resumed at the next start",
+            SHUTDOWN_GRACE.as_secs()
+        );
+        tasks.abort_all();
+    }
+    Ok(Summary {
+        done: ctx.done.load(Ordering::Relaxed),
+        failed: ctx.failed.load(Ordering::Relaxed),
+    })
+}
+
+fn join_error(e: tokio::task::JoinError) -> store::StoreError {
+    store::StoreError {
+        action: "run blocking task for",
+        path: Default::default(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// The life of a file, from the moment it is ready in the inbox.
+async fn life_of_a_file(ctx: Arc<Context>, found: Found) {
+    let path = found.path();
+    // Ready → claimed: only with an upload slot, so that unclaimed files wait in the inbox
+    // (where an operator can still take them back) rather than in the work folder.
+    let Some(permit) = ctx.slot().await else {
+        ctx.busy.release(&path);
+        return;
+    };
+    let claimed = {
+        let found = found.clone();
+        tokio::task::spawn_blocking(move || {
+            store::claim(&found.watch, &found.rel_path, found.first_seen)
+        })
+        .await
+    };
+    ctx.busy.release(&path);
+    let claim = match claimed {
+        Ok(Ok(Some(claim))) => claim,
+        Ok(Ok(None)) => return, // gone, or replaced by something that is not a file
+        Ok(Err(e)) => {
+            tracing::error!(watch = %found.watch.name, file = %found.rel_path, error = %e, "cannot claim file; it stays in the inbox");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "claim task failed");
+            return;
+        }
+    };
+    tracing::debug!(watch = %found.watch.name, file = %found.rel_path, "claimed");
+    carry_on(ctx, found.watch, claim, Some(permit)).await;
+}
+
+/// The rest of a file's life once it is claimed: named, checked, uploaded, judged, filed. Also
+/// the entry point for claims resumed after a restart.
+async fn carry_on(
+    ctx: Arc<Context>,
+    watch: Arc<Watch>,
+    mut claim: Claim,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    // A decided claim was interrupted while being filed: finish that, never upload again.
+    if let Some(decision) = claim.record.decided.clone() {
+        file(&ctx, &watch, claim, decision.report).await;
+        return;
+    }
+    let mut draft = Draft::new(&watch, &claim);
+
+    // Named.
+    let (plugin_name, business_type) = match watch.rules.derive(&claim.record.rel_path) {
+        Derivation::Named {
+            plugin_name,
+            business_type,
+            ..
+        } => (plugin_name, business_type),
+        Derivation::Invalid { reason, .. } | Derivation::NoMatch { reason } => {
+            file(&ctx, &watch, claim, draft.failed(reason, None)).await;
+            return;
+        }
+    };
+    draft.plugin_name = Some(plugin_name.clone());
+    draft.business_type = Some(business_type.clone());
+
+    // Checked.
+    let examined = {
+        let (path, limit, validate) = (claim.payload(), ctx.max_file_size, ctx.validate_package);
+        let (p, b) = (plugin_name.clone(), business_type.clone());
+        tokio::task::spawn_blocking(move || examine(&path, limit, validate, &p, &b)).await
+    };
+    match examined {
+        Ok(Ok(facts)) => {
+            draft.size = facts.size;
+            draft.sha256 = Some(facts.sha256);
+        }
+        Ok(Err(Refusal { size, reason })) => {
+            draft.size = size;
+            file(&ctx, &watch, claim, draft.failed(reason, None)).await;
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "check task failed; the file stays claimed");
+            return;
+        }
+    }
+
+    // Uploaded, with retries; `None` means shutdown came first and the claim waits for the
+    // next start.
+    let Some(report) = upload(&ctx, &watch, &mut claim, &mut draft, permit).await else {
+        return;
+    };
+
+    // Filed.
+    file(&ctx, &watch, claim, report).await;
+}
+
+/// Upload attempts until success, a permanent refusal or the end of the retry budget.
+async fn upload(
+    ctx: &Context,
+    watch: &Watch,
+    claim: &mut Claim,
+    draft: &mut Draft,
+    mut permit: Option<OwnedSemaphorePermit>,
+) -> Option<Report> {
+    let mut schedule = Schedule::new(&ctx.retry, claim.record.attempts);
+    let claimed_at =
+        humantime::parse_rfc3339(&claim.record.claimed_at).unwrap_or_else(|_| SystemTime::now());
+    let mut free_retry_used = false;
+    let (plugin_name, business_type) = (
+        draft.plugin_name.clone().unwrap_or_default(),
+        draft.business_type.clone().unwrap_or_default(),
+    );
+    loop {
+        if permit.is_none() {
+            permit = Some(ctx.slot().await?);
+        }
+        if ctx.stopping() {
+            return None;
+        }
+        // Counted before the attempt, so a crash mid-upload still spends budget.
+        claim.record.attempts += 1;
+        draft.attempts = claim.record.attempts;
+        if let Err(e) = save(claim).await {
+            tracing::error!(error = %e, "cannot update the claim record; the file stays claimed");
+            return None;
+        }
+        let attempt = claim.record.attempts;
+        tracing::info!(watch = %watch.name, file = %claim.record.rel_path, plugin_name = %plugin_name, business_type = %business_type, attempt, "uploading");
+        let payload = claim.payload();
+        let verdict = ctx
+            .uploader
+            .attempt(Package {
+                path: &payload,
+                file_name: claim.file_name(),
+                size: draft.size,
+                plugin_name: &plugin_name,
+                business_type: &business_type,
+            })
+            .await;
+        let (why, answer, retry_after) = match verdict {
+            Verdict::Uploaded(answer) => return Some(draft.done(answer)),
+            Verdict::Rejected { answer, reason } => {
+                return Some(draft.failed(reason, Some(answer)));
+            }
+            Verdict::Unauthorized { answer, stamp } => {
+                let renewed = ctx.uploader.auth().renew(stamp).await;
+                if let Err(e) = &renewed {
+                    tracing::error!(error = %e, "cannot renew credentials after 401");
+                }
+                if !free_retry_used && renewed.is_ok() {
+                    // The first 401 costs nothing: the credentials were simply stale.
+                    free_retry_used = true;
+                    claim.record.attempts -= 1;
+                    continue;
+                }
+                (
+                    "the server answered 401: the credentials were refused even after renewing them".to_owned(),
+                    Some(answer),
+                    None,
+                )
+            }
+            Verdict::NoCredentials(e) => {
+                // Missing credentials are the operator's to fix, not the file's fault: the
+                // attempt is not counted and the file waits.
+                claim.record.attempts -= 1;
+                tracing::error!(watch = %watch.name, file = %claim.record.rel_path, error = %e, "no usable credentials; the file waits");
+                permit = None;
+                if !ctx
+                    .pause(ctx.retry.max_delay.min(Duration::from_secs(30)))
+                    .await
+                {
+                    return None;
+                }
+                continue;
+            }
+            Verdict::Transient {
+                answer,
+                why,
+                retry_after,
+            } => (why, answer, retry_after),
+        };
+        draft.answer = answer;
+        let elapsed = SystemTime::now()
+            .duration_since(claimed_at)
+            .unwrap_or_default();
+        match schedule.next_delay(claim.record.attempts, elapsed, retry_after) {
+            Ok(delay) => {
+                tracing::warn!(watch = %watch.name, file = %claim.record.rel_path, attempt, status = draft.answer.as_ref().map(|a| a.status), why = %why, retry_in = ?delay, "upload failed; will retry");
+                permit = None;
+                if !ctx.pause(delay).await {
+                    return None;
+                }
+            }
+            Err(exhausted) => {
+                let answer = draft.answer.take();
+                return Some(draft.failed(format!("{why}; {exhausted}"), answer));
+            }
+        }
+    }
+}
+
+async fn save(claim: &Claim) -> Result<(), String> {
+    let (dir, record) = (claim.dir().to_owned(), claim.record.clone());
+    tokio::task::spawn_blocking(move || store::save_record(&dir, &record))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Writes the outcome down and moves the file to done or failed.
+async fn file(ctx: &Context, watch: &Arc<Watch>, claim: Claim, report: Report) {
+    let (name, outcome, reason) = (report.file.clone(), report.outcome, report.reason.clone());
+    let filed = {
+        let watch = watch.clone();
+        tokio::task::spawn_blocking(move || store::file(&watch, claim, report)).await
+    };
+    match filed {
+        Ok(Ok(dest)) => {
+            match outcome {
+                Outcome::Done => ctx.done.fetch_add(1, Ordering::Relaxed),
+                Outcome::Failed => ctx.failed.fetch_add(1, Ordering::Relaxed),
+            };
+            tracing::info!(
+                watch = %watch.name,
+                file = %name,
+                outcome = ?outcome,
+                to = %dest.display(),
+                reason = reason.as_deref().unwrap_or(""),
+                "filed"
+            );
+        }
+        Ok(Err(e)) => {
+            tracing::error!(watch = %watch.name, file = %name, error = %e, "cannot file; the file stays claimed and filing is retried at the next start");
+        }
+        Err(e) => tracing::error!(error = %e, "filing task failed"),
+    }
+}
+
+/// What is known about a file so far, for its report.
+struct Draft {
+    file: String,
+    watch: String,
+    first_seen: String,
+    plugin_name: Option<String>,
+    business_type: Option<String>,
+    size: u64,
+    sha256: Option<String>,
+    attempts: u32,
+    answer: Option<Answer>,
+}
+
+impl Draft {
+    fn new(watch: &Watch, claim: &Claim) -> Draft {
+        Draft {
+            file: claim.record.rel_path.clone(),
+            watch: watch.name.clone(),
+            first_seen: claim.record.first_seen.clone(),
+            plugin_name: None,
+            business_type: None,
+            size: std::fs::symlink_metadata(claim.payload())
+                .map(|m| m.len())
+                .unwrap_or(0),
+            sha256: None,
+            attempts: claim.record.attempts,
+            answer: None,
+        }
+    }
+
+    fn report(&self, outcome: Outcome, answer: Option<Answer>, reason: Option<String>) -> Report {
+        let answer = answer.unwrap_or_default();
+        Report {
+            file: self.file.clone(),
+            watch: self.watch.clone(),
+            outcome,
+            plugin_name: self.plugin_name.clone(),
+            business_type: self.business_type.clone(),
+            size: self.size,
+            sha256: self.sha256.clone(),
+            attempts: self.attempts,
+            http_status: (answer.status != 0).then_some(answer.status),
+            error_code: answer.error_code,
+            error_msg: answer.error_msg,
+            request_id: answer.request_id,
+            reason,
+            first_seen: self.first_seen.clone(),
+            finished: timestamp(SystemTime::now()),
+        }
+    }
+
+    fn done(&self, answer: Answer) -> Report {
+        self.report(Outcome::Done, Some(answer), None)
+    }
+
+    fn failed(&self, reason: String, answer: Option<Answer>) -> Report {
+        self.report(Outcome::Failed, answer, Some(reason))
+    }
+}
+
+/// Facts learned by reading a file before its upload.
+struct Facts {
+    size: u64,
+    sha256: String,
+}
+
+/// Why a file will not be uploaded, learned before any attempt.
+struct Refusal {
+    size: u64,
+    reason: String,
+}
+
+/// Checks size and (optionally) the package, and hashes the content. Blocking.
+fn examine(
+    path: &std::path::Path,
+    limit: u64,
+    validate: bool,
+    plugin_name: &str,
+    business_type: &str,
+) -> Result<Facts, Refusal> {
+    use sha2::Digest;
+    let refuse = |size, reason: String| Refusal { size, reason };
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| refuse(0, format!("the file cannot be inspected: {e}")))?;
+    let size = meta.len();
+    if size > limit {
+        return Err(refuse(
+            size,
+            format!(
+                "the file is {} which is larger than upload.max_file_size ({})",
+                bytesize::ByteSize(size).display().iec(),
+                bytesize::ByteSize(limit).display().iec()
+            ),
+        ));
+    }
+    if size == 0 {
+        return Err(refuse(size, "the file is empty".to_owned()));
+    }
+    if validate {
+        crate::package::check_package(path, plugin_name, business_type)
+            .map_err(|e| refuse(size, e.to_string()))?;
+    }
+    let mut file = store::open_payload(path)
+        .map_err(|e| refuse(size, format!("the file cannot be read: {e}")))?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|e| refuse(size, format!("the file cannot be read: {e}")))?;
+    Ok(Facts {
+        size,
+        sha256: hex::encode(hasher.finalize()),
+    })
+}

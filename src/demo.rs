@@ -1,0 +1,154 @@
+//! `extdrop demo`: a newcomer's first minute. Creates a sandbox folder with `inbox/ done/
+//! failed/`, a configuration and sample packages, starts the loopback stand-in of the CodeArts
+//! endpoint, and runs the real daemon against it until Ctrl-C.
+//!
+//! Nothing the operator already has in the sandbox is deleted; the configuration is rewritten
+//! on every start because the stand-in's port changes.
+
+use std::path::Path;
+
+use crate::cli::{EXIT_FATAL, EXIT_OK};
+use crate::config::Config;
+use crate::daemon::{self, Mode};
+use crate::stub::{Stub, StubConfig};
+
+/// The made-up tenant of the sandbox.
+pub const DEMO_DOMAIN_ID: &str = "ce8df55870164338a72d7e828a966a2a";
+const DEMO_TOKEN: &str = "demo-token";
+
+/// The sandbox configuration for a stand-in at `endpoint`.
+pub fn demo_config(endpoint: &str) -> String {
+    format!(
+        r#"# Written by `extdrop demo` for its loopback stand-in; rewritten at every demo start.
+[codearts]
+endpoint = "{endpoint}"
+domain_id = "{DEMO_DOMAIN_ID}"
+
+[auth]
+method = "token"
+token = "{DEMO_TOKEN}"
+
+[retry]
+initial_delay = "500ms"
+max_delay = "5s"
+max_attempts = 5
+
+[log]
+format = "text"
+
+[[watch]]
+name = "demo"
+inbox = "inbox"
+done = "done"
+failed = "failed"
+settle = "1s"
+rescan_interval = "30s"
+
+[[watch.rule]]
+template = "{{plugin_name}}__{{business_type}}.zip"
+
+[[watch.rule]]
+regex = '^(?P<plugin_name>[A-Za-z0-9_-]{{1,50}})-(?P<version>\d+\.\d+\.\d+)\.zip$'
+business_type = "Normal"
+"#
+    )
+}
+
+/// Runs the demo in `dir`.
+pub fn run(dir: &Path) -> u8 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("extdrop: cannot start the async runtime: {e}");
+            return EXIT_FATAL;
+        }
+    };
+    rt.block_on(async {
+        let mut stub_config = StubConfig::new(DEMO_DOMAIN_ID);
+        stub_config.auth = crate::stub::StubAuth::Tokens(vec![DEMO_TOKEN.to_owned()]);
+        let stub = match Stub::start(stub_config).await {
+            Ok(stub) => stub,
+            Err(e) => {
+                eprintln!("extdrop: cannot start the loopback stand-in: {e}");
+                return EXIT_FATAL;
+            }
+        };
+        let config = match prepare(dir, &stub.endpoint()) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("extdrop: cannot prepare the demo folder {}: {e}", dir.display());
+                return EXIT_FATAL;
+            }
+        };
+        crate::service::init_logging(&config.log);
+        let root = config.path.parent().unwrap_or(dir).to_owned();
+        let show = |p: &str| root.join(p).display().to_string();
+        let announce = || {
+            println!(
+                "\nextdrop demo is running: a stand-in CodeArts endpoint on {} and the daemon watching {}\n\n\
+                 Try, in another terminal:\n  \
+                 cp {} {}/                # a good package: watch it move to done/\n  \
+                 cat {}\n  \
+                 cp {} {}/   # a package whose manifest disagrees with its name: it goes to failed/\n  \
+                 cat {}\n  \
+                 cargo run --release -- -c {} status\n  \
+                 cargo run --release -- -c {} explain my_ext__Build.zip hello-1.0.0.zip notes.txt\n\n\
+                 Ctrl-C stops the demo.\n",
+                stub.endpoint(),
+                show("inbox"),
+                show("samples/demo_task__Deploy.zip"),
+                show("inbox"),
+                show("done/demo_task__Deploy.zip.result.json"),
+                show("samples/wrong_name__Build.zip"),
+                show("inbox"),
+                show("failed/wrong_name__Build.zip.result.json"),
+                config.path.display(),
+                config.path.display(),
+            );
+        };
+        let result = daemon::run(&config, Mode::Watch, crate::service::terminated(), announce).await;
+        let uploads = stub.uploads().len();
+        stub.shutdown().await;
+        match result {
+            Ok(summary) => {
+                println!(
+                    "demo stopped: {} done, {} failed, {uploads} upload(s) accepted by the stand-in",
+                    summary.done, summary.failed
+                );
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("extdrop: {e}");
+                EXIT_FATAL
+            }
+        }
+    })
+}
+
+/// Creates the sandbox folders, the configuration and the sample packages.
+fn prepare(dir: &Path, endpoint: &str) -> Result<Config, Box<dyn std::error::Error>> {
+    for sub in ["inbox", "done", "failed", "samples"] {
+        crate::store::ensure_folder(&dir.join(sub))?;
+    }
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, demo_config(endpoint))?;
+    let samples = dir.join("samples");
+    crate::package::write_sample(
+        &samples.join("demo_task__Deploy.zip"),
+        "demo_task",
+        "Deploy",
+        "1.0.0",
+    )?;
+    // Named for Build, but its manifest says another name: the package check refuses it.
+    crate::package::write_sample(
+        &samples.join("wrong_name__Build.zip"),
+        "other_name",
+        "Build",
+        "1.0.0",
+    )?;
+    crate::package::write_sample(&samples.join("hello-1.0.0.zip"), "hello", "Normal", "1.0.0")?;
+    Ok(Config::load(&config_path)?)
+}

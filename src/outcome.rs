@@ -1,0 +1,57 @@
+//! What happened to a file: the `<name>.result.json` report of SPEC §3.
+//!
+//! The field names and their order are a contract with outside tools; do not rename them.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a file ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Uploaded; the file is in `done`.
+    Done,
+    /// Not uploaded; the file is in `failed` and `reason` says why.
+    Failed,
+}
+
+/// The report written beside a filed file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The file's path relative to its inbox, as it was dropped.
+    pub file: String,
+    /// The watch that took it.
+    pub watch: String,
+    /// `done` or `failed`.
+    pub outcome: Outcome,
+    /// Derived from the name, when a rule matched.
+    pub plugin_name: Option<String>,
+    /// Derived from the name (canonical spelling), when a rule matched.
+    pub business_type: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex SHA-256 of the content, when it was read.
+    pub sha256: Option<String>,
+    /// Upload attempts made (0 when the file was refused before any).
+    pub attempts: u32,
+    /// HTTP status of the last answer, if any.
+    pub http_status: Option<u16>,
+    /// `error_code` of the last error answer.
+    pub error_code: Option<String>,
+    /// `error_msg` of the last error answer.
+    pub error_msg: Option<String>,
+    /// `X-Request-Id` of the last answer.
+    pub request_id: Option<String>,
+    /// For a failure: one human sentence saying why.
+    pub reason: Option<String>,
+    /// When extdrop first saw the file (RFC 3339, UTC).
+    pub first_seen: String,
+    /// When the outcome was decided (RFC 3339, UTC).
+    pub finished: String,
+}
+
+/// Formats a time as RFC 3339 UTC with whole seconds, the form used in reports.
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}

@@ -1,0 +1,445 @@
+//! The process around the daemon: logging, the tokio runtime, signals, systemd notifications,
+//! and the commands that act on the folders of a configured (possibly running) daemon:
+//! `status`, `retry`, `upload`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::cli::{EXIT_FATAL, EXIT_OK, EXIT_PARTIAL, load};
+use crate::config::{Config, Log, LogFormat, Watch};
+use crate::daemon::{self, Mode};
+use crate::outcome::Report;
+use crate::store;
+
+/// Sets up `tracing` on stderr as `[log]` says; `RUST_LOG` overrides the level.
+pub fn init_logging(log: &Log) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+        // journald stamps each line itself and shows no colours.
+        LogFormat::Auto if std::env::var_os("JOURNAL_STREAM").is_some() => builder
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .try_init(),
+        LogFormat::Auto => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+    // A subscriber already set (tests driving the library) is fine.
+    let _ = result;
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("extdrop: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the default action still ends the process.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// `extdrop run`.
+pub fn run(path: &Path) -> u8 {
+    let Some(config) = load(path) else {
+        return EXIT_FATAL;
+    };
+    init_logging(&config.log);
+    let Some(rt) = runtime() else {
+        return EXIT_FATAL;
+    };
+    rt.block_on(async {
+        tracing::info!(config = %config.path.display(), watches = config.watches.len(), "extdrop starting");
+        let ready = || {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            tracing::info!("every watch is armed");
+        };
+        match daemon::run(&config, Mode::Watch, terminated(), ready).await {
+            Ok(summary) => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+                tracing::info!(done = summary.done, failed = summary.failed, "stopped");
+                EXIT_OK
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("extdrop: {e}");
+                EXIT_FATAL
+            }
+        }
+    })
+}
+
+/// `extdrop once`.
+pub fn once(path: &Path) -> u8 {
+    let Some(config) = load(path) else {
+        return EXIT_FATAL;
+    };
+    init_logging(&config.log);
+    let Some(rt) = runtime() else {
+        return EXIT_FATAL;
+    };
+    rt.block_on(async {
+        match daemon::run(&config, Mode::Once, terminated(), || {}).await {
+            Ok(summary) => {
+                println!("{} done, {} failed", summary.done, summary.failed);
+                if summary.failed > 0 {
+                    EXIT_PARTIAL
+                } else {
+                    EXIT_OK
+                }
+            }
+            Err(e) => {
+                eprintln!("extdrop: {e}");
+                EXIT_FATAL
+            }
+        }
+    })
+}
+
+/// `extdrop check --online`: proves the credentials work.
+pub fn probe(config: &Config) -> Result<String, String> {
+    let rt = runtime().ok_or("cannot start the async runtime")?;
+    rt.block_on(async {
+        let client = crate::upload::http_client(&config.codearts).map_err(|e| e.to_string())?;
+        let auth = crate::auth::Auth::new(&config.auth, client).map_err(|e| e.to_string())?;
+        auth.probe().await.map_err(|e| e.to_string())
+    })
+}
+
+/// `extdrop upload FILE --plugin-name P --business-type B`.
+pub fn upload_one(path: &Path, file: &Path, plugin_name: &str, business_type: &str) -> u8 {
+    use crate::upload::{Package, Uploader, Verdict};
+    let Some(config) = load(path) else {
+        return EXIT_FATAL;
+    };
+    init_logging(&config.log);
+    let size = match std::fs::metadata(file) {
+        Ok(meta) if meta.is_file() => meta.len(),
+        Ok(_) => {
+            eprintln!("extdrop: {} is not a regular file", file.display());
+            return EXIT_FATAL;
+        }
+        Err(e) => {
+            eprintln!("extdrop: cannot read {}: {e}", file.display());
+            return EXIT_FATAL;
+        }
+    };
+    let file_name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("package.zip")
+        .to_owned();
+    let Some(rt) = runtime() else {
+        return EXIT_FATAL;
+    };
+    rt.block_on(async {
+        let client = match crate::upload::http_client(&config.codearts) {
+            Ok(client) => client,
+            Err(e) => {
+                eprintln!("extdrop: {e}");
+                return EXIT_FATAL;
+            }
+        };
+        let auth = match crate::auth::Auth::new(&config.auth, client.clone()) {
+            Ok(auth) => auth,
+            Err(e) => {
+                eprintln!("extdrop: {e}");
+                return EXIT_FATAL;
+            }
+        };
+        let uploader = Uploader::new(&config.codearts, client, auth);
+        let package = Package {
+            path: file,
+            file_name: &file_name,
+            size,
+            plugin_name,
+            business_type,
+        };
+        let mut verdict = uploader.attempt(package).await;
+        if let Verdict::Unauthorized { stamp, .. } = &verdict
+            && uploader.auth().renew(*stamp).await.is_ok() {
+                verdict = uploader.attempt(package).await;
+            }
+        match verdict {
+            Verdict::Uploaded(answer) => {
+                println!(
+                    "uploaded {file_name} as {plugin_name} ({business_type}); request id {}",
+                    answer.request_id.as_deref().unwrap_or("-")
+                );
+                EXIT_OK
+            }
+            Verdict::Rejected { reason, .. } => {
+                eprintln!("extdrop: rejected: {reason}");
+                EXIT_PARTIAL
+            }
+            Verdict::Unauthorized { .. } => {
+                eprintln!("extdrop: rejected: the server answered 401: the credentials were refused even after renewing them");
+                EXIT_PARTIAL
+            }
+            Verdict::Transient { why, .. } => {
+                eprintln!("extdrop: {why}");
+                EXIT_FATAL
+            }
+            Verdict::NoCredentials(e) => {
+                eprintln!("extdrop: {e}");
+                EXIT_FATAL
+            }
+        }
+    })
+}
+
+/// One watch's line in `status`.
+#[derive(Debug, Serialize)]
+pub struct WatchStatus {
+    /// The watch.
+    pub watch: String,
+    /// Admitted files in the inbox, not yet claimed.
+    pub waiting: usize,
+    /// Claimed files (being checked, uploaded, waiting to retry, or resumed at the next start).
+    pub in_progress: usize,
+    /// Files in done.
+    pub done: usize,
+    /// Files in failed.
+    pub failed: usize,
+    /// Age in seconds of the oldest waiting file (by modification time).
+    pub oldest_waiting_seconds: Option<u64>,
+    /// The newest failures, newest first.
+    pub recent_failures: Vec<Failure>,
+}
+
+/// A failure as `status` shows it.
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    /// The file's name in failed.
+    pub file: String,
+    /// When it failed.
+    pub finished: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Counts a watch's folders (works with or without a running daemon).
+pub fn watch_status(watch: &Watch) -> WatchStatus {
+    let now = SystemTime::now();
+    let mut waiting = 0;
+    let mut oldest: Option<SystemTime> = None;
+    let mut stack = vec![watch.inbox.clone()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(&watch.inbox)
+                .ok()
+                .and_then(|p| p.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            match entry.file_type() {
+                Ok(t)
+                    if t.is_dir()
+                        && watch.recursive
+                        && rel != store::WORK_DIR
+                        && !watch.exclude.matches(&rel) =>
+                {
+                    stack.push(path)
+                }
+                Ok(t) if t.is_file() && watch.admits(&rel) => {
+                    waiting += 1;
+                    if let Ok(mtime) = entry.metadata().and_then(|m| m.modified()) {
+                        oldest = Some(oldest.map_or(mtime, |o| o.min(mtime)));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let in_progress = std::fs::read_dir(watch.work_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("file").exists())
+        .count();
+    let filed = |folder: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(folder)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !n.starts_with('.') && !n.ends_with(store::REPORT_SUFFIX))
+            })
+            .collect()
+    };
+    let failed_files = filed(&watch.failed);
+    let mut recent_failures: Vec<Failure> = failed_files
+        .iter()
+        .filter_map(|p| {
+            let report: Report =
+                serde_json::from_slice(&std::fs::read(store::report_path(p)).ok()?).ok()?;
+            Some(Failure {
+                file: p.file_name()?.to_str()?.to_owned(),
+                finished: report.finished,
+                reason: report.reason.unwrap_or_default(),
+            })
+        })
+        .collect();
+    recent_failures.sort_by(|a, b| b.finished.cmp(&a.finished));
+    recent_failures.truncate(5);
+    WatchStatus {
+        watch: watch.name.clone(),
+        waiting,
+        in_progress,
+        done: filed(&watch.done).len(),
+        failed: failed_files.len(),
+        oldest_waiting_seconds: oldest
+            .map(|o| now.duration_since(o).unwrap_or(Duration::ZERO).as_secs()),
+        recent_failures,
+    }
+}
+
+/// `extdrop status`.
+pub fn status(path: &Path, json: bool) -> u8 {
+    let Some(config) = load(path) else {
+        return EXIT_FATAL;
+    };
+    let all: Vec<WatchStatus> = config.watches.iter().map(watch_status).collect();
+    if json {
+        match serde_json::to_string_pretty(&all) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("extdrop: {e}");
+                return EXIT_FATAL;
+            }
+        }
+        return EXIT_OK;
+    }
+    for s in &all {
+        println!(
+            "{}: {} waiting, {} in progress, {} done, {} failed{}",
+            s.watch,
+            s.waiting,
+            s.in_progress,
+            s.done,
+            s.failed,
+            s.oldest_waiting_seconds
+                .map(|age| format!(
+                    " (oldest waiting {})",
+                    humantime::format_duration(Duration::from_secs(age))
+                ))
+                .unwrap_or_default()
+        );
+        for f in &s.recent_failures {
+            println!("  {} {}: {}", f.finished, f.file, f.reason);
+        }
+    }
+    EXIT_OK
+}
+
+/// `extdrop retry`.
+pub fn retry(path: &Path, files: &[PathBuf], all: bool, only: Option<&str>) -> u8 {
+    let Some(config) = load(path) else {
+        return EXIT_FATAL;
+    };
+    let watches: Vec<&Watch> = config
+        .watches
+        .iter()
+        .filter(|w| only.is_none_or(|o| o == w.name))
+        .collect();
+    if let Some(name) = only
+        && watches.is_empty()
+    {
+        eprintln!("extdrop: no watch is named \"{name}\"");
+        return EXIT_FATAL;
+    }
+    let mut targets: Vec<(&Watch, PathBuf)> = Vec::new();
+    let mut missing = false;
+    if all {
+        for w in &watches {
+            let status_files = std::fs::read_dir(&w.failed)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path());
+            for p in status_files {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                if p.is_file() && !name.starts_with('.') && !name.ends_with(store::REPORT_SUFFIX) {
+                    targets.push((w, p));
+                }
+            }
+        }
+    } else {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        for file in files {
+            let absolute = crate::config::absolute(file, &cwd);
+            let found = watches.iter().find_map(|w| {
+                let candidate = if absolute.starts_with(&w.failed) {
+                    absolute.clone()
+                } else {
+                    w.failed.join(file)
+                };
+                (candidate.parent() == Some(w.failed.as_path()) && candidate.is_file())
+                    .then_some((*w, candidate))
+            });
+            match found {
+                Some(target) => targets.push(target),
+                None => {
+                    eprintln!(
+                        "extdrop: {} is not a file in a failed folder",
+                        file.display()
+                    );
+                    missing = true;
+                }
+            }
+        }
+    }
+    let mut moved = 0;
+    for (watch, failed_file) in targets {
+        match store::unfail(watch, &failed_file) {
+            Ok(back) => {
+                moved += 1;
+                println!("{} -> {}", failed_file.display(), back.display());
+            }
+            Err(e) => {
+                eprintln!("extdrop: {e}");
+                missing = true;
+            }
+        }
+    }
+    if all {
+        println!("{moved} file(s) moved back to their inbox");
+    }
+    if missing { EXIT_PARTIAL } else { EXIT_OK }
+}

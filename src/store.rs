@@ -1,0 +1,601 @@
+//! The folders: claiming a file out of the inbox, resuming claims after a crash, and filing a
+//! file into `done` or `failed` with its report.
+//!
+//! Invariants, which together mean that no file is lost or silently uploaded twice:
+//! - A claimed file lives at `<inbox>/.extdrop/<id>/file` beside `claim.json`, its record. The
+//!   record is written (atomically) before the file is renamed in, so a claim folder with a file
+//!   always has a record.
+//! - The outcome and the chosen destination name are written into the record before anything
+//!   leaves the claim folder. A file whose record has an outcome is never uploaded again; after
+//!   a crash its filing is simply completed.
+//! - Nothing is overwritten: destination names are taken with no-replace renames and a
+//!   collision picks the next free name (`name~2.zip`, `name~3.zip`, …).
+//! - A move across file systems copies to a hidden temporary name, fsyncs, renames into place
+//!   and only then removes the source. Directories are fsynced after renames.
+//!
+//! Everything here is blocking file-system work; async callers use `spawn_blocking`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Watch;
+use crate::outcome::{Outcome, Report};
+
+/// Name of the hidden work folder inside every inbox.
+pub const WORK_DIR: &str = ".extdrop";
+const RECORD: &str = "claim.json";
+const PAYLOAD: &str = "file";
+/// Suffix of the report written beside a filed file.
+pub const REPORT_SUFFIX: &str = ".result.json";
+
+/// A file-system step that failed, with what it was doing.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}: {source}", path.display())]
+pub struct StoreError {
+    /// What was being done, e.g. "create folder".
+    pub action: &'static str,
+    /// The path it was done to.
+    pub path: PathBuf,
+    /// The OS error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl StoreError {
+    fn new(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+        let path = path.to_owned();
+        move |source| StoreError {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+/// The durable record of a claim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimRecord {
+    /// The watch that claimed the file.
+    pub watch: String,
+    /// Path relative to the inbox when it was claimed (`/` separators).
+    pub rel_path: String,
+    /// When the file was first seen (RFC 3339).
+    pub first_seen: String,
+    /// When it was claimed (RFC 3339); the retry budget's `max_elapsed` counts from here.
+    pub claimed_at: String,
+    /// Upload attempts started so far, across restarts.
+    pub attempts: u32,
+    /// Set once the outcome is known: from then on the file is only filed, never uploaded.
+    pub decided: Option<Decision>,
+}
+
+/// An outcome that has been decided but perhaps not yet filed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Decision {
+    /// The report to write.
+    pub report: Report,
+    /// The name taken in the destination folder.
+    pub dest_name: String,
+}
+
+/// A file this process owns: it sits in the work folder and nobody else will touch it.
+#[derive(Debug)]
+pub struct Claim {
+    dir: PathBuf,
+    /// The durable record.
+    pub record: ClaimRecord,
+}
+
+impl Claim {
+    /// The claimed file itself.
+    pub fn payload(&self) -> PathBuf {
+        self.dir.join(PAYLOAD)
+    }
+
+    /// The file's own name (last segment of its path in the inbox).
+    pub fn file_name(&self) -> &str {
+        self.record
+            .rel_path
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.record.rel_path)
+    }
+
+    /// Writes the record atomically (temporary file, fsync, rename, fsync folder).
+    pub fn save(&self) -> Result<(), StoreError> {
+        save_record(&self.dir, &self.record)
+    }
+
+    /// The claim folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Writes a claim record into its claim folder atomically.
+pub fn save_record(dir: &Path, record: &ClaimRecord) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError {
+        action: "encode claim record",
+        path: dir.to_owned(),
+        source: io::Error::other(e),
+    })?;
+    write_atomic(&dir.join(RECORD), &bytes)
+}
+
+/// Creates a folder and its parents with mode 0750 if it does not exist.
+pub fn ensure_folder(path: &Path) -> Result<(), StoreError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(path)
+        .map_err(StoreError::new("create folder", path))
+}
+
+/// Creates the watch's inbox, work folder, done and failed folders where missing.
+pub fn ensure_folders(watch: &Watch) -> Result<(), StoreError> {
+    for folder in [&watch.inbox, &watch.work_dir(), &watch.done, &watch.failed] {
+        ensure_folder(folder)?;
+    }
+    Ok(())
+}
+
+/// Claims `rel_path` (relative to the watch's inbox) by renaming it into a fresh claim folder.
+///
+/// Returns `Ok(None)` when the file is gone or is no longer a regular file (someone else took
+/// it, or it was replaced by a link): there is nothing to do then.
+pub fn claim(
+    watch: &Watch,
+    rel_path: &str,
+    first_seen: SystemTime,
+) -> Result<Option<Claim>, StoreError> {
+    let source = watch.inbox.join(rel_path);
+    match fs::symlink_metadata(&source) {
+        Ok(meta) if meta.file_type().is_file() => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::new("inspect", &source)(e)),
+    }
+    let work = watch.work_dir();
+    ensure_folder(&work)?;
+    let dir = new_claim_dir(&work)?;
+    let now = SystemTime::now();
+    let claim = Claim {
+        dir,
+        record: ClaimRecord {
+            watch: watch.name.clone(),
+            rel_path: rel_path.to_owned(),
+            first_seen: crate::outcome::timestamp(first_seen),
+            claimed_at: crate::outcome::timestamp(now),
+            attempts: 0,
+            decided: None,
+        },
+    };
+    claim.save()?;
+    match fs::rename(&source, claim.payload()) {
+        Ok(()) => {
+            sync_dir(&claim.dir)?;
+            if let Some(parent) = source.parent() {
+                sync_dir(parent)?;
+            }
+            Ok(Some(claim))
+        }
+        Err(e) => {
+            // The record without a file is garbage; remove it so resume does not see it.
+            let _ = fs::remove_dir_all(&claim.dir);
+            if e.kind() == io::ErrorKind::NotFound {
+                Ok(None)
+            } else {
+                Err(StoreError::new("claim", &source)(e))
+            }
+        }
+    }
+}
+
+/// Makes a new, empty claim folder with a name no other claim has used.
+fn new_claim_dir(work: &Path) -> Result<PathBuf, StoreError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = work.join(format!("{nanos:x}-{:x}-{n:x}", std::process::id()));
+        match fs::DirBuilder::new().mode(0o750).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(StoreError::new("create claim folder", &dir)(e)),
+        }
+    }
+}
+
+/// What resume found in the work folder.
+#[derive(Debug)]
+pub enum Resumed {
+    /// A claimed file to carry on with (its record says whether it is already decided).
+    Claim(Box<Claim>),
+    /// A file in the work folder without a readable record: it cannot be uploaded safely.
+    Orphan {
+        /// The file.
+        path: PathBuf,
+        /// Why its record is unusable.
+        why: String,
+    },
+}
+
+/// Lists the claims a previous run left in the watch's work folder and removes the leftovers
+/// of claims that were never completed or already filed.
+pub fn resume(watch: &Watch) -> Result<Vec<Resumed>, StoreError> {
+    let work = watch.work_dir();
+    let entries = match fs::read_dir(&work) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::new("list", &work)(e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(StoreError::new("list", &work))?;
+        let dir = entry.path();
+        if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let payload = dir.join(PAYLOAD);
+        let has_payload = fs::symlink_metadata(&payload).is_ok();
+        let record = fs::read(dir.join(RECORD))
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                serde_json::from_slice::<ClaimRecord>(&bytes).map_err(|e| e.to_string())
+            });
+        match record {
+            Ok(record) => {
+                if has_payload || record.decided.is_some() {
+                    found.push(Resumed::Claim(Box::new(Claim { dir, record })));
+                } else {
+                    // Claimed on paper only: the rename never happened.
+                    fs::remove_dir_all(&dir).map_err(StoreError::new("remove", &dir))?;
+                }
+            }
+            Err(why) if has_payload => found.push(Resumed::Orphan { path: payload, why }),
+            Err(_) => {
+                fs::remove_dir_all(&dir).map_err(StoreError::new("remove", &dir))?;
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Files a claimed file: records the decision, writes the report and moves the file into
+/// `done` or `failed` under a free name. Safe to call again on a claim whose filing was cut
+/// short by a crash. Returns where the file now is.
+pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, StoreError> {
+    let folder = |outcome| match outcome {
+        Outcome::Done => &watch.done,
+        Outcome::Failed => &watch.failed,
+    };
+    let mut decision = match claim.record.decided.clone() {
+        Some(decision) => decision,
+        None => {
+            let dest_dir = folder(report.outcome);
+            ensure_folder(dest_dir)?;
+            let decision = Decision {
+                dest_name: free_name(dest_dir, claim.file_name()),
+                report,
+            };
+            claim.record.decided = Some(decision.clone());
+            claim.save()?;
+            decision
+        }
+    };
+    let dest_dir = folder(decision.report.outcome);
+    ensure_folder(dest_dir)?;
+    loop {
+        let dest = dest_dir.join(&decision.dest_name);
+        let report_path = report_path(&dest);
+        let bytes = report_bytes(&decision.report);
+        write_atomic(&report_path, &bytes)?;
+        let payload = claim.payload();
+        if fs::symlink_metadata(&payload).is_ok() {
+            match move_noreplace(&payload, &dest, &claim.dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    // Someone took the name between our check and the rename: pick another.
+                    let _ = fs::remove_file(&report_path);
+                    decision.dest_name = free_name(dest_dir, claim.file_name());
+                    claim.record.decided = Some(decision.clone());
+                    claim.save()?;
+                    continue;
+                }
+                Err(e) => return Err(StoreError::new("move", &payload)(e)),
+            }
+        }
+        sync_dir(dest_dir)?;
+        fs::remove_dir_all(&claim.dir).map_err(StoreError::new("remove", &claim.dir))?;
+        if let Some(work) = claim.dir.parent() {
+            sync_dir(work)?;
+        }
+        return Ok(dest);
+    }
+}
+
+/// Moves an orphan (a work-folder file without a usable record) to `failed` with a report, so
+/// an operator sees it instead of it being uploaded blindly or left behind.
+pub fn file_orphan(watch: &Watch, payload: &Path, why: &str) -> Result<PathBuf, StoreError> {
+    let dir = payload.parent().unwrap_or(payload).to_owned();
+    let size = fs::symlink_metadata(payload).map(|m| m.len()).unwrap_or(0);
+    let now = crate::outcome::timestamp(SystemTime::now());
+    let name = format!(
+        "recovered-{}",
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("claim")
+    );
+    let claim = Claim {
+        dir,
+        record: ClaimRecord {
+            watch: watch.name.clone(),
+            rel_path: name.clone(),
+            first_seen: now.clone(),
+            claimed_at: now.clone(),
+            attempts: 0,
+            decided: None,
+        },
+    };
+    let report = Report {
+        file: name,
+        watch: watch.name.clone(),
+        outcome: Outcome::Failed,
+        plugin_name: None,
+        business_type: None,
+        size,
+        sha256: None,
+        attempts: 0,
+        http_status: None,
+        error_code: None,
+        error_msg: None,
+        request_id: None,
+        reason: Some(format!(
+            "extdrop found this file in its work folder without a readable claim record ({why}), so its original name and upload state are unknown"
+        )),
+        first_seen: now.clone(),
+        finished: now,
+    };
+    file(watch, claim, report)
+}
+
+/// Moves a failed file back into its inbox under the name it was dropped with (from its
+/// report, else its name without the `~n` suffix filing may have added) and removes its report,
+/// so the daemon takes it again. Returns the file's new path.
+pub fn unfail(watch: &Watch, failed_file: &Path) -> Result<PathBuf, StoreError> {
+    let report_file = report_path(failed_file);
+    let name = failed_file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    let rel = fs::read(&report_file)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Report>(&bytes).ok())
+        .filter(|report| {
+            report.watch == watch.name && !report.file.split('/').any(|s| s == ".." || s.is_empty())
+        })
+        .map(|report| report.file)
+        .unwrap_or_else(|| unnumbered(&name));
+    let target = watch.inbox.join(&rel);
+    let folder = target.parent().unwrap_or(&watch.inbox).to_owned();
+    ensure_folder(&folder)?;
+    let base = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(&name)
+        .to_owned();
+    loop {
+        let dest = folder.join(free_name(&folder, &base));
+        match move_noreplace(failed_file, &dest, failed_file) {
+            Ok(()) => {
+                sync_dir(&folder)?;
+                match fs::remove_file(&report_file) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::new("remove", &report_file)(e)),
+                }
+                sync_dir(&watch.failed)?;
+                return Ok(dest);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(StoreError::new("move back", failed_file)(e)),
+        }
+    }
+}
+
+/// The report path for a filed file.
+pub fn report_path(filed: &Path) -> PathBuf {
+    let mut name = filed.file_name().unwrap_or_default().to_os_string();
+    name.push(REPORT_SUFFIX);
+    filed.with_file_name(name)
+}
+
+fn report_bytes(report: &Report) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(report).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// The first of `name`, `stem~2.ext`, `stem~3.ext`, … that neither exists in `dir` nor has a
+/// report there.
+pub fn free_name(dir: &Path, name: &str) -> String {
+    (1u64..)
+        .map(|n| numbered(name, n))
+        .find(|candidate| {
+            let path = dir.join(candidate);
+            fs::symlink_metadata(&path).is_err()
+                && fs::symlink_metadata(report_path(&path)).is_err()
+        })
+        .unwrap_or_else(|| name.to_owned())
+}
+
+/// `name` for n = 1, else the name with `~n` before its extension.
+pub fn numbered(name: &str, n: u64) -> String {
+    if n == 1 {
+        return name.to_owned();
+    }
+    match name.rfind('.') {
+        Some(dot) if dot > 0 => format!("{}~{n}{}", &name[..dot], &name[dot..]),
+        _ => format!("{name}~{n}"),
+    }
+}
+
+/// Strips a `~n` suffix added by [`numbered`], giving back the name as dropped.
+pub fn unnumbered(name: &str) -> String {
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
+        _ => (name, ""),
+    };
+    match stem.rsplit_once('~') {
+        Some((base, n)) if !base.is_empty() && n.parse::<u64>().is_ok_and(|n| n >= 2) => {
+            format!("{base}{ext}")
+        }
+        _ => name.to_owned(),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, so readers see the
+/// old content or the new, never half of it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(path.file_name().unwrap_or_default());
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(StoreError::new("write", path)(e));
+    }
+    sync_dir(dir)
+}
+
+/// fsyncs a folder so that renames into and out of it survive a power cut.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::new("sync folder", dir))
+}
+
+/// Moves `from` to `to` without ever replacing an existing `to`. Across file systems the file
+/// is copied to a hidden temporary in `to`'s folder (named after `claim_dir`, so a crashed copy
+/// is overwritten by the retry rather than left twice), fsynced, renamed into place, and only
+/// then removed from `from`.
+fn move_noreplace(from: &Path, to: &Path, claim_dir: &Path) -> io::Result<()> {
+    match rename_noreplace(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+            let dest_dir = to.parent().unwrap_or(Path::new("."));
+            let tag = claim_dir.file_name().unwrap_or_default().to_string_lossy();
+            let tmp = dest_dir.join(format!(".extdrop-partial-{tag}"));
+            {
+                let mut src = File::open(from)?;
+                let mut dst = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o640)
+                    .open(&tmp)?;
+                io::copy(&mut src, &mut dst)?;
+                dst.sync_all()?;
+            }
+            if let Err(e) = rename_noreplace(&tmp, to) {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+            File::open(dest_dir)?.sync_all()?;
+            fs::remove_file(from)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `rename` that fails with `AlreadyExists` instead of replacing the target.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        // File systems without RENAME_NOREPLACE (some network ones): a hard link is just as
+        // exclusive, and where even that is missing, check-then-rename is the best left.
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            match fs::hard_link(from, to) {
+                Ok(()) => fs::remove_file(from),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+                Err(_) => {
+                    if fs::symlink_metadata(to).is_ok() {
+                        Err(io::Error::from(io::ErrorKind::AlreadyExists))
+                    } else {
+                        fs::rename(from, to)
+                    }
+                }
+            }
+        }
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// Opens a claimed file for reading without following a symbolic link.
+pub fn open_payload(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_names_keep_the_extension() {
+        assert_eq!(numbered("a__Deploy.zip", 1), "a__Deploy.zip");
+        assert_eq!(numbered("a__Deploy.zip", 2), "a__Deploy~2.zip");
+        assert_eq!(numbered("noext", 3), "noext~3");
+        assert_eq!(numbered(".hidden", 2), ".hidden~2");
+        assert_eq!(unnumbered("a__Deploy~2.zip"), "a__Deploy.zip");
+        assert_eq!(unnumbered("a__Deploy.zip"), "a__Deploy.zip");
+        assert_eq!(unnumbered("x~1.zip"), "x~1.zip");
+        assert_eq!(unnumbered("noext~3"), "noext");
+    }
+
+    #[test]
+    fn free_name_skips_taken_names_and_reports() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        assert_eq!(free_name(dir.path(), "a.zip"), "a.zip");
+        fs::write(dir.path().join("a.zip"), b"x")?;
+        fs::write(dir.path().join("a~2.zip.result.json"), b"{}")?;
+        assert_eq!(free_name(dir.path(), "a.zip"), "a~3.zip");
+        Ok(())
+    }
+
+    #[test]
+    fn rename_noreplace_never_replaces() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, b"new")?;
+        fs::write(&b, b"old")?;
+        let err = rename_noreplace(&a, &b).err().ok_or("rename replaced")?;
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&b)?, b"old");
+        assert_eq!(fs::read(&a)?, b"new");
+        Ok(())
+    }
+}

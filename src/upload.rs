@@ -1,0 +1,429 @@
+//! One upload attempt through the "Upload a basic extension" API, and the classification of
+//! its answer.
+//!
+//! `POST {endpoint}/v3/{domain_id}/extension/upload?plugin_name=P&business_type=B` with the file
+//! streamed from disk as the multipart field `upload_file` (memory does not grow with the file).
+//! The answer becomes a [`Verdict`]; deciding what to do with it (retry, renew, file) is the
+//! caller's job, in one place.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use serde::Deserialize;
+
+use crate::auth::{Auth, AuthError, Stamp};
+use crate::config::CodeArts;
+
+/// What the server (or the network) said about one attempt.
+#[derive(Debug)]
+pub enum Verdict {
+    /// 200 with body `true`.
+    Uploaded(Answer),
+    /// A permanent refusal: do not retry.
+    Rejected {
+        /// The server's answer.
+        answer: Answer,
+        /// One sentence for the report.
+        reason: String,
+    },
+    /// Worth retrying later.
+    Transient {
+        /// The server's answer, when there was one.
+        answer: Option<Answer>,
+        /// One sentence for the log and, if retries run out, for the report.
+        why: String,
+        /// The server's `Retry-After`, a floor for the next wait.
+        retry_after: Option<Duration>,
+    },
+    /// 401: renew the credentials behind `stamp`, then try again.
+    Unauthorized {
+        /// The server's answer.
+        answer: Answer,
+        /// The credentials that were refused.
+        stamp: Stamp,
+    },
+    /// The credentials could not be put on the request at all.
+    NoCredentials(AuthError),
+}
+
+/// The parts of an HTTP answer that go into the report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// `error_code` of an error body.
+    pub error_code: Option<String>,
+    /// `error_msg` of an error body.
+    pub error_msg: Option<String>,
+    /// `X-Request-Id` header.
+    pub request_id: Option<String>,
+}
+
+/// What to upload.
+#[derive(Debug, Clone, Copy)]
+pub struct Package<'a> {
+    /// The file on disk (a claimed file).
+    pub path: &'a Path,
+    /// The name sent as the part's `filename`.
+    pub file_name: &'a str,
+    /// Its size, sent as the part's length.
+    pub size: u64,
+    /// Query parameter `plugin_name`.
+    pub plugin_name: &'a str,
+    /// Query parameter `business_type`.
+    pub business_type: &'a str,
+}
+
+/// Why the HTTP client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The extra CA file could not be read.
+    #[error("cannot read codearts.ca_file {}: {source}", path.display())]
+    CaRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The extra CA file holds no usable certificate.
+    #[error("codearts.ca_file {} holds no PEM certificate: {source}", path.display())]
+    CaParse {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the parser said.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The TLS or HTTP stack could not start.
+    #[error("cannot set up the HTTP client: {0}")]
+    Build(#[source] reqwest::Error),
+}
+
+/// Builds the one HTTP client shared by uploads and credential requests.
+pub fn http_client(codearts: &CodeArts) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("extdrop/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(codearts.connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(60));
+    if let Some(path) = &codearts.ca_file {
+        let pem = std::fs::read(path).map_err(|source| ClientError::CaRead {
+            path: path.clone(),
+            source,
+        })?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| ClientError::CaParse {
+                path: path.clone(),
+                source,
+            })?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().map_err(ClientError::Build)
+}
+
+/// Sends uploads to one endpoint with one set of credentials.
+#[derive(Debug, Clone)]
+pub struct Uploader {
+    client: reqwest::Client,
+    url: String,
+    request_timeout: Duration,
+    auth: Auth,
+}
+
+impl Uploader {
+    /// An uploader for the configured endpoint and tenant.
+    pub fn new(codearts: &CodeArts, client: reqwest::Client, auth: Auth) -> Uploader {
+        Uploader {
+            client,
+            url: format!(
+                "{}/v3/{}/extension/upload",
+                codearts.endpoint, codearts.domain_id
+            ),
+            request_timeout: codearts.request_timeout,
+            auth,
+        }
+    }
+
+    /// The credentials in use.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// Makes one attempt and classifies its outcome. Never panics, never retries.
+    pub async fn attempt(&self, package: Package<'_>) -> Verdict {
+        let file = match crate::store::open_payload(package.path) {
+            Ok(file) => tokio::fs::File::from_std(file),
+            Err(e) => {
+                return Verdict::Transient {
+                    answer: None,
+                    why: format!("cannot open the file for reading: {e}"),
+                    retry_after: None,
+                };
+            }
+        };
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            64 * 1024,
+        ));
+        let part = reqwest::multipart::Part::stream_with_length(body, package.size)
+            .file_name(package.file_name.to_owned());
+        let form = reqwest::multipart::Form::new().part("upload_file", part);
+        let url = match reqwest::Url::parse_with_params(
+            &self.url,
+            [
+                ("plugin_name", package.plugin_name),
+                ("business_type", package.business_type),
+            ],
+        ) {
+            Ok(url) => url,
+            Err(e) => {
+                return Verdict::Rejected {
+                    answer: Answer::default(),
+                    reason: format!("the upload URL could not be built: {e}"),
+                };
+            }
+        };
+        let request = self
+            .client
+            .post(url)
+            .timeout(self.request_timeout)
+            .multipart(form)
+            .build();
+        let mut request = match request {
+            Ok(request) => request,
+            Err(e) => {
+                return Verdict::Rejected {
+                    answer: Answer::default(),
+                    reason: format!("the upload request could not be built: {e}"),
+                };
+            }
+        };
+        let stamp = match self.auth.authorize(&mut request).await {
+            Ok(stamp) => stamp,
+            Err(e) => return Verdict::NoCredentials(e),
+        };
+        let response = match self.client.execute(request).await {
+            Ok(response) => response,
+            Err(e) => return transport_failure(&e, self.request_timeout),
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        // Bodies of this API are tiny (`true` or an error object); bound what is read anyway.
+        let body = match read_bounded(response, 64 * 1024).await {
+            Ok(body) => body,
+            Err(e) => return transport_failure(&e, self.request_timeout),
+        };
+        classify(status, &headers, &body, stamp)
+    }
+}
+
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<String, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+fn transport_failure(e: &reqwest::Error, timeout: Duration) -> Verdict {
+    let why = if e.is_timeout() {
+        format!(
+            "the upload did not complete within {} (codearts.request_timeout)",
+            humantime::format_duration(timeout)
+        )
+    } else if e.is_connect() {
+        format!("cannot connect to the endpoint: {}", error_chain(e))
+    } else {
+        format!(
+            "the connection failed during the upload: {}",
+            error_chain(e)
+        )
+    };
+    Verdict::Transient {
+        answer: None,
+        why,
+        retry_after: None,
+    }
+}
+
+/// An error and its sources on one line: reqwest's own message alone says little.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = inner.source();
+    }
+    text
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error_code: Option<String>,
+    error_msg: Option<String>,
+}
+
+/// Classifies an HTTP answer (SPEC §3.6): 200 `true` is success; 200 `false` and other 4xx are
+/// permanent; 401 asks for renewed credentials; 408, 429 and 5xx are transient, honouring
+/// `Retry-After`.
+pub fn classify(status: u16, headers: &HeaderMap, body: &str, stamp: Stamp) -> Verdict {
+    let parsed: Option<ErrorBody> = serde_json::from_str(body).ok();
+    let answer = Answer {
+        status,
+        error_code: parsed.as_ref().and_then(|b| b.error_code.clone()),
+        error_msg: parsed.as_ref().and_then(|b| b.error_msg.clone()),
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    let said = || match (&answer.error_code, &answer.error_msg) {
+        (Some(code), Some(msg)) => format!(": {code} {msg}"),
+        (Some(code), None) => format!(": {code}"),
+        (None, Some(msg)) => format!(": {msg}"),
+        (None, None) if body.trim().is_empty() => String::new(),
+        (None, None) => format!(": {}", snippet(body)),
+    };
+    match status {
+        200 => match body.trim() {
+            "true" => Verdict::Uploaded(answer),
+            "false" => Verdict::Rejected {
+                answer,
+                reason: "the server answered 200 with body false: it did not accept the extension"
+                    .to_owned(),
+            },
+            other => Verdict::Rejected {
+                reason: format!(
+                    "the server answered 200 with an unexpected body: {}",
+                    snippet(other)
+                ),
+                answer,
+            },
+        },
+        401 => Verdict::Unauthorized { answer, stamp },
+        408 | 429 => Verdict::Transient {
+            why: format!("the server answered {status}{}", said()),
+            retry_after: retry_after(headers),
+            answer: Some(answer),
+        },
+        500..=599 => Verdict::Transient {
+            why: format!("the server answered {status}{}", said()),
+            retry_after: retry_after(headers),
+            answer: Some(answer),
+        },
+        _ => Verdict::Rejected {
+            reason: format!("the server refused the upload with {status}{}", said()),
+            answer,
+        },
+    }
+}
+
+fn snippet(body: &str) -> String {
+    let line: String = body.trim().chars().take(200).collect();
+    line.replace(['\n', '\r'], " ")
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds.min(24 * 3600)));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn true_is_success_and_false_is_permanent() {
+        let h = headers(&[("x-request-id", "abc")]);
+        assert!(
+            matches!(classify(200, &h, "true", Stamp::default()), Verdict::Uploaded(a) if a.request_id.as_deref() == Some("abc"))
+        );
+        assert!(matches!(
+            classify(200, &h, " false\n", Stamp::default()),
+            Verdict::Rejected { .. }
+        ));
+        assert!(matches!(
+            classify(200, &h, "<html>", Stamp::default()),
+            Verdict::Rejected { .. }
+        ));
+    }
+
+    #[test]
+    fn client_errors_are_permanent_with_the_servers_words() {
+        let body = r#"{"error_code":"DEVPIPE.00011104","error_msg":"plugin not found"}"#;
+        for status in [400, 403, 404, 409, 413] {
+            match classify(status, &HeaderMap::new(), body, Stamp::default()) {
+                Verdict::Rejected { answer, reason } => {
+                    assert_eq!(answer.error_code.as_deref(), Some("DEVPIPE.00011104"));
+                    assert!(reason.contains("plugin not found"), "{reason}");
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn throttling_timeouts_and_server_errors_are_transient() {
+        let h = headers(&[("retry-after", "3")]);
+        for status in [408, 429, 500, 502, 503, 504] {
+            match classify(status, &h, "", Stamp::default()) {
+                Verdict::Transient { retry_after, .. } => {
+                    assert_eq!(retry_after, Some(Duration::from_secs(3)))
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unauthorized_asks_for_renewal() {
+        assert!(matches!(
+            classify(401, &HeaderMap::new(), "", Stamp::default()),
+            Verdict::Unauthorized { .. }
+        ));
+    }
+
+    #[test]
+    fn retry_after_accepts_http_dates() {
+        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let mut h = HeaderMap::new();
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_str(&later).unwrap_or(HeaderValue::from_static("0")),
+        );
+        let d = retry_after(&h).unwrap_or_default();
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+    }
+}

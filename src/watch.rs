@@ -1,0 +1,400 @@
+//! Finding files in the inboxes and deciding when they are ready.
+//!
+//! Three sources say "look here": inotify (or polling) events through `notify`, the start-up
+//! scan and the periodic rescan (the safety net for missed events and queue overflows). They
+//! only nominate candidates; readiness is decided by [`Tracker`] alone, from `lstat`: a file is
+//! ready once its size and modification time have not changed for the watch's `settle`.
+//! Symbolic links and special files are never candidates, and scans do not descend into
+//! linked folders. A path handed out stays out of the tracker until its handler lets go of it,
+//! so a file is never handed out twice at once.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+
+use crate::config::Watch;
+
+/// A file that is ready to be claimed.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The watch whose inbox holds it.
+    pub watch: Arc<Watch>,
+    /// Path relative to the inbox, `/`-separated.
+    pub rel_path: String,
+    /// When extdrop first noticed it.
+    pub first_seen: SystemTime,
+}
+
+impl Found {
+    /// The file's absolute path in the inbox.
+    pub fn path(&self) -> PathBuf {
+        self.watch.inbox.join(&self.rel_path)
+    }
+}
+
+/// Paths handed out and not yet let go of, shared between the tracker and the handlers.
+#[derive(Debug, Clone, Default)]
+pub struct Busy(Arc<Mutex<HashSet<PathBuf>>>);
+
+impl Busy {
+    fn insert(&self, path: PathBuf) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path);
+    }
+
+    fn contains(&self, path: &Path) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(path)
+    }
+
+    /// The handler of `path` is finished with it (claimed, or found gone).
+    pub fn release(&self, path: &Path) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(path);
+    }
+
+    /// How many paths are handed out.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether nothing is handed out.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why the inboxes could not be watched.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The per-user inotify watch limit is reached.
+    #[error(
+        "cannot watch {}: the inotify watch limit is reached; raise it with `sysctl fs.inotify.max_user_watches=524288` (and persist it in /etc/sysctl.d/), or set poll = true on this watch",
+        path.display()
+    )]
+    TooManyWatches {
+        /// The folder that could not be watched.
+        path: PathBuf,
+    },
+    /// The per-user inotify instance limit is reached.
+    #[error(
+        "cannot start inotify: the per-user instance limit is reached; raise it with `sysctl fs.inotify.max_user_instances=1024` or stop other watchers"
+    )]
+    TooManyInstances,
+    /// Any other failure to watch an inbox.
+    #[error("cannot watch inbox {}: {message}", path.display())]
+    Inbox {
+        /// The inbox.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn translate(error: notify::Error, path: &Path) -> WatchError {
+    match &error.kind {
+        notify::ErrorKind::MaxFilesWatch => WatchError::TooManyWatches {
+            path: path.to_owned(),
+        },
+        notify::ErrorKind::Io(e)
+            if e.raw_os_error() == Some(rustix::io::Errno::MFILE.raw_os_error()) =>
+        {
+            WatchError::TooManyInstances
+        }
+        notify::ErrorKind::Io(e)
+            if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) =>
+        {
+            WatchError::TooManyWatches {
+                path: path.to_owned(),
+            }
+        }
+        _ => WatchError::Inbox {
+            path: path.to_owned(),
+            message: error.to_string(),
+        },
+    }
+}
+
+/// What the file-system watchers report to the loop.
+#[derive(Debug)]
+pub enum Nudge {
+    /// Something happened at these paths.
+    Paths(Vec<PathBuf>),
+    /// Events were lost (queue overflow): scan everything.
+    Rescan,
+    /// The watcher reported an error.
+    Error(WatchError),
+}
+
+/// The armed `notify` watchers; dropping this disarms them.
+pub struct Armed {
+    _watchers: Vec<Box<dyn notify::Watcher + Send>>,
+}
+
+impl std::fmt::Debug for Armed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Armed({} watchers)", self._watchers.len())
+    }
+}
+
+/// Arms one inotify watcher for all inboxes that do not poll, and one polling watcher per
+/// inbox that does. Events arrive on `nudges`.
+pub fn arm(
+    watches: &[Arc<Watch>],
+    nudges: mpsc::UnboundedSender<Nudge>,
+) -> Result<Armed, WatchError> {
+    let handler = move |tx: mpsc::UnboundedSender<Nudge>| {
+        move |event: notify::Result<notify::Event>| {
+            let nudge = match event {
+                Ok(event) if event.need_rescan() => Nudge::Rescan,
+                Ok(event) => Nudge::Paths(event.paths),
+                Err(e) => {
+                    let path = e.paths.first().cloned().unwrap_or_default();
+                    Nudge::Error(translate(e, &path))
+                }
+            };
+            let _ = tx.send(nudge);
+        }
+    };
+    let mode = |w: &Watch| {
+        if w.recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        }
+    };
+    let mut watchers: Vec<Box<dyn notify::Watcher + Send>> = Vec::new();
+    let inotify_watches: Vec<_> = watches.iter().filter(|w| !w.poll).collect();
+    if !inotify_watches.is_empty() {
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let mut watcher = notify::RecommendedWatcher::new(handler(nudges.clone()), config)
+            .map_err(|e| translate(e, Path::new("/")))?;
+        for w in inotify_watches {
+            watcher
+                .watch(&w.inbox, mode(w))
+                .map_err(|e| translate(e, &w.inbox))?;
+        }
+        watchers.push(Box::new(watcher));
+    }
+    for w in watches.iter().filter(|w| w.poll) {
+        let config = notify::Config::default()
+            .with_follow_symlinks(false)
+            .with_poll_interval(w.poll_interval);
+        let mut watcher = notify::PollWatcher::new(handler(nudges.clone()), config)
+            .map_err(|e| translate(e, &w.inbox))?;
+        watcher
+            .watch(&w.inbox, mode(w))
+            .map_err(|e| translate(e, &w.inbox))?;
+        watchers.push(Box::new(watcher));
+    }
+    Ok(Armed {
+        _watchers: watchers,
+    })
+}
+
+#[derive(Debug)]
+struct Candidate {
+    watch: Arc<Watch>,
+    rel_path: String,
+    size: u64,
+    mtime: Option<SystemTime>,
+    unchanged_since: Instant,
+    first_seen: SystemTime,
+}
+
+/// The candidates of all inboxes and their readiness.
+#[derive(Debug)]
+pub struct Tracker {
+    watches: Vec<Arc<Watch>>,
+    candidates: HashMap<PathBuf, Candidate>,
+    busy: Busy,
+}
+
+impl Tracker {
+    /// A tracker for these watches; `busy` is shared with the handlers.
+    pub fn new(watches: Vec<Arc<Watch>>, busy: Busy) -> Tracker {
+        Tracker {
+            watches,
+            candidates: HashMap::new(),
+            busy,
+        }
+    }
+
+    /// The watches it serves.
+    pub fn watches(&self) -> &[Arc<Watch>] {
+        &self.watches
+    }
+
+    /// How often readiness should be checked: often enough that a file is handed out soon
+    /// after its settle time, rarely enough to cost nothing.
+    pub fn tick(&self) -> Duration {
+        let shortest = self
+            .watches
+            .iter()
+            .map(|w| w.settle)
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        (shortest / 4).clamp(Duration::from_millis(20), Duration::from_millis(500))
+    }
+
+    /// Whether no candidate is waiting to become ready.
+    pub fn is_empty(&self) -> bool {
+        self.candidates.is_empty()
+    }
+
+    /// How many candidates are waiting to become ready.
+    pub fn waiting(&self) -> usize {
+        self.candidates.len()
+    }
+
+    /// Scans every inbox.
+    pub fn scan_all(&mut self) {
+        for i in 0..self.watches.len() {
+            self.scan(i);
+        }
+    }
+
+    /// Scans one inbox (and its subfolders when recursive) and notes every admitted file.
+    pub fn scan(&mut self, index: usize) {
+        let Some(watch) = self.watches.get(index).cloned() else {
+            return;
+        };
+        self.scan_folder(&watch, &watch.inbox.clone());
+    }
+
+    fn scan_folder(&mut self, watch: &Arc<Watch>, folder: &Path) {
+        let entries = match fs::read_dir(folder) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(watch = %watch.name, folder = %folder.display(), error = %e, "cannot scan folder");
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(rel) = relative(watch, &path) else {
+                continue;
+            };
+            // The dirent's type does not follow links, so linked folders are never entered.
+            match entry.file_type() {
+                Ok(t) if t.is_dir() && watch.recursive && admits_folder(watch, &rel) => {
+                    self.scan_folder(watch, &path);
+                }
+                Ok(t) if t.is_file() => self.note_file(watch, path, rel),
+                _ => {}
+            }
+        }
+    }
+
+    /// Notes a path an event named: a file becomes a candidate, a new folder is scanned.
+    pub fn note(&mut self, path: &Path) {
+        let Some(watch) = self.owner(path) else {
+            return;
+        };
+        let Some(rel) = relative(&watch, path) else {
+            return;
+        };
+        if !watch.recursive && rel.contains('/') {
+            return;
+        }
+        match fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() && watch.recursive && admits_folder(&watch, &rel) => {
+                self.scan_folder(&watch, path);
+            }
+            Ok(meta) if meta.is_file() => self.note_file(&watch, path.to_owned(), rel),
+            _ => {}
+        }
+    }
+
+    fn note_file(&mut self, watch: &Arc<Watch>, path: PathBuf, rel: String) {
+        if !watch.admits(&rel) || self.candidates.contains_key(&path) || self.busy.contains(&path) {
+            return;
+        }
+        self.candidates.insert(
+            path,
+            Candidate {
+                watch: watch.clone(),
+                rel_path: rel,
+                size: u64::MAX,
+                mtime: None,
+                unchanged_since: Instant::now(),
+                first_seen: SystemTime::now(),
+            },
+        );
+    }
+
+    /// The watch whose inbox holds `path` (the longest inbox that is a prefix).
+    fn owner(&self, path: &Path) -> Option<Arc<Watch>> {
+        self.watches
+            .iter()
+            .filter(|w| path.starts_with(&w.inbox) && path != w.inbox)
+            .max_by_key(|w| w.inbox.as_os_str().len())
+            .cloned()
+    }
+
+    /// Checks every candidate's size and mtime and hands out those unchanged for `settle`.
+    /// Files that vanished or stopped being regular files are forgotten.
+    pub fn ready(&mut self, now: Instant) -> Vec<Found> {
+        let mut ready = Vec::new();
+        self.candidates.retain(|path, c| {
+            let meta = match fs::symlink_metadata(path) {
+                Ok(meta) if meta.is_file() => meta,
+                _ => return false,
+            };
+            let mtime = meta.modified().ok();
+            if meta.len() != c.size || mtime != c.mtime {
+                c.size = meta.len();
+                c.mtime = mtime;
+                c.unchanged_since = now;
+                // A zero settle means "ready when seen": no second look needed.
+                if !c.watch.settle.is_zero() {
+                    return true;
+                }
+            }
+            if now.duration_since(c.unchanged_since) < c.watch.settle {
+                return true;
+            }
+            ready.push((
+                path.clone(),
+                Found {
+                    watch: c.watch.clone(),
+                    rel_path: c.rel_path.clone(),
+                    first_seen: c.first_seen,
+                },
+            ));
+            false
+        });
+        ready
+            .into_iter()
+            .map(|(path, found)| {
+                self.busy.insert(path);
+                found
+            })
+            .collect()
+    }
+}
+
+/// `path` relative to the watch's inbox with `/` separators, if it is inside and valid UTF-8.
+fn relative(watch: &Watch, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(&watch.inbox).ok()?;
+    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+    let rel = parts?.join("/");
+    (!rel.is_empty()).then_some(rel)
+}
+
+/// Whether a subfolder may hold candidates: none of its segments is excluded or the work folder.
+fn admits_folder(watch: &Watch, rel: &str) -> bool {
+    rel.split('/')
+        .all(|segment| segment != crate::store::WORK_DIR && !watch.exclude.matches(segment))
+}

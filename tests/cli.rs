@@ -1,0 +1,128 @@
+//! The command line around the daemon: check, explain, status, retry.
+
+use crate::harness::Sandbox;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn check_accepts_the_example_configuration() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_extdrop"))
+        .args(["check", "--config", example])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("watch \"extensions\""));
+    assert!(stdout(&out).contains("rule 2: regex"));
+}
+
+#[test]
+fn check_names_a_bad_key_with_line_and_column() {
+    let mut s = Sandbox::new();
+    s.watch_extra = "setle = \"2s\"".to_owned();
+    let out = s.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let line = s
+        .config_text()
+        .lines()
+        .position(|l| l.starts_with("setle"))
+        .expect("line")
+        + 1;
+    assert!(err.contains(&format!("config.toml:{line}:1:")), "{err}");
+    assert!(err.contains("setle"), "{err}");
+
+    s.watch_extra = "poll_interval = \"forever\"".to_owned();
+    let out = s.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("watch[0].poll_interval"),
+        "{}",
+        stderr(&out)
+    );
+
+    s.watch_extra = "settle = \"1s\"".to_owned();
+    let out = s.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("duplicate key: `settle`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn explain_shows_the_rule_and_the_names() {
+    let s = Sandbox::new();
+    let out = s.run(&["explain", "demo_task__deploy.zip"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("plugin_name=demo_task business_type=Deploy"),
+        "{text}"
+    );
+    assert!(text.contains("watch \"extensions\", rule 1"), "{text}");
+
+    let out = s.run(&[
+        "explain",
+        "demo_task__deploy.zip",
+        "notes.txt",
+        "x__Nope.zip",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = stdout(&out);
+    assert!(text.contains("notes.txt: not matched"), "{text}");
+    assert!(text.contains("x__Nope.zip: not matched"), "{text}");
+}
+
+#[test]
+fn status_counts_match_the_folders_and_retry_sends_failed_files_again() {
+    let s = Sandbox::new();
+    s.drop_named("fine", "Build");
+    s.drop_package("manifest__Build.zip", "wrong", "Build");
+    s.drop_bytes("waiting__Build.zip.part", b"x");
+    assert_eq!(s.once().0, 2);
+
+    let out = s.run(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status[0]["watch"], "extensions");
+    assert_eq!(status[0]["done"], 1);
+    assert_eq!(status[0]["failed"], 1);
+    assert_eq!(status[0]["waiting"], 0);
+    assert_eq!(status[0]["in_progress"], 0);
+    assert!(
+        status[0]["recent_failures"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("wrong")
+    );
+
+    // Fix the package in place, then send it again.
+    extdrop::package::write_sample(
+        &s.path("failed/manifest__Build.zip"),
+        "manifest",
+        "Build",
+        "1.0.0",
+    )
+    .expect("fix");
+    let out = s.run(&["retry", "--all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        s.files("inbox"),
+        ["manifest__Build.zip", "waiting__Build.zip.part"]
+    );
+    assert!(s.files("failed").is_empty());
+    assert!(!s.path("failed/manifest__Build.zip.result.json").exists());
+    assert_eq!(s.once().0, 0);
+    assert_eq!(s.files("done"), ["fine__Build.zip", "manifest__Build.zip"]);
+
+    let out = s.run(&["retry", "nothing-here.zip"]);
+    assert_eq!(out.status.code(), Some(2));
+}

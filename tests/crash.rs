@@ -1,0 +1,107 @@
+//! Crashes and shutdowns: nothing lost, nothing uploaded twice.
+
+use std::time::SystemTime;
+
+use extdrop::stub::Fault;
+use rustix::process::Signal;
+
+use crate::harness::Sandbox;
+
+#[test]
+fn kill_9_during_uploads_then_restart_files_everything_exactly_once() {
+    let s = Sandbox::new();
+    // The first two uploads never get an answer: the daemon is killed while they hang.
+    s.faults([Fault::Hang, Fault::Hang]);
+    let names: Vec<String> = (0..5).map(|i| format!("crash{i}")).collect();
+    for name in &names {
+        s.drop_named(name, "Build");
+    }
+    let mut daemon = s.start();
+    s.wait_until("two uploads hanging", Some(&daemon), || {
+        s.stub.uploads_started() >= 2
+    });
+    daemon.kill9();
+    assert!(s.claims() >= 2, "the hanging files are claimed");
+
+    let (code, log) = s.once();
+    assert_eq!(code, 0, "{log}");
+    let expected: Vec<String> = names.iter().map(|n| format!("{n}__Build.zip")).collect();
+    assert_eq!(s.files("done"), expected, "every file once, no ~2 copies");
+    assert!(s.files("inbox").is_empty());
+    assert_eq!(s.claims(), 0);
+    for name in &names {
+        let accepted = s
+            .stub
+            .uploads()
+            .iter()
+            .filter(|u| u.plugin_name.as_deref() == Some(name))
+            .count();
+        assert_eq!(accepted, 1, "{name} accepted exactly once");
+    }
+}
+
+#[test]
+fn a_decided_claim_is_filed_without_uploading_again() {
+    // The state a crash leaves between "the server said true" and "the file was moved".
+    let s = Sandbox::new();
+    let config = extdrop::config::Config::load(&s.write_config()).expect("config");
+    let watch = &config.watches[0];
+    s.drop_named("already", "Build");
+    let mut claim = extdrop::store::claim(watch, "already__Build.zip", SystemTime::now())
+        .expect("claim")
+        .expect("claimed");
+    let now = extdrop::outcome::timestamp(SystemTime::now());
+    claim.record.attempts = 1;
+    claim.record.decided = Some(extdrop::store::Decision {
+        dest_name: "already__Build.zip".to_owned(),
+        report: extdrop::outcome::Report {
+            file: "already__Build.zip".to_owned(),
+            watch: "extensions".to_owned(),
+            outcome: extdrop::outcome::Outcome::Done,
+            plugin_name: Some("already".to_owned()),
+            business_type: Some("Build".to_owned()),
+            size: 1,
+            sha256: None,
+            attempts: 1,
+            http_status: Some(200),
+            error_code: None,
+            error_msg: None,
+            request_id: Some("r".to_owned()),
+            reason: None,
+            first_seen: now.clone(),
+            finished: now,
+        },
+    });
+    claim.save().expect("save");
+    drop(claim);
+
+    let (code, log) = s.once();
+    assert_eq!(code, 0, "{log}");
+    assert!(s.requests().is_empty(), "not uploaded again");
+    assert_eq!(s.files("done"), ["already__Build.zip"]);
+    assert_eq!(s.report("done", "already__Build.zip")["request_id"], "r");
+    assert_eq!(s.claims(), 0);
+}
+
+#[test]
+fn sigterm_exits_0_and_loses_nothing() {
+    let s = Sandbox::new();
+    s.faults([Fault::Delay(std::time::Duration::from_millis(800))]);
+    let mut daemon = s.start();
+    for i in 0..4 {
+        s.drop_named(&format!("term{i}"), "Build");
+    }
+    s.wait_until("an upload in flight", Some(&daemon), || {
+        s.stub.uploads_started() >= 1
+    });
+    daemon.signal(Signal::TERM);
+    let status = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+
+    // Whatever was not finished is still in the inbox or claimed; the next run files it all.
+    let (code, log) = s.once();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(s.files("done").len(), 4);
+    assert_eq!(s.claims(), 0);
+    assert!(s.files("inbox").is_empty());
+}

@@ -1,0 +1,10 @@
+//! extdrop's integration tests: one binary, one module per feature, all driving the real
+//! `extdrop` binary against the loopback stand-in through the harness.
+
+mod harness;
+
+mod cli;
+mod crash;
+mod lifecycle;
+mod naming;
+mod server;
