@@ -7,9 +7,9 @@
 //! waiting tasks stop at once (their files stay claimed and are resumed at the next start), and
 //! uploads in flight get [`SHUTDOWN_GRACE`] to finish.
 
-use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch as signal};
@@ -63,13 +63,42 @@ pub enum DaemonError {
     Auth(#[from] crate::auth::AuthError),
 }
 
-/// Everything a file's handler needs, shared by all handlers.
-struct Context {
+/// What the process around the daemon asks of it.
+#[derive(Debug)]
+pub enum Control {
+    /// Stop taking files and shut down.
+    Shutdown,
+    /// Switch to this (already validated) configuration without dropping uploads in flight.
+    Reload(Box<Config>),
+}
+
+/// The settings a handler reads at each step; replaced as a whole by a reload, so a file in
+/// backoff picks up new credentials or endpoints at its next attempt.
+struct Settings {
     uploader: Uploader,
-    slots: Arc<Semaphore>,
     retry: RetryPolicy,
     max_file_size: u64,
     validate_package: bool,
+}
+
+impl Settings {
+    fn new(config: &Config) -> Result<Settings, DaemonError> {
+        let client = crate::upload::http_client(&config.codearts)?;
+        let auth = Auth::new(&config.auth, client.clone())?;
+        Ok(Settings {
+            uploader: Uploader::new(&config.codearts, client, auth),
+            retry: config.retry.clone(),
+            max_file_size: config.upload.max_file_size,
+            validate_package: config.upload.validate_package,
+        })
+    }
+}
+
+/// Everything a file's handler needs, shared by all handlers.
+struct Context {
+    settings: RwLock<Arc<Settings>>,
+    slots: Arc<Semaphore>,
+    concurrency: AtomicUsize,
     stop: signal::Receiver<bool>,
     busy: Busy,
     done: AtomicU64,
@@ -77,6 +106,13 @@ struct Context {
 }
 
 impl Context {
+    fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
@@ -101,39 +137,212 @@ impl Context {
             _ = stop.wait_for(|s| *s) => false,
         }
     }
+
+    /// Changes the number of upload slots. Shrinking takes slots out as they come free, so
+    /// uploads in flight are never interrupted.
+    fn resize(&self, concurrency: usize) {
+        let old = self.concurrency.swap(concurrency, Ordering::Relaxed);
+        if concurrency > old {
+            self.slots.add_permits(concurrency - old);
+        } else if concurrency < old {
+            let (slots, surplus) = (self.slots.clone(), (old - concurrency) as u32);
+            tokio::spawn(async move {
+                if let Ok(permits) = slots.acquire_many_owned(surplus).await {
+                    permits.forget();
+                }
+            });
+        }
+    }
 }
 
-/// Runs the daemon (or one pass of it) with `config` until `shutdown` resolves (or, in
-/// [`Mode::Once`], until every file present at the start has been filed). `ready` is called
-/// once every watch is armed and the start-up scan is queued.
+/// The watching half of the daemon: watches, their watchers and the readiness tracker. A
+/// reload builds a new one and swaps it in only once it is fully armed.
+struct Watching {
+    watches: Vec<Arc<Watch>>,
+    /// Kept for its `Drop`, which disarms the watchers.
+    _armed: Option<watch::Armed>,
+    tracker: Tracker,
+    next_rescan: Vec<Instant>,
+}
+
+impl Watching {
+    fn new(
+        config: &Config,
+        mode: Mode,
+        busy: &Busy,
+        nudges: &mpsc::UnboundedSender<Nudge>,
+    ) -> Result<Watching, DaemonError> {
+        for watch in &config.watches {
+            store::ensure_folders(watch)?;
+        }
+        let watches: Vec<Arc<Watch>> = config.watches.iter().cloned().map(Arc::new).collect();
+        let armed = match mode {
+            Mode::Watch => Some(watch::arm(&watches, nudges.clone())?),
+            Mode::Once => None,
+        };
+        let mut tracker = Tracker::new(watches.clone(), busy.clone());
+        tracker.scan_all();
+        let next_rescan = watches
+            .iter()
+            .map(|w| Instant::now() + w.rescan_interval)
+            .collect();
+        Ok(Watching {
+            watches,
+            _armed: armed,
+            tracker,
+            next_rescan,
+        })
+    }
+
+    /// How often the main loop ticks: often enough for readiness and the watchdog.
+    fn tick(&self, watchdog: Option<Duration>) -> Duration {
+        watchdog.map_or(self.tracker.tick(), |w| w.min(self.tracker.tick()))
+    }
+}
+
+/// Runs the daemon (or one pass of it) with `config` until [`Control::Shutdown`] arrives (or,
+/// in [`Mode::Once`], until every file present at the start has been filed). `ready` is
+/// called once every watch is armed and the start-up scan is queued.
 pub async fn run(
     config: &Config,
     mode: Mode,
-    shutdown: impl Future<Output = ()>,
+    mut control: mpsc::UnboundedReceiver<Control>,
     ready: impl FnOnce(),
 ) -> Result<Summary, DaemonError> {
-    for watch in &config.watches {
-        store::ensure_folders(watch)?;
-    }
-    let client = crate::upload::http_client(&config.codearts)?;
-    let auth = Auth::new(&config.auth, client.clone())?;
     let (stop_tx, stop_rx) = signal::channel(false);
     let ctx = Arc::new(Context {
-        uploader: Uploader::new(&config.codearts, client, auth),
+        settings: RwLock::new(Arc::new(Settings::new(config)?)),
         slots: Arc::new(Semaphore::new(config.upload.concurrency)),
-        retry: config.retry.clone(),
-        max_file_size: config.upload.max_file_size,
-        validate_package: config.upload.validate_package,
+        concurrency: AtomicUsize::new(config.upload.concurrency),
         stop: stop_rx,
         busy: Busy::default(),
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
     });
-    let watches: Vec<Arc<Watch>> = config.watches.iter().cloned().map(Arc::new).collect();
+    let mut current = config.clone();
+    let (nudge_tx, mut nudges) = mpsc::unbounded_channel();
+    let mut watching = Watching::new(config, mode, &ctx.busy, &nudge_tx)?;
     let mut tasks = JoinSet::new();
+    // Files a previous run claimed: they were dropped earliest.
+    resume_claims(&ctx, &watching.watches, &mut tasks).await?;
+    ready();
 
-    // Files a previous run claimed come first: they were dropped earliest.
-    for watch in &watches {
+    let watchdog = crate::systemd::watchdog_interval();
+    let mut tick = tokio::time::interval(watching.tick(watchdog));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut status = String::new();
+    let mut control_open = true;
+    let mut next_ping = Instant::now();
+    loop {
+        tokio::select! {
+            command = control.recv(), if control_open => match command {
+                Some(Control::Shutdown) => {
+                    tracing::info!("shutting down: no new files are taken");
+                    crate::systemd::stopping();
+                    break;
+                }
+                Some(Control::Reload(new)) => {
+                    crate::systemd::reloading();
+                    match reload(&ctx, &current, &new, mode, &nudge_tx, &watching, &mut tasks).await {
+                        Ok(swapped) => {
+                            watching = swapped;
+                            tick = tokio::time::interval(watching.tick(watchdog));
+                            tracing::info!(watches = watching.watches.len(), "configuration reloaded");
+                            current = *new;
+                        }
+                        Err(e) => tracing::error!("reload refused, the previous configuration stays in force: {e}"),
+                    }
+                    crate::systemd::ready();
+                }
+                None => control_open = false,
+            },
+            Some(nudge) = nudges.recv() => match nudge {
+                Nudge::Paths(paths) => paths.iter().for_each(|p| watching.tracker.note(p)),
+                Nudge::Rescan => {
+                    tracing::warn!("file events were lost (queue overflow): rescanning every inbox");
+                    watching.tracker.scan_all();
+                }
+                Nudge::Error(e) => {
+                    tracing::error!(error = %e, "watcher error; rescanning");
+                    watching.tracker.scan_all();
+                }
+            },
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = joined {
+                    tracing::error!(error = %e, "a file handler failed; its file stays claimed and is resumed at the next start");
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if let Some(every) = watchdog {
+                    // Pinged from the main loop itself: if it wedges, the pings stop.
+                    if now >= next_ping {
+                        crate::systemd::alive();
+                        next_ping = now + every;
+                    }
+                }
+                if mode == Mode::Watch {
+                    for (i, due) in watching.next_rescan.iter_mut().enumerate() {
+                        if now >= *due {
+                            watching.tracker.scan(i);
+                            *due = now + watching.watches[i].rescan_interval;
+                        }
+                    }
+                }
+                for found in watching.tracker.ready(now) {
+                    tasks.spawn(life_of_a_file(ctx.clone(), found));
+                }
+                let line = format!(
+                    "{} waiting, {} in progress, {} done, {} failed",
+                    watching.tracker.waiting() + ctx.busy.len(),
+                    tasks.len(),
+                    ctx.done.load(Ordering::Relaxed),
+                    ctx.failed.load(Ordering::Relaxed)
+                );
+                if line != status {
+                    crate::systemd::status(&line);
+                    status = line;
+                }
+                if mode == Mode::Once && watching.tracker.is_empty() && tasks.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+
+    // Shutdown (or the end of a pass): stop claiming, let uploads in flight finish for a while.
+    drop(watching);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "a file handler failed; its file stays claimed");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = tasks.len(),
+            "uploads still running after {}s are cut off; their files stay claimed and are resumed at the next start",
+            SHUTDOWN_GRACE.as_secs()
+        );
+        tasks.abort_all();
+    }
+    Ok(Summary {
+        done: ctx.done.load(Ordering::Relaxed),
+        failed: ctx.failed.load(Ordering::Relaxed),
+    })
+}
+
+/// Starts handlers for the claims a previous run left in these watches' work folders, and
+/// files orphans.
+async fn resume_claims(
+    ctx: &Arc<Context>,
+    watches: &[Arc<Watch>],
+    tasks: &mut JoinSet<()>,
+) -> Result<(), DaemonError> {
+    for watch in watches {
         let resumed = {
             let watch = watch.clone();
             tokio::task::spawn_blocking(move || store::resume(&watch))
@@ -161,91 +370,43 @@ pub async fn run(
             }
         }
     }
+    Ok(())
+}
 
-    let (nudge_tx, mut nudges) = mpsc::unbounded_channel();
-    let armed = match mode {
-        Mode::Watch => Some(watch::arm(&watches, nudge_tx)?),
-        Mode::Once => {
-            drop(nudge_tx);
-            None
-        }
-    };
-    let mut tracker = Tracker::new(watches.clone(), ctx.busy.clone());
-    tracker.scan_all();
-    ready();
-
-    let mut tick = tokio::time::interval(tracker.tick());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_rescan: Vec<Instant> = watches
+/// Applies a new configuration: builds and arms everything new first, and only then swaps it
+/// in, so a reload that fails half-way leaves the old configuration running. Handlers in
+/// flight keep the watch they started with.
+async fn reload(
+    ctx: &Arc<Context>,
+    old: &Config,
+    new: &Config,
+    mode: Mode,
+    nudges: &mpsc::UnboundedSender<Nudge>,
+    watching: &Watching,
+    tasks: &mut JoinSet<()>,
+) -> Result<Watching, DaemonError> {
+    let settings = Settings::new(new)?;
+    let swapped = Watching::new(new, mode, &ctx.busy, nudges)?;
+    *ctx.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
+    ctx.resize(new.upload.concurrency);
+    if old.metrics_listen != new.metrics_listen {
+        tracing::warn!("metrics.listen changed: it takes effect at the next restart");
+    }
+    if old.log.format != new.log.format || old.log.level != new.log.level {
+        tracing::warn!("[log] changed: it takes effect at the next restart");
+    }
+    // Claims in inboxes watched before belong to handlers still running; only new inboxes
+    // can hold claims nobody is working on.
+    let known: HashSet<&std::path::Path> =
+        watching.watches.iter().map(|w| w.inbox.as_path()).collect();
+    let added: Vec<Arc<Watch>> = swapped
+        .watches
         .iter()
-        .map(|w| Instant::now() + w.rescan_interval)
+        .filter(|w| !known.contains(w.inbox.as_path()))
+        .cloned()
         .collect();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => {
-                tracing::info!("shutting down: no new files are taken");
-                break;
-            }
-            Some(nudge) = nudges.recv(), if armed.is_some() => match nudge {
-                Nudge::Paths(paths) => paths.iter().for_each(|p| tracker.note(p)),
-                Nudge::Rescan => {
-                    tracing::warn!("file events were lost (queue overflow): rescanning every inbox");
-                    tracker.scan_all();
-                }
-                Nudge::Error(e) => {
-                    tracing::error!(error = %e, "watcher error; rescanning");
-                    tracker.scan_all();
-                }
-            },
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Err(e) = joined {
-                    tracing::error!(error = %e, "a file handler failed; its file stays claimed and is resumed at the next start");
-                }
-            }
-            _ = tick.tick() => {
-                let now = Instant::now();
-                if mode == Mode::Watch {
-                    for (i, due) in next_rescan.iter_mut().enumerate() {
-                        if now >= *due {
-                            tracker.scan(i);
-                            *due = now + watches[i].rescan_interval;
-                        }
-                    }
-                }
-                for found in tracker.ready(now) {
-                    tasks.spawn(life_of_a_file(ctx.clone(), found));
-                }
-                if mode == Mode::Once && tracker.is_empty() && tasks.is_empty() {
-                    break;
-                }
-            }
-        }
-    }
-
-    // Shutdown (or the end of a pass): stop claiming, let uploads in flight finish for a while.
-    drop(armed);
-    let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(e) = joined {
-                tracing::error!(error = %e, "a file handler failed; its file stays claimed");
-            }
-        }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            left = tasks.len(),
-            "uploads still running after {}s are cut off; their files stay claimed and are resumed at the next start",
-            SHUTDOWN_GRACE.as_secs()
-        );
-        tasks.abort_all();
-    }
-    Ok(Summary {
-        done: ctx.done.load(Ordering::Relaxed),
-        failed: ctx.failed.load(Ordering::Relaxed),
-    })
+    resume_claims(ctx, &added, tasks).await?;
+    Ok(swapped)
 }
 
 fn join_error(e: tokio::task::JoinError) -> store::StoreError {
@@ -321,7 +482,12 @@ async fn carry_on(
 
     // Checked.
     let examined = {
-        let (path, limit, validate) = (claim.payload(), ctx.max_file_size, ctx.validate_package);
+        let settings = ctx.settings();
+        let (path, limit, validate) = (
+            claim.payload(),
+            settings.max_file_size,
+            settings.validate_package,
+        );
         let (p, b) = (plugin_name.clone(), business_type.clone());
         tokio::task::spawn_blocking(move || examine(&path, limit, validate, &p, &b)).await
     };
@@ -359,7 +525,7 @@ async fn upload(
     draft: &mut Draft,
     mut permit: Option<OwnedSemaphorePermit>,
 ) -> Option<Report> {
-    let mut schedule = Schedule::new(&ctx.retry, claim.record.attempts);
+    let mut schedule = Schedule::new(&ctx.settings().retry, claim.record.attempts);
     let claimed_at =
         humantime::parse_rfc3339(&claim.record.claimed_at).unwrap_or_else(|_| SystemTime::now());
     let mut free_retry_used = false;
@@ -384,7 +550,8 @@ async fn upload(
         let attempt = claim.record.attempts;
         tracing::info!(watch = %watch.name, file = %claim.record.rel_path, plugin_name = %plugin_name, business_type = %business_type, attempt, "uploading");
         let payload = claim.payload();
-        let verdict = ctx
+        let settings = ctx.settings();
+        let verdict = settings
             .uploader
             .attempt(Package {
                 path: &payload,
@@ -400,7 +567,7 @@ async fn upload(
                 return Some(draft.failed(reason, Some(answer)));
             }
             Verdict::Unauthorized { answer, stamp } => {
-                let renewed = ctx.uploader.auth().renew(stamp).await;
+                let renewed = settings.uploader.auth().renew(stamp).await;
                 if let Err(e) = &renewed {
                     tracing::error!(error = %e, "cannot renew credentials after 401");
                 }
@@ -423,7 +590,7 @@ async fn upload(
                 tracing::error!(watch = %watch.name, file = %claim.record.rel_path, error = %e, "no usable credentials; the file waits");
                 permit = None;
                 if !ctx
-                    .pause(ctx.retry.max_delay.min(Duration::from_secs(30)))
+                    .pause(settings.retry.max_delay.min(Duration::from_secs(30)))
                     .await
                 {
                     return None;
@@ -480,7 +647,7 @@ async fn file(ctx: &Context, watch: &Arc<Watch>, claim: Claim, report: Report) {
             tracing::info!(
                 watch = %watch.name,
                 file = %name,
-                outcome = ?outcome,
+                outcome = outcome.as_str(),
                 to = %dest.display(),
                 reason = reason.as_deref().unwrap_or(""),
                 "filed"

@@ -109,7 +109,7 @@ pub fn run(dir: &Path) -> u8 {
                 config.path.display(),
             );
         };
-        let result = daemon::run(&config, Mode::Watch, crate::service::terminated(), announce).await;
+        let result = daemon::run(&config, Mode::Watch, crate::service::controls(None), announce).await;
         let uploads = stub.uploads().len();
         stub.shutdown().await;
         match result {

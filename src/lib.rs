@@ -24,5 +24,6 @@ pub mod rules;
 pub mod service;
 pub mod store;
 pub mod stub;
+pub mod systemd;
 pub mod upload;
 pub mod watch;

@@ -16,6 +16,16 @@ pub enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    /// `done` or `failed`, as in reports and folder names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
 /// The report written beside a filed file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {

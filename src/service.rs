@@ -10,9 +10,10 @@ use serde::Serialize;
 
 use crate::cli::{EXIT_FATAL, EXIT_OK, EXIT_PARTIAL, load};
 use crate::config::{Config, Log, LogFormat, Watch};
-use crate::daemon::{self, Mode};
+use crate::daemon::{self, Control, Mode};
 use crate::outcome::Report;
 use crate::store;
+use tokio::sync::mpsc;
 
 /// Sets up `tracing` on stderr as `[log]` says; `RUST_LOG` overrides the level.
 pub fn init_logging(log: &Log) {
@@ -53,21 +54,55 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn terminated() {
+/// Turns signals into [`Control`] messages: SIGTERM and SIGINT shut down; SIGHUP re-reads the
+/// configuration at `reload_from` and hands it over if valid (an invalid file is logged and
+/// the old configuration stays). Without `reload_from`, SIGHUP is logged and ignored.
+pub fn controls(reload_from: Option<PathBuf>) -> mpsc::UnboundedReceiver<Control> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the default action still ends the process.
-        std::future::pending::<()>().await;
-        return;
+        signal(SignalKind::hangup()),
+    );
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = handlers else {
+        tracing::error!(
+            "cannot install signal handlers; SIGTERM will end the process without a graceful shutdown"
+        );
+        // Keep the sender alive so the daemon does not read a closed channel as "stop".
+        tokio::spawn(async move {
+            let _keep = tx;
+            std::future::pending::<()>().await;
+        });
+        return rx;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM received");
+                    let _ = tx.send(Control::Shutdown);
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT received");
+                    let _ = tx.send(Control::Shutdown);
+                }
+                _ = hup.recv() => match &reload_from {
+                    None => tracing::info!("SIGHUP ignored: only `extdrop run` reloads"),
+                    Some(path) => {
+                        tracing::info!(config = %path.display(), "SIGHUP received: reloading the configuration");
+                        match Config::load(path) {
+                            Ok(config) => {
+                                let _ = tx.send(Control::Reload(Box::new(config)));
+                            }
+                            Err(e) => tracing::error!("reload refused, the previous configuration stays in force: {e}"),
+                        }
+                    }
+                },
+            }
+        }
+    });
+    rx
 }
 
 /// `extdrop run`.
@@ -82,12 +117,11 @@ pub fn run(path: &Path) -> u8 {
     rt.block_on(async {
         tracing::info!(config = %config.path.display(), watches = config.watches.len(), "extdrop starting");
         let ready = || {
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            crate::systemd::ready();
             tracing::info!("every watch is armed");
         };
-        match daemon::run(&config, Mode::Watch, terminated(), ready).await {
+        match daemon::run(&config, Mode::Watch, controls(Some(config.path.clone())), ready).await {
             Ok(summary) => {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
                 tracing::info!(done = summary.done, failed = summary.failed, "stopped");
                 EXIT_OK
             }
@@ -110,7 +144,7 @@ pub fn once(path: &Path) -> u8 {
         return EXIT_FATAL;
     };
     rt.block_on(async {
-        match daemon::run(&config, Mode::Once, terminated(), || {}).await {
+        match daemon::run(&config, Mode::Once, controls(None), || {}).await {
             Ok(summary) => {
                 println!("{} done, {} failed", summary.done, summary.failed);
                 if summary.failed > 0 {

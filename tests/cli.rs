@@ -126,3 +126,74 @@ fn status_counts_match_the_folders_and_retry_sends_failed_files_again() {
     let out = s.run(&["retry", "nothing-here.zip"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn demo_runs_a_sandbox_end_to_end() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sandbox = dir.path().join("demo");
+    let log = dir.path().join("demo.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_extdrop"))
+        .args(["demo", "--dir"])
+        .arg(&sandbox)
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let deadline = std::time::Instant::now() + crate::harness::PATIENCE;
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "demo: timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+    };
+    wait("the banner", &|| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("Ctrl-C stops the demo")
+    });
+    for sample in ["demo_task__Deploy.zip", "wrong_name__Build.zip"] {
+        std::fs::copy(
+            sandbox.join("samples").join(sample),
+            sandbox.join("staging-copy"),
+        )
+        .expect("copy");
+        std::fs::rename(
+            sandbox.join("staging-copy"),
+            sandbox.join("inbox").join(sample),
+        )
+        .expect("drop");
+    }
+    wait("the good sample in done", &|| {
+        sandbox
+            .join("done/demo_task__Deploy.zip.result.json")
+            .exists()
+    });
+    wait("the bad sample in failed", &|| {
+        sandbox
+            .join("failed/wrong_name__Build.zip.result.json")
+            .exists()
+    });
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "demo did not stop on SIGINT"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    };
+    assert_eq!(status.code(), Some(0));
+    let out = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        out.contains("1 done, 1 failed, 1 upload(s) accepted"),
+        "{out}"
+    );
+}

@@ -38,6 +38,15 @@ pub struct Sandbox {
     pub retry: String,
     /// `[upload]` table body.
     pub upload: String,
+    /// `[log] format`.
+    pub log_format: String,
+    /// More `[[watch]]` tables, appended at the end.
+    pub more_watches: String,
+    /// Environment variables for the daemon.
+    pub env: Vec<(String, String)>,
+    /// `WatchdogSec=` as systemd would pass it (`WATCHDOG_USEC`, and `WATCHDOG_PID` = the
+    /// daemon's own pid, which needs a shell that `exec`s it to be known in advance).
+    pub watchdog: Option<Duration>,
 }
 
 impl Sandbox {
@@ -62,6 +71,10 @@ impl Sandbox {
             tables: String::new(),
             retry: "initial_delay = \"50ms\"\nmax_delay = \"200ms\"\njitter = 0.0\nmax_attempts = 5\nmax_elapsed = \"1m\"".to_owned(),
             upload: "concurrency = 2".to_owned(),
+            more_watches: String::new(),
+            env: Vec::new(),
+            log_format: "text".to_owned(),
+            watchdog: None,
         }
     }
 
@@ -94,7 +107,7 @@ request_timeout = "20s"
 {retry}
 
 [log]
-format = "text"
+format = "{log_format}"
 level = "extdrop=debug,info"
 
 {tables}
@@ -111,6 +124,7 @@ rescan_interval = "1h"
 [[watch.rule]]
 template = "{{plugin_name}}__{{business_type}}.zip"
 {rules}
+{more_watches}
 "#,
             endpoint = self.stub.endpoint(),
             auth = self.auth,
@@ -119,6 +133,8 @@ template = "{{plugin_name}}__{{business_type}}.zip"
             tables = self.tables,
             watch_extra = self.watch_extra,
             rules = self.rules,
+            more_watches = self.more_watches,
+            log_format = self.log_format,
         )
     }
 
@@ -165,14 +181,27 @@ template = "{{plugin_name}}__{{business_type}}.zip"
     /// The `extdrop` command with this sandbox's configuration.
     pub fn command(&self, args: &[&str]) -> Command {
         let config = self.write_config();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_extdrop"));
+        let mut cmd = match self.watchdog {
+            None => Command::new(env!("CARGO_BIN_EXE_extdrop")),
+            Some(timeout) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+                    .arg(env!("CARGO_BIN_EXE_extdrop"))
+                    .env("WATCHDOG_USEC", timeout.as_micros().to_string());
+                sh
+            }
+        };
         cmd.arg("-c")
             .arg(config)
             .args(args)
             .current_dir(self.root());
         cmd.env_remove("EXTDROP_TOKEN")
             .env_remove("RUST_LOG")
-            .env_remove("NOTIFY_SOCKET");
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

@@ -8,3 +8,4 @@ mod crash;
 mod lifecycle;
 mod naming;
 mod server;
+mod service;
