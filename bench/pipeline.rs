@@ -66,15 +66,15 @@ fn once(config: &Path) -> (Duration, f64) {
     let status_file = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0.0f64;
     loop {
-        if let Ok(text) = fs::read_to_string(&status_file) {
-            if let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:")) {
-                let kib: f64 = line
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0.0);
-                peak_kib = peak_kib.max(kib);
-            }
+        if let Ok(text) = fs::read_to_string(&status_file)
+            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kib: f64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            peak_kib = peak_kib.max(kib);
         }
         if let Some(status) = child.try_wait().expect("wait") {
             assert!(status.success(), "extdrop once failed: {status}");
