@@ -503,29 +503,34 @@ fn move_noreplace(from: &Path, to: &Path, claim_dir: &Path) -> io::Result<()> {
     match rename_noreplace(from, to) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
-            let dest_dir = to.parent().unwrap_or(Path::new("."));
-            let tag = claim_dir.file_name().unwrap_or_default().to_string_lossy();
-            let tmp = dest_dir.join(format!(".extdrop-partial-{tag}"));
-            {
-                let mut src = File::open(from)?;
-                let mut dst = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o640)
-                    .open(&tmp)?;
-                io::copy(&mut src, &mut dst)?;
-                dst.sync_all()?;
-            }
-            if let Err(e) = rename_noreplace(&tmp, to) {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-            File::open(dest_dir)?.sync_all()?;
-            fs::remove_file(from)
+            copy_across(from, to, claim_dir)
         }
         Err(e) => Err(e),
     }
+}
+
+/// The cross-file-system half of [`move_noreplace`].
+fn copy_across(from: &Path, to: &Path, claim_dir: &Path) -> io::Result<()> {
+    let dest_dir = to.parent().unwrap_or(Path::new("."));
+    let tag = claim_dir.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dest_dir.join(format!(".extdrop-partial-{tag}"));
+    {
+        let mut src = File::open(from)?;
+        let mut dst = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&tmp)?;
+        io::copy(&mut src, &mut dst)?;
+        dst.sync_all()?;
+    }
+    if let Err(e) = rename_noreplace(&tmp, to) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    File::open(dest_dir)?.sync_all()?;
+    fs::remove_file(from)
 }
 
 /// `rename` that fails with `AlreadyExists` instead of replacing the target.
@@ -583,6 +588,33 @@ mod tests {
         fs::write(dir.path().join("a.zip"), b"x")?;
         fs::write(dir.path().join("a~2.zip.result.json"), b"{}")?;
         assert_eq!(free_name(dir.path(), "a.zip"), "a~3.zip");
+        Ok(())
+    }
+
+    #[test]
+    fn copy_across_moves_whole_files_and_never_replaces() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let (from, to, claim) = (
+            dir.path().join("from"),
+            dir.path().join("to"),
+            dir.path().join("claim-1"),
+        );
+        fs::write(&from, b"payload")?;
+        copy_across(&from, &to, &claim)?;
+        assert_eq!(fs::read(&to)?, b"payload");
+        assert!(!from.exists());
+        assert!(!dir.path().join(".extdrop-partial-claim-1").exists());
+
+        fs::write(&from, b"second")?;
+        let err = copy_across(&from, &to, &claim).err().ok_or("replaced")?;
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&to)?, b"payload");
+        assert_eq!(
+            fs::read(&from)?,
+            b"second",
+            "the source stays when the target is taken"
+        );
         Ok(())
     }
 

@@ -160,3 +160,66 @@ fn oversized_files_fail_unread() {
     assert!(reason.contains("max_file_size"), "{reason}");
     assert!(s.requests().is_empty());
 }
+
+/// A folder for `done` on another file system than the sandbox, if this machine has one.
+fn other_file_system(s: &Sandbox) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let here = std::fs::metadata(s.root()).ok()?.dev();
+    ["/dev/shm", "/run", "/var/tmp"].iter().find_map(|base| {
+        let meta = std::fs::metadata(base).ok()?;
+        let dir = std::path::Path::new(base).join(format!("extdrop-test-{}", fastrand::u64(..)));
+        (meta.dev() != here && std::fs::create_dir(&dir).is_ok()).then_some(dir)
+    })
+}
+
+#[test]
+fn done_on_another_file_system_gets_whole_files() {
+    let s = Sandbox::new();
+    let Some(other) = other_file_system(&s) else {
+        // The copy path itself is covered by store's unit tests; this machine has no second
+        // file system to prove it end to end.
+        eprintln!("no second file system: cross-device filing not exercised end to end");
+        return;
+    };
+    let done = other.join("done");
+    let text = s
+        .config_text()
+        .replace("done = \"done\"", &format!("done = \"{}\"", done.display()));
+    std::fs::write(s.path("config.toml"), &text).expect("config");
+    s.drop_named("across", "Build");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_extdrop"))
+        .args(["once", "-c"])
+        .arg(s.path("config.toml"))
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let filed = done.join("across__Build.zip");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(done.join("across__Build.zip.result.json")).expect("report"),
+    )
+    .expect("json");
+    let uploaded = s.stub.uploads();
+    assert_eq!(uploaded.len(), 1);
+    assert_eq!(
+        std::fs::metadata(&filed).expect("filed").len(),
+        report["size"].as_u64().unwrap_or(0)
+    );
+    assert_eq!(uploaded[0].sha256.as_deref(), report["sha256"].as_str());
+    let leftovers: Vec<_> = std::fs::read_dir(&done)
+        .expect("done")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        2,
+        "the file and its report, no partial copies: {leftovers:?}"
+    );
+    assert!(s.files("inbox").is_empty() && s.claims() == 0);
+    let _ = std::fs::remove_dir_all(&other);
+}
