@@ -398,3 +398,36 @@ fn admits_folder(watch: &Watch, rel: &str) -> bool {
     rel.split('/')
         .all(|segment| segment != crate::store::WORK_DIR && !watch.exclude.matches(segment))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watch_limit_error_names_the_sysctl_to_raise() {
+        let limit = translate(
+            notify::Error::new(notify::ErrorKind::MaxFilesWatch),
+            Path::new("/srv/inbox"),
+        );
+        let text = limit.to_string();
+        assert!(
+            text.contains("fs.inotify.max_user_watches") && text.contains("/srv/inbox"),
+            "{text}"
+        );
+        let enospc = notify::Error::io(std::io::Error::from_raw_os_error(
+            rustix::io::Errno::NOSPC.raw_os_error(),
+        ));
+        assert!(matches!(
+            translate(enospc, Path::new("/x")),
+            WatchError::TooManyWatches { .. }
+        ));
+        let emfile = notify::Error::io(std::io::Error::from_raw_os_error(
+            rustix::io::Errno::MFILE.raw_os_error(),
+        ));
+        assert!(
+            translate(emfile, Path::new("/x"))
+                .to_string()
+                .contains("fs.inotify.max_user_instances")
+        );
+    }
+}
