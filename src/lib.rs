@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod metrics;
 pub mod outcome;
 pub mod package;
 pub mod retry;
