@@ -7,9 +7,9 @@
 //! waiting tasks stop at once (their files stay claimed and are resumed at the next start), and
 //! uploads in flight get [`SHUTDOWN_GRACE`] to finish.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch as signal};
@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::auth::Auth;
 use crate::config::{Config, RetryPolicy, Watch};
+use crate::metrics::Metrics;
 use crate::outcome::{Outcome, Report, timestamp};
 use crate::retry::Schedule;
 use crate::rules::Derivation;
@@ -61,6 +62,9 @@ pub enum DaemonError {
     /// The credentials are unusable.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    /// The metrics endpoint could not listen.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// What the process around the daemon asks of it.
@@ -103,9 +107,38 @@ struct Context {
     busy: Busy,
     done: AtomicU64,
     failed: AtomicU64,
+    metrics: Metrics,
+    in_progress: Mutex<HashMap<String, u64>>,
+}
+
+/// Counts a claimed file as in progress for its watch until dropped.
+struct InProgress<'a> {
+    ctx: &'a Context,
+    watch: String,
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.ctx.count_in_progress(&self.watch, false);
+    }
 }
 
 impl Context {
+    fn in_progress(&self, watch: &str) -> InProgress<'_> {
+        self.count_in_progress(watch, true);
+        InProgress {
+            ctx: self,
+            watch: watch.to_owned(),
+        }
+    }
+
+    fn count_in_progress(&self, watch: &str, up: bool) {
+        let mut map = self.in_progress.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(watch.to_owned()).or_default();
+        *n = if up { *n + 1 } else { n.saturating_sub(1) };
+        self.metrics.set_in_progress(watch, *n);
+    }
+
     fn settings(&self) -> Arc<Settings> {
         self.settings
             .read()
@@ -218,7 +251,26 @@ pub async fn run(
         busy: Busy::default(),
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        metrics: Metrics::new(),
+        in_progress: Mutex::new(HashMap::new()),
     });
+    config
+        .watches
+        .iter()
+        .for_each(|w| ctx.metrics.add_watch(&w.name));
+    // Healthy while the main loop keeps ticking (the loop that also pings systemd's watchdog).
+    let heartbeat = Arc::new(AtomicU64::new(unix_seconds()));
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listen) = config.metrics_listen {
+        let (beat, stop) = (heartbeat.clone(), ctx.stop.clone());
+        let healthy = move || {
+            !*stop.borrow() && unix_seconds().saturating_sub(beat.load(Ordering::Relaxed)) < 30
+        };
+        crate::metrics::serve(listen, ctx.metrics.clone(), healthy, async move {
+            let _ = metrics_stopped.await;
+        })
+        .await?;
+    }
     let mut current = config.clone();
     let (nudge_tx, mut nudges) = mpsc::unbounded_channel();
     let mut watching = Watching::new(config, mode, &ctx.busy, &nudge_tx)?;
@@ -274,6 +326,7 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
+                heartbeat.store(unix_seconds(), Ordering::Relaxed);
                 if let Some(every) = watchdog {
                     // Pinged from the main loop itself: if it wedges, the pings stop.
                     if now >= next_ping {
@@ -291,6 +344,11 @@ pub async fn run(
                 }
                 for found in watching.tracker.ready(now) {
                     tasks.spawn(life_of_a_file(ctx.clone(), found));
+                }
+                let wall = SystemTime::now();
+                for (w, (files, oldest)) in watching.watches.iter().zip(watching.tracker.waiting_per_watch()) {
+                    let age = oldest.and_then(|o| wall.duration_since(o).ok()).unwrap_or_default();
+                    ctx.metrics.set_waiting(&w.name, files, age.as_secs_f64());
                 }
                 let line = format!(
                     "{} waiting, {} in progress, {} done, {} failed",
@@ -329,6 +387,7 @@ pub async fn run(
         );
         tasks.abort_all();
     }
+    let _ = metrics_stop.send(());
     Ok(Summary {
         done: ctx.done.load(Ordering::Relaxed),
         failed: ctx.failed.load(Ordering::Relaxed),
@@ -357,13 +416,14 @@ async fn resume_claims(
                 }
                 Resumed::Orphan { path, why } => {
                     tracing::warn!(watch = %watch.name, file = %path.display(), why = %why, "work folder holds a file without a claim record");
-                    let watch = watch.clone();
+                    let owner = watch.clone();
                     let filed = tokio::task::spawn_blocking(move || {
-                        store::file_orphan(&watch, &path, &why)
+                        store::file_orphan(&owner, &path, &why)
                     })
                     .await;
                     if let Ok(Ok(dest)) = filed {
                         ctx.failed.fetch_add(1, Ordering::Relaxed);
+                        ctx.metrics.file_filed(&watch.name, "failed");
                         tracing::info!(file = %dest.display(), outcome = "failed", "filed an orphan from the work folder");
                     }
                 }
@@ -387,6 +447,9 @@ async fn reload(
 ) -> Result<Watching, DaemonError> {
     let settings = Settings::new(new)?;
     let swapped = Watching::new(new, mode, &ctx.busy, nudges)?;
+    new.watches
+        .iter()
+        .for_each(|w| ctx.metrics.add_watch(&w.name));
     *ctx.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
     ctx.resize(new.upload.concurrency);
     if old.metrics_listen != new.metrics_listen {
@@ -407,6 +470,13 @@ async fn reload(
         .collect();
     resume_claims(ctx, &added, tasks).await?;
     Ok(swapped)
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 fn join_error(e: tokio::task::JoinError) -> store::StoreError {
@@ -458,6 +528,7 @@ async fn carry_on(
     mut claim: Claim,
     permit: Option<OwnedSemaphorePermit>,
 ) {
+    let _counted = ctx.in_progress(&watch.name);
     // A decided claim was interrupted while being filed: finish that, never upload again.
     if let Some(decision) = claim.record.decided.clone() {
         file(&ctx, &watch, claim, decision.report).await;
@@ -551,6 +622,7 @@ async fn upload(
         tracing::info!(watch = %watch.name, file = %claim.record.rel_path, plugin_name = %plugin_name, business_type = %business_type, attempt, "uploading");
         let payload = claim.payload();
         let settings = ctx.settings();
+        let started = Instant::now();
         let verdict = settings
             .uploader
             .attempt(Package {
@@ -561,13 +633,23 @@ async fn upload(
                 business_type: &business_type,
             })
             .await;
+        let metrics = &ctx.metrics;
+        metrics.attempt(&watch.name, verdict.class());
+        if !matches!(verdict, Verdict::NoCredentials(_)) {
+            metrics.upload_duration(&watch.name, started.elapsed().as_secs_f64());
+        }
         let (why, answer, retry_after) = match verdict {
-            Verdict::Uploaded(answer) => return Some(draft.done(answer)),
+            Verdict::Uploaded(answer) => {
+                metrics.uploaded_bytes(&watch.name, draft.size);
+                metrics.last_success(&watch.name);
+                return Some(draft.done(answer));
+            }
             Verdict::Rejected { answer, reason } => {
                 return Some(draft.failed(reason, Some(answer)));
             }
             Verdict::Unauthorized { answer, stamp } => {
                 let renewed = settings.uploader.auth().renew(stamp).await;
+                metrics.credential_renewal(if renewed.is_ok() { "ok" } else { "error" });
                 if let Err(e) = &renewed {
                     tracing::error!(error = %e, "cannot renew credentials after 401");
                 }
@@ -644,6 +726,7 @@ async fn file(ctx: &Context, watch: &Arc<Watch>, claim: Claim, report: Report) {
                 Outcome::Done => ctx.done.fetch_add(1, Ordering::Relaxed),
                 Outcome::Failed => ctx.failed.fetch_add(1, Ordering::Relaxed),
             };
+            ctx.metrics.file_filed(&watch.name, outcome.as_str());
             tracing::info!(
                 watch = %watch.name,
                 file = %name,

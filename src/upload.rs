@@ -47,6 +47,20 @@ pub enum Verdict {
     NoCredentials(AuthError),
 }
 
+impl Verdict {
+    /// The result class used in metrics: `uploaded`, `rejected`, `transient`, `unauthorized`
+    /// or `no_credentials`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Verdict::Uploaded(_) => "uploaded",
+            Verdict::Rejected { .. } => "rejected",
+            Verdict::Transient { .. } => "transient",
+            Verdict::Unauthorized { .. } => "unauthorized",
+            Verdict::NoCredentials(_) => "no_credentials",
+        }
+    }
+}
+
 /// The parts of an HTTP answer that go into the report.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Answer {

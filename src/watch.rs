@@ -8,7 +8,7 @@
 //! linked folders. A path handed out stays out of the tracker until its handler lets go of it,
 //! so a file is never handed out twice at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -39,21 +39,33 @@ impl Found {
 
 /// Paths handed out and not yet let go of, shared between the tracker and the handlers.
 #[derive(Debug, Clone, Default)]
-pub struct Busy(Arc<Mutex<HashSet<PathBuf>>>);
+pub struct Busy(Arc<Mutex<HashMap<PathBuf, SystemTime>>>);
 
 impl Busy {
-    fn insert(&self, path: PathBuf) {
+    fn insert(&self, path: PathBuf, first_seen: SystemTime) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(path);
+            .insert(path, first_seen);
+    }
+
+    /// Handed-out paths under `folder`: how many, and when the oldest was first seen.
+    fn under(&self, folder: &Path) -> (u64, Option<SystemTime>) {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut oldest: Option<SystemTime> = None;
+        let mut n = 0;
+        for (_, seen) in map.iter().filter(|(path, _)| path.starts_with(folder)) {
+            n += 1;
+            oldest = Some(oldest.map_or(*seen, |o| o.min(*seen)));
+        }
+        (n, oldest)
     }
 
     fn contains(&self, path: &Path) -> bool {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(path)
+            .contains_key(path)
     }
 
     /// The handler of `path` is finished with it (claimed, or found gone).
@@ -258,6 +270,26 @@ impl Tracker {
         self.candidates.len()
     }
 
+    /// Per watch (in the order of [`Tracker::watches`]): files waiting in the inbox — not yet
+    /// ready, or ready and waiting for an upload slot — and when the oldest was first seen.
+    pub fn waiting_per_watch(&self) -> Vec<(u64, Option<SystemTime>)> {
+        self.watches
+            .iter()
+            .map(|w| {
+                let (mut n, mut oldest) = self.busy.under(&w.inbox);
+                for c in self
+                    .candidates
+                    .values()
+                    .filter(|c| Arc::ptr_eq(&c.watch, w))
+                {
+                    n += 1;
+                    oldest = Some(oldest.map_or(c.first_seen, |o| o.min(c.first_seen)));
+                }
+                (n, oldest)
+            })
+            .collect()
+    }
+
     /// Scans every inbox.
     pub fn scan_all(&mut self) {
         for i in 0..self.watches.len() {
@@ -378,7 +410,7 @@ impl Tracker {
         ready
             .into_iter()
             .map(|(path, found)| {
-                self.busy.insert(path);
+                self.busy.insert(path, found.first_seen);
                 found
             })
             .collect()

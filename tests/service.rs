@@ -150,3 +150,165 @@ fn json_logs_are_one_object_per_line_with_fields() {
     }
     assert_eq!(filed, 1);
 }
+
+/// GET over a plain socket: the test needs no HTTP client of its own.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Parses the Prometheus text exposition into (name, sorted labels, value) samples, checking
+/// every line's shape on the way.
+type Sample = (String, Vec<(String, String)>, f64);
+
+fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(comment) = line.strip_prefix('#') {
+            assert!(
+                comment.starts_with(" TYPE ")
+                    || comment.starts_with(" HELP ")
+                    || comment.starts_with(" UNIT ")
+                    || comment == " EOF",
+                "bad comment line: {line}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_owned(), Vec::new()),
+            Some((name, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels: {line}"));
+                let mut labels: Vec<(String, String)> = body
+                    .split("\",")
+                    .filter(|p| !p.is_empty())
+                    .map(|pair| {
+                        let (k, v) = pair
+                            .split_once("=\"")
+                            .unwrap_or_else(|| panic!("bad label: {line}"));
+                        (k.to_owned(), v.trim_end_matches('"').to_owned())
+                    })
+                    .collect();
+                labels.sort();
+                (name.to_owned(), labels)
+            }
+        };
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name: {line}"
+        );
+        samples.push((name, labels, value));
+    }
+    samples
+}
+
+#[test]
+fn metrics_match_what_happened() {
+    use extdrop::stub::Fault;
+    let mut s = Sandbox::new();
+    s.tables = "[metrics]\nlisten = \"127.0.0.1:0\"".to_owned();
+    s.faults([Fault::status(503)]);
+    let daemon = s.start();
+    let log = daemon.log();
+    let addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("the log names the metrics address")
+        .to_owned();
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+
+    s.drop_named("one", "Build");
+    s.drop_named("two", "Build");
+    s.drop_bytes("three__Build.zip", b"not a zip");
+    s.wait_until("two done, one failed", Some(&daemon), || {
+        s.files("done").len() == 2 && s.files("failed").len() == 1
+    });
+
+    // "waiting" is sampled on the daemon's tick and "in progress" drops just after the move, so
+    // both may trail the files appearing in done by a moment.
+    s.wait_until("the waiting gauge to drop to 0", Some(&daemon), || {
+        let body = http_get(&addr, "/metrics").1;
+        body.contains("extdrop_files_waiting{watch=\"extensions\"} 0")
+            && body.contains("extdrop_files_in_progress{watch=\"extensions\"} 0")
+    });
+    let (status, body) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    let samples = parse_exposition(&body);
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        let mut want: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        want.sort();
+        samples
+            .iter()
+            .find(|(n, l, _)| n == name && *l == want)
+            .map(|(_, _, v)| *v)
+            .unwrap_or_else(|| panic!("no sample {name} {labels:?} in:\n{body}"))
+    };
+    let watch = ("watch", "extensions");
+    assert_eq!(
+        value("extdrop_files_total", &[watch, ("outcome", "done")]),
+        2.0
+    );
+    assert_eq!(
+        value("extdrop_files_total", &[watch, ("outcome", "failed")]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "extdrop_upload_attempts_total",
+            &[watch, ("result", "uploaded")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            "extdrop_upload_attempts_total",
+            &[watch, ("result", "transient")]
+        ),
+        1.0
+    );
+    let sizes: u64 = s.stub.uploads().iter().filter_map(|u| u.size).sum();
+    assert_eq!(
+        value("extdrop_uploaded_bytes_total", &[watch]),
+        sizes as f64
+    );
+    assert_eq!(
+        value("extdrop_upload_duration_seconds_count", &[watch]),
+        3.0
+    );
+    assert_eq!(value("extdrop_files_waiting", &[watch]), 0.0);
+    assert_eq!(value("extdrop_files_in_progress", &[watch]), 0.0);
+    assert!(value("extdrop_last_success_timestamp_seconds", &[watch]) > 1.7e9);
+    assert_eq!(http_get(&addr, "/nothing").0, 404);
+}
