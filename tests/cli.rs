@@ -197,3 +197,45 @@ fn demo_runs_a_sandbox_end_to_end() {
         "{out}"
     );
 }
+
+#[test]
+fn upload_sends_one_file_and_reports_by_exit_code() {
+    let s = Sandbox::new();
+    let package = s.path("staging/single.zip");
+    extdrop::package::write_sample(&package, "single", "Test", "1.0.0").expect("sample");
+    let path = package.display().to_string();
+    let args = [
+        "upload",
+        path.as_str(),
+        "--plugin-name",
+        "single",
+        "--business-type",
+        "Test",
+    ];
+    let out = s.run(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("uploaded single.zip"),
+        "{}",
+        stdout(&out)
+    );
+    let uploads = s.stub.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].plugin_name.as_deref(), Some("single"));
+    assert!(package.exists(), "upload leaves the file where it is");
+
+    s.faults([extdrop::stub::Fault::status(400)]);
+    let out = s.run(&args);
+    assert_eq!(out.status.code(), Some(2), "rejected");
+    assert!(stderr(&out).contains("400"), "{}", stderr(&out));
+
+    let out = s.run(&[
+        "upload",
+        "/nonexistent.zip",
+        "--plugin-name",
+        "x",
+        "--business-type",
+        "Test",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "fatal");
+}

@@ -312,3 +312,31 @@ fn metrics_match_what_happened() {
     assert!(value("extdrop_last_success_timestamp_seconds", &[watch]) > 1.7e9);
     assert_eq!(http_get(&addr, "/nothing").0, 404);
 }
+
+#[test]
+fn under_journald_auto_logs_are_plain_lines() {
+    let mut s = Sandbox::new();
+    s.log_format = "auto".to_owned();
+    s.env
+        .push(("JOURNAL_STREAM".to_owned(), "8:12345".to_owned()));
+    let daemon = s.start();
+    s.drop_named("journal", "Build");
+    s.wait_until("the file in done", Some(&daemon), || {
+        s.files("done").len() == 1
+    });
+    daemon.wait_for_log("filed");
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("filed"))
+        .expect("a filed line");
+    assert!(
+        line.starts_with(" INFO") || line.starts_with("INFO"),
+        "no timestamp: {line:?}"
+    );
+    assert!(!log.contains('\u{1b}'), "no colours");
+    assert!(
+        line.contains("watch=extensions") && line.contains("outcome=\"done\""),
+        "{line}"
+    );
+}
