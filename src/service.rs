@@ -105,8 +105,13 @@ pub fn controls(reload_from: Option<PathBuf>) -> mpsc::UnboundedReceiver<Control
     rx
 }
 
-/// `extdrop run`.
-pub fn run(path: &Path) -> u8 {
+/// The preamble of every command that works with the endpoint: load the configuration, set up
+/// logging and the runtime, then run `body`.
+fn with_runtime<F, Fut>(path: &Path, body: F) -> u8
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = u8>,
+{
     let Some(config) = load(path) else {
         return EXIT_FATAL;
     };
@@ -114,13 +119,25 @@ pub fn run(path: &Path) -> u8 {
     let Some(rt) = runtime() else {
         return EXIT_FATAL;
     };
-    rt.block_on(async {
+    rt.block_on(body(config))
+}
+
+/// `extdrop run`.
+pub fn run(path: &Path) -> u8 {
+    with_runtime(path, |config| async move {
         tracing::info!(config = %config.path.display(), watches = config.watches.len(), "extdrop starting");
         let ready = || {
             crate::systemd::ready();
             tracing::info!("every watch is armed");
         };
-        match daemon::run(&config, Mode::Watch, controls(Some(config.path.clone())), ready).await {
+        match daemon::run(
+            &config,
+            Mode::Watch,
+            controls(Some(config.path.clone())),
+            ready,
+        )
+        .await
+        {
             Ok(summary) => {
                 tracing::info!(done = summary.done, failed = summary.failed, "stopped");
                 EXIT_OK
@@ -136,14 +153,7 @@ pub fn run(path: &Path) -> u8 {
 
 /// `extdrop once`.
 pub fn once(path: &Path) -> u8 {
-    let Some(config) = load(path) else {
-        return EXIT_FATAL;
-    };
-    init_logging(&config.log);
-    let Some(rt) = runtime() else {
-        return EXIT_FATAL;
-    };
-    rt.block_on(async {
+    with_runtime(path, |config| async move {
         match daemon::run(&config, Mode::Once, controls(None), || {}).await {
             Ok(summary) => {
                 println!("{} done, {} failed", summary.done, summary.failed);
@@ -174,10 +184,6 @@ pub fn probe(config: &Config) -> Result<String, String> {
 /// `extdrop upload FILE --plugin-name P --business-type B`.
 pub fn upload_one(path: &Path, file: &Path, plugin_name: &str, business_type: &str) -> u8 {
     use crate::upload::{Package, Uploader, Verdict};
-    let Some(config) = load(path) else {
-        return EXIT_FATAL;
-    };
-    init_logging(&config.log);
     let size = match std::fs::metadata(file) {
         Ok(meta) if meta.is_file() => meta.len(),
         Ok(_) => {
@@ -194,10 +200,7 @@ pub fn upload_one(path: &Path, file: &Path, plugin_name: &str, business_type: &s
         .and_then(|n| n.to_str())
         .unwrap_or("package.zip")
         .to_owned();
-    let Some(rt) = runtime() else {
-        return EXIT_FATAL;
-    };
-    rt.block_on(async {
+    with_runtime(path, |config| async move {
         let client = match crate::upload::http_client(&config.codearts) {
             Ok(client) => client,
             Err(e) => {
@@ -222,9 +225,10 @@ pub fn upload_one(path: &Path, file: &Path, plugin_name: &str, business_type: &s
         };
         let mut verdict = uploader.attempt(package).await;
         if let Verdict::Unauthorized { stamp, .. } = &verdict
-            && uploader.auth().renew(*stamp).await.is_ok() {
-                verdict = uploader.attempt(package).await;
-            }
+            && uploader.auth().renew(*stamp).await.is_ok()
+        {
+            verdict = uploader.attempt(package).await;
+        }
         match verdict {
             Verdict::Uploaded(answer) => {
                 println!(
@@ -238,7 +242,9 @@ pub fn upload_one(path: &Path, file: &Path, plugin_name: &str, business_type: &s
                 EXIT_PARTIAL
             }
             Verdict::Unauthorized { .. } => {
-                eprintln!("extdrop: rejected: the server answered 401: the credentials were refused even after renewing them");
+                eprintln!(
+                    "extdrop: rejected: the server answered 401: the credentials were refused even after renewing them"
+                );
                 EXIT_PARTIAL
             }
             Verdict::Transient { why, .. } => {
