@@ -6,6 +6,13 @@
 //! retry, so a file in backoff never blocks the others. On shutdown no new file is claimed,
 //! waiting tasks stop at once (their files stay claimed and are resumed at the next start), and
 //! uploads in flight get [`SHUTDOWN_GRACE`] to finish.
+//!
+//! Credentials: a file is never failed because the credentials are unusable (IAM down or
+//! refusing the password, a token the server refused that cannot be renewed): that is the
+//! operator's to fix, not the file's. Such a file waits, its attempt uncounted, and tries
+//! again every [`CREDENTIALS_PAUSE`] (or `retry.max_delay` if shorter); the trouble is logged
+//! once for all files, and once more when it changes or is over. `once` cannot wait for an
+//! operator: it leaves such files claimed for the next run and reports them.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch as signal};
 use tokio::task::JoinSet;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, AuthError};
 use crate::config::{Config, RetryPolicy, Watch};
 use crate::outcome::{Outcome, Report, timestamp};
 use crate::retry::Schedule;
@@ -27,6 +34,9 @@ use crate::watch::{self, Busy, Found, Nudge, Tracker};
 /// How long uploads in flight may run on after SIGTERM before they are cut off (their files
 /// stay claimed and are resumed at the next start). Below systemd's default stop timeout.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// The longest a file waits before it tries again with credentials that were unusable.
+pub const CREDENTIALS_PAUSE: Duration = Duration::from_secs(30);
 
 /// How the daemon runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +54,9 @@ pub struct Summary {
     pub done: u64,
     /// Files filed in failed.
     pub failed: u64,
+    /// Files left claimed because the credentials were unusable ([`Mode::Once`] only; the
+    /// next run takes them up).
+    pub waiting: u64,
 }
 
 /// A failure that stops the daemon.
@@ -65,6 +78,7 @@ pub enum DaemonError {
 
 /// Everything a file's handler needs, shared by all handlers.
 struct Context {
+    mode: Mode,
     uploader: Uploader,
     slots: Arc<Semaphore>,
     retry: RetryPolicy,
@@ -74,6 +88,8 @@ struct Context {
     busy: Busy,
     done: AtomicU64,
     failed: AtomicU64,
+    waiting: AtomicU64,
+    trouble: CredentialTrouble,
 }
 
 impl Context {
@@ -101,6 +117,60 @@ impl Context {
             _ = stop.wait_for(|s| *s) => false,
         }
     }
+
+    /// A file cannot go because the credentials are unusable (`error`, after the server's
+    /// `refusal` if there was one): reports that (once for all files), then waits for the
+    /// operator or for IAM. `waits` counts this file's waits so far. `false` when the file
+    /// should stop here and stay claimed: at shutdown, or in `once` when waiting cannot help
+    /// (a permanent error, or `retry.max_attempts` waits).
+    async fn wait_for_credentials(
+        &self,
+        watch: &Watch,
+        claim: &Claim,
+        error: &AuthError,
+        refusal: Option<&Answer>,
+        waits: &mut u32,
+    ) -> bool {
+        self.trouble.report(match refusal {
+            // The server's words tell a wrong key from an expired token or a locked user.
+            Some(answer) => format!("{error} (the server said {})", answer.describe()),
+            None => error.to_string(),
+        });
+        *waits += 1;
+        if self.mode == Mode::Once && (!error.is_transient() || *waits >= self.retry.max_attempts) {
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(watch = %watch.name, file = %claim.record.rel_path, "the credentials are unusable: the file stays claimed and the next run takes it up");
+            return false;
+        }
+        tracing::debug!(watch = %watch.name, file = %claim.record.rel_path, "the file waits for usable credentials");
+        self.pause(self.retry.max_delay.min(CREDENTIALS_PAUSE))
+            .await
+    }
+}
+
+/// Logs credential trouble once however many files run into it, and once more when it is
+/// over, so that a wrong password makes one clear line rather than one per file and retry.
+#[derive(Default)]
+struct CredentialTrouble {
+    /// The sentence last reported, while the trouble lasts.
+    current: std::sync::Mutex<Option<String>>,
+}
+
+impl CredentialTrouble {
+    fn report(&self, text: String) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_deref() != Some(text.as_str()) {
+            tracing::error!(error = %text, "uploads wait until the credentials work");
+            *current = Some(text);
+        }
+    }
+
+    fn over(&self) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.take().is_some() {
+            tracing::info!("the credentials work again; waiting uploads resume");
+        }
+    }
 }
 
 /// Runs the daemon (or one pass of it) with `config` until `shutdown` resolves (or, in
@@ -119,6 +189,7 @@ pub async fn run(
     let auth = Auth::new(&config.auth, client.clone())?;
     let (stop_tx, stop_rx) = signal::channel(false);
     let ctx = Arc::new(Context {
+        mode,
         uploader: Uploader::new(&config.codearts, client, auth),
         slots: Arc::new(Semaphore::new(config.upload.concurrency)),
         retry: config.retry.clone(),
@@ -128,6 +199,8 @@ pub async fn run(
         busy: Busy::default(),
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        waiting: AtomicU64::new(0),
+        trouble: CredentialTrouble::default(),
     });
     let watches: Vec<Arc<Watch>> = config.watches.iter().cloned().map(Arc::new).collect();
     let mut tasks = JoinSet::new();
@@ -245,6 +318,7 @@ pub async fn run(
     Ok(Summary {
         done: ctx.done.load(Ordering::Relaxed),
         failed: ctx.failed.load(Ordering::Relaxed),
+        waiting: ctx.waiting.load(Ordering::Relaxed),
     })
 }
 
@@ -341,8 +415,8 @@ async fn carry_on(
         }
     }
 
-    // Uploaded, with retries; `None` means shutdown came first and the claim waits for the
-    // next start.
+    // Uploaded, with retries; `None` means the claim waits for the next start (shutdown came
+    // first, or `once` could not get usable credentials).
     let Some(report) = upload(&ctx, &watch, &mut claim, &mut draft, permit).await else {
         return;
     };
@@ -351,7 +425,8 @@ async fn carry_on(
     file(&ctx, &watch, claim, report).await;
 }
 
-/// Upload attempts until success, a permanent refusal or the end of the retry budget.
+/// Upload attempts until success, a permanent refusal or the end of the retry budget; `None`
+/// when the file stays claimed instead.
 async fn upload(
     ctx: &Context,
     watch: &Watch,
@@ -363,6 +438,7 @@ async fn upload(
     let claimed_at =
         humantime::parse_rfc3339(&claim.record.claimed_at).unwrap_or_else(|_| SystemTime::now());
     let mut free_retry_used = false;
+    let mut credential_waits = 0;
     let (plugin_name, business_type) = (
         draft.plugin_name.clone().unwrap_or_default(),
         draft.business_type.clone().unwrap_or_default(),
@@ -395,35 +471,51 @@ async fn upload(
             })
             .await;
         let (why, answer, retry_after) = match verdict {
-            Verdict::Uploaded(answer) => return Some(draft.done(answer)),
+            Verdict::Uploaded(answer) => {
+                ctx.trouble.over();
+                return Some(draft.done(answer));
+            }
             Verdict::Rejected { answer, reason } => {
                 return Some(draft.failed(reason, Some(answer)));
             }
             Verdict::Unauthorized { answer, stamp } => {
-                let renewed = ctx.uploader.auth().renew(stamp).await;
-                if let Err(e) = &renewed {
-                    tracing::error!(error = %e, "cannot renew credentials after 401");
+                match ctx.uploader.auth().renew(stamp).await {
+                    Ok(()) if !free_retry_used => {
+                        // The first 401 costs nothing: the credentials were simply stale.
+                        free_retry_used = true;
+                        claim.record.attempts -= 1;
+                        continue;
+                    }
+                    Ok(()) => (
+                        "the server answered 401: the credentials were refused even after renewing them".to_owned(),
+                        Some(answer),
+                        None,
+                    ),
+                    Err(e) => {
+                        // Nothing fresh to offer: the operator's to fix, not the file's.
+                        uncount(claim).await;
+                        permit = None;
+                        if !ctx
+                            .wait_for_credentials(
+                                watch,
+                                claim,
+                                &e,
+                                Some(&answer),
+                                &mut credential_waits,
+                            )
+                            .await
+                        {
+                            return None;
+                        }
+                        continue;
+                    }
                 }
-                if !free_retry_used && renewed.is_ok() {
-                    // The first 401 costs nothing: the credentials were simply stale.
-                    free_retry_used = true;
-                    claim.record.attempts -= 1;
-                    continue;
-                }
-                (
-                    "the server answered 401: the credentials were refused even after renewing them".to_owned(),
-                    Some(answer),
-                    None,
-                )
             }
             Verdict::NoCredentials(e) => {
-                // Missing credentials are the operator's to fix, not the file's fault: the
-                // attempt is not counted and the file waits.
-                claim.record.attempts -= 1;
-                tracing::error!(watch = %watch.name, file = %claim.record.rel_path, error = %e, "no usable credentials; the file waits");
+                uncount(claim).await;
                 permit = None;
                 if !ctx
-                    .pause(ctx.retry.max_delay.min(Duration::from_secs(30)))
+                    .wait_for_credentials(watch, claim, &e, None, &mut credential_waits)
                     .await
                 {
                     return None;
@@ -453,6 +545,15 @@ async fn upload(
                 return Some(draft.failed(format!("{why}; {exhausted}"), answer));
             }
         }
+    }
+}
+
+/// Takes back an attempt that never got the server's judgement of the file, on disk too, so
+/// that a file waiting for credentials when the daemon stops has not spent its budget.
+async fn uncount(claim: &mut Claim) {
+    claim.record.attempts -= 1;
+    if let Err(e) = save(claim).await {
+        tracing::warn!(file = %claim.record.rel_path, error = %e, "cannot update the claim record; the attempt stays counted");
     }
 }
 
