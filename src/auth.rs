@@ -185,9 +185,10 @@ impl Auth {
     }
 
     /// For `extdrop check --online`: `password` obtains a token from IAM; `token` and `aksk`
-    /// only describe their sources. Returns one line for the operator, e.g. "IAM token for
-    /// user deployer in domain my-account obtained from `https://iam.myhuaweicloud.com`,
-    /// expires 2026-11-29T01:02:03Z".
+    /// describe where their secrets come from (the endpoint judges them, see
+    /// [`crate::upload::Uploader::probe`]). Returns one line for the operator without any
+    /// secret, e.g. "IAM token for user deployer in domain my-account obtained from
+    /// `https://iam.myhuaweicloud.com`, expires 2026-11-29T01:02:03Z".
     pub async fn probe(&self) -> Result<String, AuthError> {
         match &*self.method {
             Method::Token(token) => Ok(token.probe().await),

@@ -137,9 +137,12 @@ fn check(path: &Path, online: bool) -> u8 {
     }
     if online {
         match crate::service::probe(&config) {
-            Ok(line) => println!("credentials: {line}"),
+            Ok((credentials, endpoint)) => {
+                println!("credentials: {credentials}");
+                println!("endpoint: {endpoint}");
+            }
             Err(e) => {
-                eprintln!("extdrop: {e}");
+                eprintln!("extdrop: credentials check failed: {e}");
                 return EXIT_FATAL;
             }
         }

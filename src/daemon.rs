@@ -6,6 +6,13 @@
 //! retry, so a file in backoff never blocks the others. On shutdown no new file is claimed,
 //! waiting tasks stop at once (their files stay claimed and are resumed at the next start), and
 //! uploads in flight get [`SHUTDOWN_GRACE`] to finish.
+//!
+//! Credentials: a file is never failed because the credentials are unusable (IAM down or
+//! refusing the password, a token the server refused that cannot be renewed): that is the
+//! operator's to fix, not the file's. Such a file waits, its attempt uncounted, and tries
+//! again every [`CREDENTIALS_PAUSE`] (or `retry.max_delay` if shorter); the trouble is logged
+//! once for all files, and once more when it changes or is over. `once` cannot wait for an
+//! operator: it leaves such files claimed for the next run and reports them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -15,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch as signal};
 use tokio::task::JoinSet;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, AuthError};
 use crate::config::{Config, RetryPolicy, Watch};
 use crate::metrics::Metrics;
 use crate::outcome::{Outcome, Report, timestamp};
@@ -28,6 +35,9 @@ use crate::watch::{self, Busy, Found, Nudge, Tracker};
 /// How long uploads in flight may run on after SIGTERM before they are cut off (their files
 /// stay claimed and are resumed at the next start). Below systemd's default stop timeout.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// The longest a file waits before it tries again with credentials that were unusable.
+pub const CREDENTIALS_PAUSE: Duration = Duration::from_secs(30);
 
 /// How the daemon runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +55,9 @@ pub struct Summary {
     pub done: u64,
     /// Files filed in failed.
     pub failed: u64,
+    /// Files left claimed because the credentials were unusable ([`Mode::Once`] only; the
+    /// next run takes them up).
+    pub waiting: u64,
 }
 
 /// A failure that stops the daemon.
@@ -101,6 +114,7 @@ impl Settings {
 /// Everything a file's handler needs, shared by all handlers.
 struct Context {
     settings: RwLock<Arc<Settings>>,
+    mode: Mode,
     slots: Arc<Semaphore>,
     concurrency: AtomicUsize,
     stop: signal::Receiver<bool>,
@@ -109,6 +123,8 @@ struct Context {
     failed: AtomicU64,
     metrics: Metrics,
     in_progress: Mutex<HashMap<String, u64>>,
+    waiting: AtomicU64,
+    trouble: CredentialTrouble,
 }
 
 /// Counts a claimed file as in progress for its watch until dropped.
@@ -186,6 +202,62 @@ impl Context {
             });
         }
     }
+
+    /// A file cannot go because the credentials are unusable (`error`, after the server's
+    /// `refusal` if there was one): reports that (once for all files), then waits for the
+    /// operator or for IAM. `waits` counts this file's waits so far. `false` when the file
+    /// should stop here and stay claimed: at shutdown, or in `once` when waiting cannot help
+    /// (a permanent error, or `retry.max_attempts` waits).
+    async fn wait_for_credentials(
+        &self,
+        watch: &Watch,
+        claim: &Claim,
+        error: &AuthError,
+        refusal: Option<&Answer>,
+        waits: &mut u32,
+    ) -> bool {
+        self.trouble.report(match refusal {
+            // The server's words tell a wrong key from an expired token or a locked user.
+            Some(answer) => format!("{error} (the server said {})", answer.describe()),
+            None => error.to_string(),
+        });
+        *waits += 1;
+        if self.mode == Mode::Once
+            && (!error.is_transient() || *waits >= self.settings().retry.max_attempts)
+        {
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(watch = %watch.name, file = %claim.record.rel_path, "the credentials are unusable: the file stays claimed and the next run takes it up");
+            return false;
+        }
+        tracing::debug!(watch = %watch.name, file = %claim.record.rel_path, "the file waits for usable credentials");
+        self.pause(self.settings().retry.max_delay.min(CREDENTIALS_PAUSE))
+            .await
+    }
+}
+
+/// Logs credential trouble once however many files run into it, and once more when it is
+/// over, so that a wrong password makes one clear line rather than one per file and retry.
+#[derive(Default)]
+struct CredentialTrouble {
+    /// The sentence last reported, while the trouble lasts.
+    current: std::sync::Mutex<Option<String>>,
+}
+
+impl CredentialTrouble {
+    fn report(&self, text: String) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_deref() != Some(text.as_str()) {
+            tracing::error!(error = %text, "uploads wait until the credentials work");
+            *current = Some(text);
+        }
+    }
+
+    fn over(&self) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.take().is_some() {
+            tracing::info!("the credentials work again; waiting uploads resume");
+        }
+    }
 }
 
 /// The watching half of the daemon: watches, their watchers and the readiness tracker. A
@@ -245,6 +317,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = signal::channel(false);
     let ctx = Arc::new(Context {
         settings: RwLock::new(Arc::new(Settings::new(config)?)),
+        mode,
         slots: Arc::new(Semaphore::new(config.upload.concurrency)),
         concurrency: AtomicUsize::new(config.upload.concurrency),
         stop: stop_rx,
@@ -253,6 +326,8 @@ pub async fn run(
         failed: AtomicU64::new(0),
         metrics: Metrics::new(),
         in_progress: Mutex::new(HashMap::new()),
+        waiting: AtomicU64::new(0),
+        trouble: CredentialTrouble::default(),
     });
     config
         .watches
@@ -391,6 +466,7 @@ pub async fn run(
     Ok(Summary {
         done: ctx.done.load(Ordering::Relaxed),
         failed: ctx.failed.load(Ordering::Relaxed),
+        waiting: ctx.waiting.load(Ordering::Relaxed),
     })
 }
 
@@ -578,8 +654,8 @@ async fn carry_on(
         }
     }
 
-    // Uploaded, with retries; `None` means shutdown came first and the claim waits for the
-    // next start.
+    // Uploaded, with retries; `None` means the claim waits for the next start (shutdown came
+    // first, or `once` could not get usable credentials).
     let Some(report) = upload(&ctx, &watch, &mut claim, &mut draft, permit).await else {
         return;
     };
@@ -588,7 +664,8 @@ async fn carry_on(
     file(&ctx, &watch, claim, report).await;
 }
 
-/// Upload attempts until success, a permanent refusal or the end of the retry budget.
+/// Upload attempts until success, a permanent refusal or the end of the retry budget; `None`
+/// when the file stays claimed instead.
 async fn upload(
     ctx: &Context,
     watch: &Watch,
@@ -600,6 +677,7 @@ async fn upload(
     let claimed_at =
         humantime::parse_rfc3339(&claim.record.claimed_at).unwrap_or_else(|_| SystemTime::now());
     let mut free_retry_used = false;
+    let mut credential_waits = 0;
     let (plugin_name, business_type) = (
         draft.plugin_name.clone().unwrap_or_default(),
         draft.business_type.clone().unwrap_or_default(),
@@ -642,6 +720,7 @@ async fn upload(
             Verdict::Uploaded(answer) => {
                 metrics.uploaded_bytes(&watch.name, draft.size);
                 metrics.last_success(&watch.name);
+                ctx.trouble.over();
                 return Some(draft.done(answer));
             }
             Verdict::Rejected { answer, reason } => {
@@ -650,29 +729,43 @@ async fn upload(
             Verdict::Unauthorized { answer, stamp } => {
                 let renewed = settings.uploader.auth().renew(stamp).await;
                 metrics.credential_renewal(if renewed.is_ok() { "ok" } else { "error" });
-                if let Err(e) = &renewed {
-                    tracing::error!(error = %e, "cannot renew credentials after 401");
+                match renewed {
+                    Ok(()) if !free_retry_used => {
+                        // The first 401 costs nothing: the credentials were simply stale.
+                        free_retry_used = true;
+                        claim.record.attempts -= 1;
+                        continue;
+                    }
+                    Ok(()) => (
+                        "the server answered 401: the credentials were refused even after renewing them".to_owned(),
+                        Some(answer),
+                        None,
+                    ),
+                    Err(e) => {
+                        // Nothing fresh to offer: the operator's to fix, not the file's.
+                        uncount(claim).await;
+                        permit = None;
+                        if !ctx
+                            .wait_for_credentials(
+                                watch,
+                                claim,
+                                &e,
+                                Some(&answer),
+                                &mut credential_waits,
+                            )
+                            .await
+                        {
+                            return None;
+                        }
+                        continue;
+                    }
                 }
-                if !free_retry_used && renewed.is_ok() {
-                    // The first 401 costs nothing: the credentials were simply stale.
-                    free_retry_used = true;
-                    claim.record.attempts -= 1;
-                    continue;
-                }
-                (
-                    "the server answered 401: the credentials were refused even after renewing them".to_owned(),
-                    Some(answer),
-                    None,
-                )
             }
             Verdict::NoCredentials(e) => {
-                // Missing credentials are the operator's to fix, not the file's fault: the
-                // attempt is not counted and the file waits.
-                claim.record.attempts -= 1;
-                tracing::error!(watch = %watch.name, file = %claim.record.rel_path, error = %e, "no usable credentials; the file waits");
+                uncount(claim).await;
                 permit = None;
                 if !ctx
-                    .pause(settings.retry.max_delay.min(Duration::from_secs(30)))
+                    .wait_for_credentials(watch, claim, &e, None, &mut credential_waits)
                     .await
                 {
                     return None;
@@ -702,6 +795,15 @@ async fn upload(
                 return Some(draft.failed(format!("{why}; {exhausted}"), answer));
             }
         }
+    }
+}
+
+/// Takes back an attempt that never got the server's judgement of the file, on disk too, so
+/// that a file waiting for credentials when the daemon stops has not spent its budget.
+async fn uncount(claim: &mut Claim) {
+    claim.record.attempts -= 1;
+    if let Err(e) = save(claim).await {
+        tracing::warn!(file = %claim.record.rel_path, error = %e, "cannot update the claim record; the attempt stays counted");
     }
 }
 

@@ -157,7 +157,13 @@ pub fn once(path: &Path) -> u8 {
         match daemon::run(&config, Mode::Once, controls(None), || {}).await {
             Ok(summary) => {
                 println!("{} done, {} failed", summary.done, summary.failed);
-                if summary.failed > 0 {
+                if summary.waiting > 0 {
+                    eprintln!(
+                        "extdrop: {} file(s) could not be uploaded because the credentials are unusable (see the log); they stay claimed and the next run takes them up",
+                        summary.waiting
+                    );
+                    EXIT_FATAL
+                } else if summary.failed > 0 {
                     EXIT_PARTIAL
                 } else {
                     EXIT_OK
@@ -171,13 +177,21 @@ pub fn once(path: &Path) -> u8 {
     })
 }
 
-/// `extdrop check --online`: proves the credentials work.
-pub fn probe(config: &Config) -> Result<String, String> {
+/// `extdrop check --online`: proves the credentials work, without uploading anything.
+///
+/// On success, two lines for the operator: what the credentials are (for `password`, the IAM
+/// token just obtained), and the endpoint's answer to a request made with them (see
+/// [`crate::upload::Uploader::probe`]). The error is one sentence saying what to fix.
+pub fn probe(config: &Config) -> Result<(String, String), String> {
     let rt = runtime().ok_or("cannot start the async runtime")?;
     rt.block_on(async {
         let client = crate::upload::http_client(&config.codearts).map_err(|e| e.to_string())?;
-        let auth = crate::auth::Auth::new(&config.auth, client).map_err(|e| e.to_string())?;
-        auth.probe().await.map_err(|e| e.to_string())
+        let auth =
+            crate::auth::Auth::new(&config.auth, client.clone()).map_err(|e| e.to_string())?;
+        let credentials = auth.probe().await.map_err(|e| e.to_string())?;
+        let uploader = crate::upload::Uploader::new(&config.codearts, client, auth);
+        let endpoint = uploader.probe().await?;
+        Ok((credentials, endpoint))
     })
 }
 
@@ -224,10 +238,15 @@ pub fn upload_one(path: &Path, file: &Path, plugin_name: &str, business_type: &s
             business_type,
         };
         let mut verdict = uploader.attempt(package).await;
-        if let Verdict::Unauthorized { stamp, .. } = &verdict
-            && uploader.auth().renew(*stamp).await.is_ok()
-        {
-            verdict = uploader.attempt(package).await;
+        if let Verdict::Unauthorized { answer, stamp } = &verdict {
+            let (answer, stamp) = (answer.clone(), *stamp);
+            match uploader.auth().renew(stamp).await {
+                Ok(()) => verdict = uploader.attempt(package).await,
+                Err(e) => {
+                    eprintln!("extdrop: {e} (the server said {})", answer.describe());
+                    return EXIT_FATAL;
+                }
+            }
         }
         match verdict {
             Verdict::Uploaded(answer) => {

@@ -9,6 +9,13 @@
 //!   `200` with the body `true`.
 //! - `POST /v3/auth/tokens` with IAM's password body: `201`, the token in `X-Subject-Token`.
 //!
+//! Upload requests are authenticated as [`StubAuth`] says: IAM tokens in `X-Auth-Token`, or
+//! SDK-HMAC-SHA256 signatures verified with [`crate::auth::sign`] against the stub's own clock,
+//! which tests can put off ([`Stub::set_clock_offset`]) to see how clients take clock skew.
+//! A `POST` to the upload path without query parameters is how `extdrop check --online`
+//! proves its credentials: it is authenticated like an upload, then refused with 400, so
+//! nothing is uploaded.
+//!
 //! Invariants:
 //!
 //! - Every response carries an `X-Request-Id` header (32 random hex digits), and every error of
@@ -128,18 +135,41 @@ impl StubConfig {
 }
 
 /// Which upload requests the stub authenticates.
-///
-/// Extension point: AK/SK verification will become a variant here (`Aksk { .. }`), checked in
-/// `Shared::authenticate`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StubAuth {
     /// `X-Auth-Token` must be one of these, or a token issued by the IAM endpoint that has not
     /// expired yet.
     Tokens(Vec<String>),
-    /// Every request is authenticated, with or without credentials (e.g. AK/SK-signed requests
-    /// until the stub can verify signatures).
+    /// Requests must be signed with SDK-HMAC-SHA256 by one of these keys, as the API gateway
+    /// checks them: `Host` and `X-Sdk-Date` signed, `X-Sdk-Date` within `max_skew` of the
+    /// stub's clock (else the gateway's "signature expired" answer), the signature recomputed
+    /// from the method, path, query and signed headers as received. `X-Security-Token`, when
+    /// sent, must be signed; its value is recorded, not checked. The payload hash is the
+    /// `X-Sdk-Content-Sha256` header (`UNSIGNED-PAYLOAD` for uploads); without it only a
+    /// request without a body can be verified (empty-body hash), since the stub does not
+    /// buffer bodies to hash them. Tokens issued by the IAM endpoint are accepted as well.
+    Aksk {
+        /// (access key, secret key) pairs.
+        keys: Vec<(String, String)>,
+        /// How far `X-Sdk-Date` may be from the stub's clock; the gateway allows 15 minutes.
+        max_skew: Duration,
+    },
+    /// Every request is authenticated, with or without credentials.
     Any,
 }
+
+impl StubAuth {
+    /// AK/SK verification with the gateway's 15-minute tolerance for the signing time.
+    pub fn aksk(keys: Vec<(String, String)>) -> Self {
+        Self::Aksk {
+            keys,
+            max_skew: MAX_SIGNATURE_SKEW,
+        }
+    }
+}
+
+/// How far the API gateway lets `X-Sdk-Date` stray from its own clock.
+pub const MAX_SIGNATURE_SKEW: Duration = Duration::from_secs(15 * 60);
 
 /// An IAM user that may obtain tokens from the stub's `/v3/auth/tokens`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -241,7 +271,7 @@ pub enum AuthKind {
     /// An IAM token in `X-Auth-Token` (takes precedence when both headers are present).
     Token(String),
     /// `Authorization: SDK-HMAC-SHA256 Access=AK, ...`; holds the access key (empty if the
-    /// header names none). The signature is not verified.
+    /// header names none). Whether the signature was good shows in the record's status.
     Signed {
         /// The `Access=` value of the header.
         access_key: String,
@@ -269,6 +299,8 @@ pub struct UploadRecord {
     pub business_type: Option<String>,
     /// The credentials the request carried.
     pub auth: AuthKind,
+    /// The `X-Security-Token` header (temporary AK/SK credentials), if sent.
+    pub security_token: Option<String>,
     /// The fault consumed by this request, if any.
     pub fault: Option<Fault>,
     /// The `filename` of the `upload_file` part, once read.
@@ -431,6 +463,19 @@ impl Stub {
         self.shared.lock().tokens_issued
     }
 
+    /// The values of the tokens the IAM endpoint issued, e.g. to make sure a client never
+    /// prints one.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.lock().issued.keys().cloned().collect()
+    }
+
+    /// Puts the stub's clock `offset` ahead of (or, with `ahead = false`, behind) this
+    /// machine's. The stub's clock judges `X-Sdk-Date` and stamps IAM tokens' `issued_at` and
+    /// `expires_at` (their validity is still measured on the monotonic clock).
+    pub fn set_clock_offset(&self, offset: Duration, ahead: bool) {
+        self.shared.lock().clock_offset = (offset, ahead);
+    }
+
     /// Stops accepting, closes every connection and waits until the server is gone.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
@@ -524,6 +569,22 @@ struct State {
     requests: Vec<UploadRecord>,
     iam_requests: usize,
     tokens_issued: usize,
+    /// How far the stub's clock is from this machine's, and whether ahead.
+    clock_offset: (Duration, bool),
+}
+
+impl State {
+    /// The time on the stub's clock.
+    fn now(&self) -> SystemTime {
+        let (offset, ahead) = self.clock_offset;
+        let now = SystemTime::now();
+        // Offsets beyond what `SystemTime` can hold pin the clock rather than panic.
+        if ahead {
+            now.checked_add(offset).unwrap_or(now)
+        } else {
+            now.checked_sub(offset).unwrap_or(std::time::UNIX_EPOCH)
+        }
+    }
 }
 
 /// Everything a request handler needs; one per stub, shared by all connections.
@@ -602,6 +663,7 @@ impl Shared {
                 requests: Vec::new(),
                 iam_requests: 0,
                 tokens_issued: 0,
+                clock_offset: (Duration::ZERO, true),
             }),
         }
     }
@@ -659,6 +721,11 @@ impl Shared {
             plugin_name: query_param(query, "plugin_name"),
             business_type: query_param(query, "business_type"),
             auth: auth_kind(&parts),
+            security_token: parts
+                .headers
+                .get(crate::auth::sign::HEADER_SECURITY_TOKEN)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
             fault: None,
             filename: None,
             size: None,
@@ -806,40 +873,29 @@ impl Shared {
         Ok(())
     }
 
-    /// Decides whether the request's credentials are acceptable.
-    ///
-    /// EXTENSION POINT: AK/SK verification (SDK-HMAC-SHA256, SPEC §5) belongs here as a
-    /// `StubAuth::Aksk { .. }` arm that rebuilds the canonical request from `parts` and
-    /// compares signatures; a mismatch answers `APIG.0301` "verify aksk signature fail".
+    /// Decides whether the request's credentials are acceptable, as [`StubAuth`] says.
     fn authenticate(&self, parts: &Parts) -> Result<(), Rejection> {
         let state = self.lock();
+        let token = parts
+            .headers
+            .get("x-auth-token")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty());
         match &state.auth {
             StubAuth::Any => Ok(()),
             StubAuth::Tokens(tokens) => {
-                let token = parts
-                    .headers
-                    .get("x-auth-token")
-                    .and_then(|v| v.to_str().ok())
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| {
-                        Rejection::unauthorized(
-                            "Incorrect IAM authentication information: x-auth-token not found",
-                        )
-                    })?;
-                if tokens.iter().any(|t| t == token) {
-                    return Ok(());
-                }
-                match state.issued.get(token) {
-                    Some(issued) if Instant::now() < issued.expires => Ok(()),
-                    Some(issued) => Err(Rejection::unauthorized(format!(
-                        "Incorrect IAM authentication information: token expires, expires_at: {}",
-                        issued.expires_at
-                    ))),
-                    None => Err(Rejection::unauthorized(
-                        "Incorrect IAM authentication information: decrypt token fail",
-                    )),
-                }
+                let token = token.ok_or_else(|| {
+                    Rejection::unauthorized(
+                        "Incorrect IAM authentication information: x-auth-token not found",
+                    )
+                })?;
+                check_token(&state, tokens, token)
             }
+            StubAuth::Aksk { keys, max_skew } => match token {
+                // The gateway takes either kind of IAM credentials on the same API.
+                Some(token) => check_token(&state, &[], token),
+                None => verify_signature(parts, keys, *max_skew, state.now()),
+            },
         }
     }
 
@@ -882,7 +938,7 @@ impl Shared {
             fastrand::u128(..),
             fastrand::u128(..)
         );
-        let now = SystemTime::now();
+        let now = self.lock().now();
         let expires_at = humantime::format_rfc3339_micros(now + self.token_lifetime).to_string();
         let mut token_body = serde_json::json!({
             "expires_at": expires_at,
@@ -956,6 +1012,103 @@ fn upload_domain(path: &str) -> Option<&str> {
     (!domain_id.is_empty() && !domain_id.contains('/')).then_some(domain_id)
 }
 
+/// Accepts `token` if it is one of the static `tokens` or an unexpired IAM-issued one.
+fn check_token(state: &State, tokens: &[String], token: &str) -> Result<(), Rejection> {
+    if tokens.iter().any(|t| t == token) {
+        return Ok(());
+    }
+    match state.issued.get(token) {
+        Some(issued) if Instant::now() < issued.expires => Ok(()),
+        Some(issued) => Err(Rejection::unauthorized(format!(
+            "Incorrect IAM authentication information: token expires, expires_at: {}",
+            issued.expires_at
+        ))),
+        None => Err(Rejection::unauthorized(
+            "Incorrect IAM authentication information: decrypt token fail",
+        )),
+    }
+}
+
+/// Verifies an SDK-HMAC-SHA256 signature the way the API gateway does (see
+/// [`StubAuth::Aksk`]), judging `X-Sdk-Date` by `now`, the stub's clock.
+fn verify_signature(
+    parts: &Parts,
+    keys: &[(String, String)],
+    max_skew: Duration,
+    now: SystemTime,
+) -> Result<(), Rejection> {
+    use crate::auth::sign;
+    let refuse = |why: &str| {
+        Rejection::unauthorized(format!("Incorrect IAM authentication information: {why}"))
+    };
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let authorization = header("authorization")
+        .ok_or_else(|| refuse("neither x-auth-token nor authorization was found"))?;
+    let parsed = sign::parse_authorization(authorization)
+        .ok_or_else(|| refuse("verify aksk signature fail: unsupported authorization"))?;
+    let signed = |name: &str| parsed.signed_headers.iter().any(|h| h == name);
+    if !signed("host") || !signed(sign::HEADER_SDK_DATE) {
+        return Err(refuse(
+            "verify aksk signature fail: host and x-sdk-date must be signed",
+        ));
+    }
+    if header(sign::HEADER_SECURITY_TOKEN).is_some() && !signed(sign::HEADER_SECURITY_TOKEN) {
+        return Err(refuse(
+            "verify aksk signature fail: x-security-token must be signed",
+        ));
+    }
+    let date = header(sign::HEADER_SDK_DATE).unwrap_or_default();
+    let signed_at = sign::parse_sdk_date(date)
+        .ok_or_else(|| refuse("verify aksk signature fail: x-sdk-date is malformed"))?;
+    let skew = now
+        .duration_since(signed_at)
+        .or_else(|_| signed_at.duration_since(now))
+        .unwrap_or_default();
+    if skew > max_skew {
+        // The gateway's wording, which clients use to tell a wrong clock from a wrong key.
+        return Err(refuse(&format!(
+            "calc ak sk signature fail:signature expired, signature time:{date},server time:{}",
+            sign::sdk_date(now)
+        )));
+    }
+    let Some((_, secret_key)) = keys.iter().find(|(ak, _)| *ak == parsed.access) else {
+        return Err(refuse(
+            "verify aksk signature fail: the access key is not found",
+        ));
+    };
+    let has_body = header("transfer-encoding").is_some()
+        || header("content-length").is_some_and(|n| n.trim() != "0");
+    let payload_hash = match header(sign::HEADER_CONTENT_SHA256) {
+        Some(hash) => hash,
+        None if !has_body => sign::EMPTY_PAYLOAD_SHA256,
+        None => {
+            return Err(refuse(
+                "verify aksk signature fail: the stand-in verifies bodies only with x-sdk-content-sha256",
+            ));
+        }
+    };
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let query = query_pairs(parts.uri.query().unwrap_or(""));
+    let request = sign::SignRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: &query,
+        headers: &headers,
+        payload_hash,
+    };
+    if sign::verify(secret_key, &request, &parsed) {
+        Ok(())
+    } else {
+        Err(refuse("verify aksk signature fail"))
+    }
+}
+
 /// The credentials a request carries, for the record.
 fn auth_kind(parts: &Parts) -> AuthKind {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
@@ -979,10 +1132,22 @@ fn auth_kind(parts: &Parts) -> AuthKind {
 
 /// The percent-decoded value of query parameter `name`, if present.
 fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(key) == name).then(|| percent_decode(value))
-    })
+    query_pairs(query)
+        .into_iter()
+        .find_map(|(key, value)| (key == name).then_some(value))
+}
+
+/// Every query parameter, percent-decoded, in order; empty pieces (`a=1&&b=2`) are skipped,
+/// as URL parsers do.
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), percent_decode(value))
+        })
+        .collect()
 }
 
 /// Decodes `%XX` escapes and `+` (a space in query strings); malformed escapes stay as-is.
@@ -1159,27 +1324,8 @@ mod tests {
     const DOMAIN: &str = "ce8df55870164338a72d7e828a966a2a";
 
     /// A request made by the official Python SDK (huaweicloudsdkcodeartspipeline, AK/SK
-    /// signed), captured byte for byte; copied from the project's shared test vectors.
-    const SDK_UPLOAD_REQUEST: &str = r#"[
- {
-  "path": "/v3/ce8df55870164338a72d7e828a966a2a/extension/upload?business_type=Deploy&plugin_name=demo_task",
-  "headers": {
-   "User-Agent": "huaweicloud-usdk-python/3.0; os/Linux##1_SMP_PREEMPT_DYNAMIC_@0#x86_64 python/3.11.7 impl/CPython; app/2ef1bbe3-2991-400c-8e5f-e1646ca36b0b",
-   "Accept-Encoding": "gzip, deflate",
-   "Accept": "*/*",
-   "Connection": "keep-alive",
-   "Content-Type": "multipart/form-data; boundary=abfe51a62e95421bb4c89cbbd42fb1da",
-   "X-Project-Id": "0a1b2c3d4e5f60718293a4b5c6d7e8f9",
-   "X-Sdk-Content-Sha256": "UNSIGNED-PAYLOAD",
-   "X-Sdk-Date": "20261127T235504Z",
-   "Host": "127.0.0.1:36361",
-   "Authorization": "SDK-HMAC-SHA256 Access=AKEXAMPLE0123456789, SignedHeaders=content-type;host;user-agent;x-project-id;x-sdk-content-sha256;x-sdk-date, Signature=5c9d9feabd3833592e32ffae8a3c40a3efe2c26501353e121ff291c170d0f644",
-   "Content-Length": "186"
-  },
-  "body_len": 186,
-  "body_head": "--abfe51a62e95421bb4c89cbbd42fb1da\r\nContent-Disposition: form-data; name=\"upload_file\"; filename=\"demo_task__Deploy.zip\"\r\n\r\nPK\u0005\u0006\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\r\n--abfe51a62e95421bb4c89cbbd42fb1da--\r\n"
- }
-]"#;
+    /// signed), captured byte for byte: the project's shared test vector.
+    const SDK_UPLOAD_REQUEST: &str = include_str!("auth/testdata/sdk-upload-request.json");
 
     /// The empty ZIP (end-of-central-directory record only) the SDK request carries.
     const EMPTY_ZIP: &[u8] = b"PK\x05\x06\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
@@ -1865,6 +2011,230 @@ mod tests {
         drop(stub);
         let error = std::net::TcpStream::connect(addr).expect_err("stub stopped");
         assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+
+    /// The access key of the recorded SDK request; its secret key is the first vector's.
+    const SDK_ACCESS_KEY: &str = "AKEXAMPLE0123456789";
+
+    fn sdk_secret_key() -> String {
+        let vectors: serde_json::Value =
+            serde_json::from_str(include_str!("auth/testdata/aksk-sdk-hmac-sha256.json"))
+                .expect("vectors parse");
+        vectors[0]["secret_key"]
+            .as_str()
+            .expect("secret_key")
+            .to_owned()
+    }
+
+    /// When the SDK signed the recorded request.
+    fn sdk_signed_at() -> SystemTime {
+        let vectors: serde_json::Value =
+            serde_json::from_str(SDK_UPLOAD_REQUEST).expect("vector parses");
+        let date = vectors[0]["headers"]["X-Sdk-Date"].as_str().expect("date");
+        crate::auth::sign::parse_sdk_date(date).expect("date parses")
+    }
+
+    /// Sets the stub's clock to `at`.
+    fn set_clock(stub: &Stub, at: SystemTime) {
+        let now = SystemTime::now();
+        match now.duration_since(at) {
+            Ok(behind) => stub.set_clock_offset(behind, false),
+            Err(ahead) => stub.set_clock_offset(ahead.duration(), true),
+        }
+    }
+
+    async fn aksk_stub(secret_key: &str) -> Stub {
+        let mut config = StubConfig::new(DOMAIN);
+        config.auth = StubAuth::aksk(vec![(SDK_ACCESS_KEY.to_owned(), secret_key.to_owned())]);
+        Stub::start(config).await.expect("stub starts")
+    }
+
+    async fn error_of(body: &[u8]) -> (String, String) {
+        let body: serde_json::Value = serde_json::from_slice(body).expect("JSON");
+        (
+            body["error_code"].as_str().expect("code").to_owned(),
+            body["error_msg"].as_str().expect("msg").to_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn sdk_request_is_verified_against_the_stubs_clock() {
+        let stub = aksk_stub(&sdk_secret_key()).await;
+        let signed_at = sdk_signed_at();
+
+        set_clock(&stub, signed_at);
+        let (status, _, body) = raw_exchange(stub.addr(), &sdk_request_bytes()).await;
+        assert_eq!((status, body.as_slice()), (200, b"true".as_slice()));
+        assert_eq!(
+            stub.uploads()[0].auth,
+            AuthKind::Signed {
+                access_key: SDK_ACCESS_KEY.to_owned()
+            }
+        );
+
+        // Within the gateway's 15 minutes either way: still good.
+        set_clock(&stub, signed_at - Duration::from_secs(14 * 60));
+        let (status, _, _) = raw_exchange(stub.addr(), &sdk_request_bytes()).await;
+        assert_eq!(status, 200);
+
+        // 20 minutes off: the gateway's "signature expired", which clients read as skew.
+        set_clock(&stub, signed_at + Duration::from_secs(20 * 60));
+        let (status, _, body) = raw_exchange(stub.addr(), &sdk_request_bytes()).await;
+        assert_eq!(status, 401);
+        let (code, msg) = error_of(&body).await;
+        assert_eq!(code, error_codes::IAM_AUTH_FAILED);
+        assert!(msg.contains("signature expired"), "{msg}");
+        assert!(msg.contains("server time:20261128T0015"), "{msg}");
+        assert!(crate::auth::clock_skew_hint(
+            401,
+            &String::from_utf8_lossy(&body)
+        ));
+
+        // A changed query no longer matches the signature, and that is not skew.
+        set_clock(&stub, signed_at);
+        let tampered = String::from_utf8(sdk_request_bytes())
+            .expect("ASCII")
+            .replace("plugin_name=demo_task", "plugin_name=demo_tasx");
+        let (status, _, body) = raw_exchange(stub.addr(), tampered.as_bytes()).await;
+        assert_eq!(status, 401);
+        let (_, msg) = error_of(&body).await;
+        assert!(msg.ends_with("verify aksk signature fail"), "{msg}");
+        assert!(!crate::auth::clock_skew_hint(
+            401,
+            &String::from_utf8_lossy(&body)
+        ));
+        assert_eq!(stub.uploads().len(), 2);
+        stub.shutdown().await;
+
+        // The right access key with the wrong secret key.
+        let stub = aksk_stub("not-the-secret-key").await;
+        set_clock(&stub, signed_at);
+        let (status, _, body) = raw_exchange(stub.addr(), &sdk_request_bytes()).await;
+        assert_eq!(status, 401);
+        let (_, msg) = error_of(&body).await;
+        assert!(msg.contains("verify aksk signature fail"), "{msg}");
+        stub.shutdown().await;
+    }
+
+    /// An `Auth` for `method = "aksk"` reading its keys from files in `dir`.
+    fn file_keys(
+        dir: &std::path::Path,
+        secret_key: &str,
+        token: Option<&str>,
+    ) -> crate::auth::Auth {
+        let write = |name: &str, value: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("{value}\n")).expect("write key");
+            path
+        };
+        let config = crate::auth::AuthConfig::Aksk {
+            access_key_file: Some(write("ak", SDK_ACCESS_KEY)),
+            secret_key_file: Some(write("sk", secret_key)),
+            security_token_file: token.map(|t| write("token", t)),
+        };
+        crate::auth::Auth::new(&config, client()).expect("keys load")
+    }
+
+    #[tokio::test]
+    async fn extdrop_signatures_are_verified_with_the_security_token() {
+        let stub = aksk_stub("SK-of-the-stub").await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let auth = file_keys(dir.path(), "SK-of-the-stub", Some("temporary-token"));
+
+        let mut request = client()
+            .post(good_url(&stub))
+            .multipart(zip_form())
+            .build()
+            .expect("request builds");
+        auth.authorize(&mut request).await.expect("signed");
+        assert_accepted(client().execute(request).await.expect("sent")).await;
+        let upload = &stub.uploads()[0];
+        assert_eq!(upload.security_token.as_deref(), Some("temporary-token"));
+        assert_eq!(
+            upload.auth,
+            AuthKind::Signed {
+                access_key: SDK_ACCESS_KEY.to_owned()
+            }
+        );
+
+        // What `check --online` sends: signed, no parameters, no body; nothing is uploaded.
+        let probe_url = upload_url(&stub, DOMAIN, "").replace('?', "");
+        let mut request = client().post(&probe_url).build().expect("request builds");
+        auth.authorize(&mut request).await.expect("signed");
+        let response = client().execute(request).await.expect("sent");
+        assert_error(response, 400, error_codes::INVALID_PARAMETER).await;
+        let response = client().post(&probe_url).send().await.expect("sent");
+        let msg = assert_error(response, 401, error_codes::IAM_AUTH_FAILED).await;
+        assert!(msg.contains("authorization"), "{msg}");
+
+        // A security token sent but left out of the signature could be swapped in transit.
+        let mut request = client().post(&probe_url).build().expect("request builds");
+        file_keys(dir.path(), "SK-of-the-stub", None)
+            .authorize(&mut request)
+            .await
+            .expect("signed");
+        request
+            .headers_mut()
+            .insert("x-security-token", HeaderValue::from_static("added-later"));
+        let response = client().execute(request).await.expect("sent");
+        let msg = assert_error(response, 401, error_codes::IAM_AUTH_FAILED).await;
+        assert!(msg.contains("x-security-token must be signed"), "{msg}");
+
+        // A wrong secret key.
+        let mut request = client()
+            .post(good_url(&stub))
+            .multipart(zip_form())
+            .build()
+            .expect("request builds");
+        file_keys(dir.path(), "SK-wrong", None)
+            .authorize(&mut request)
+            .await
+            .expect("signed");
+        let response = client().execute(request).await.expect("sent");
+        let msg = assert_error(response, 401, error_codes::IAM_AUTH_FAILED).await;
+        assert!(msg.ends_with("verify aksk signature fail"), "{msg}");
+        assert_eq!(stub.uploads().len(), 1);
+        stub.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn aksk_mode_also_takes_iam_tokens() {
+        let stub = aksk_stub("SK").await;
+        let response =
+            obtain_token(&stub, DEFAULT_USER, DEFAULT_PASSWORD, DEFAULT_DOMAIN_NAME).await;
+        let token = response
+            .headers()
+            .get("x-subject-token")
+            .expect("X-Subject-Token")
+            .to_str()
+            .expect("ASCII")
+            .to_owned();
+        assert_eq!(stub.issued_tokens(), std::slice::from_ref(&token));
+        assert_accepted(upload(&stub, Some(&token)).await.expect("sent")).await;
+        // Static tokens belong to token mode only.
+        let response = upload(&stub, Some(DEFAULT_TOKEN)).await.expect("sent");
+        let msg = assert_error(response, 401, error_codes::IAM_AUTH_FAILED).await;
+        assert!(msg.contains("decrypt token fail"), "{msg}");
+        stub.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_skewed_stub_stamps_iam_tokens_with_its_own_clock() {
+        let stub = Stub::start(StubConfig::new(DOMAIN))
+            .await
+            .expect("stub starts");
+        stub.set_clock_offset(Duration::from_secs(3600), true);
+        let response =
+            obtain_token(&stub, DEFAULT_USER, DEFAULT_PASSWORD, DEFAULT_DOMAIN_NAME).await;
+        let body: serde_json::Value =
+            serde_json::from_slice(&response.bytes().await.expect("body")).expect("JSON");
+        let issued = body["token"]["issued_at"].as_str().expect("issued_at");
+        let issued = humantime::parse_rfc3339(issued).expect("RFC 3339");
+        let ahead = issued
+            .duration_since(SystemTime::now())
+            .expect("issued in the future");
+        assert!(ahead > Duration::from_secs(3590), "{ahead:?}");
+        stub.shutdown().await;
     }
 
     #[test]

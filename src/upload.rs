@@ -12,8 +12,13 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 
-use crate::auth::{Auth, AuthError, Stamp};
+use crate::auth::{Auth, AuthError, Stamp, clock_skew_hint};
 use crate::config::CodeArts;
+
+/// What extdrop says when the server refuses a signature for its time: the fix is this
+/// machine's clock, not the file or the keys.
+pub const CLOCK_SKEW: &str =
+    "the server says this machine's clock is off (clock skew): sync it with NTP/chrony";
 
 /// What the server (or the network) said about one attempt.
 #[derive(Debug)]
@@ -72,6 +77,22 @@ pub struct Answer {
     pub error_msg: Option<String>,
     /// `X-Request-Id` header.
     pub request_id: Option<String>,
+}
+
+impl Answer {
+    /// The answer in one clause for a log line: `HTTP 401: APIG.0301 message`.
+    pub fn describe(&self) -> String {
+        let words: Vec<&str> = [&self.error_code, &self.error_msg]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        if words.is_empty() {
+            format!("HTTP {}", self.status)
+        } else {
+            format!("HTTP {}: {}", self.status, words.join(" "))
+        }
+    }
 }
 
 /// What to upload.
@@ -232,6 +253,78 @@ impl Uploader {
     }
 }
 
+impl Uploader {
+    /// For `extdrop check --online`: proves that the endpoint accepts the credentials, without
+    /// uploading anything, and returns one line for the operator.
+    ///
+    /// Sends `POST {endpoint}/v3/{domain_id}/extension/upload` with the credentials but no
+    /// query parameters and no body. The API gateway authenticates it like an upload (401
+    /// when it refuses the credentials, "signature expired" when this machine's clock is
+    /// off); CodeArts then refuses it for the missing `plugin_name` (400), which is the
+    /// answer that proves the credentials work. An answer of 403 means the credentials were
+    /// accepted but may not upload to this domain.
+    pub async fn probe(&self) -> Result<String, String> {
+        let mut request = self
+            .client
+            .post(&self.url)
+            .timeout(self.request_timeout.min(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| format!("cannot build the request to {}: {e}", self.url))?;
+        self.auth
+            .authorize(&mut request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| format!("cannot reach {}: {}", self.url, error_chain(&e)))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = read_bounded(response, 64 * 1024).await.map_err(|e| {
+            format!(
+                "cannot read the answer of {}: {}",
+                self.url,
+                error_chain(&e)
+            )
+        })?;
+        let answer = parse_answer(status, &headers, &body);
+        let said = server_words(&answer, &body);
+        let id = answer
+            .request_id
+            .as_deref()
+            .map(|id| format!(", request id {id}"))
+            .unwrap_or_default();
+        if clock_skew_hint(status, &body) {
+            return Err(format!("{CLOCK_SKEW} (HTTP {status}{said}{id})"));
+        }
+        match status {
+            401 => Err(format!(
+                "{} refused the {} credentials (HTTP 401{said}{id})",
+                self.url,
+                self.auth.method_name()
+            )),
+            403 => Err(format!(
+                "{} accepted the credentials but refuses them access (HTTP 403{said}{id}): check codearts.domain_id and the user's permissions",
+                self.url
+            )),
+            404 => Err(format!(
+                "{} does not exist (HTTP 404{said}{id}): check codearts.endpoint",
+                self.url
+            )),
+            408 | 429 | 500..=599 => Err(format!(
+                "{} could not judge the credentials (HTTP {status}{said}{id}); try again later",
+                self.url
+            )),
+            _ => Ok(format!(
+                "{} accepted the {} credentials (a POST without parameters, answered HTTP {status}{said}{id}; nothing was uploaded)",
+                self.url,
+                self.auth.method_name()
+            )),
+        }
+    }
+}
+
 async fn read_bounded(
     mut response: reqwest::Response,
     limit: usize,
@@ -293,23 +386,8 @@ struct ErrorBody {
 /// permanent; 401 asks for renewed credentials; 408, 429 and 5xx are transient, honouring
 /// `Retry-After`.
 pub fn classify(status: u16, headers: &HeaderMap, body: &str, stamp: Stamp) -> Verdict {
-    let parsed: Option<ErrorBody> = serde_json::from_str(body).ok();
-    let answer = Answer {
-        status,
-        error_code: parsed.as_ref().and_then(|b| b.error_code.clone()),
-        error_msg: parsed.as_ref().and_then(|b| b.error_msg.clone()),
-        request_id: headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    };
-    let said = || match (&answer.error_code, &answer.error_msg) {
-        (Some(code), Some(msg)) => format!(": {code} {msg}"),
-        (Some(code), None) => format!(": {code}"),
-        (None, Some(msg)) => format!(": {msg}"),
-        (None, None) if body.trim().is_empty() => String::new(),
-        (None, None) => format!(": {}", snippet(body)),
-    };
+    let answer = parse_answer(status, headers, body);
+    let said = || server_words(&answer, body);
     match status {
         200 => match body.trim() {
             "true" => Verdict::Uploaded(answer),
@@ -326,6 +404,13 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str, stamp: Stamp) -> V
                 answer,
             },
         },
+        // A signature refused for its time looks like a bad key, but renewing keys cannot
+        // help: the operator must fix the clock, and the file may go once that is done.
+        401 | 403 if clock_skew_hint(status, body) => Verdict::Transient {
+            why: format!("{CLOCK_SKEW} (HTTP {status}{})", said()),
+            retry_after: None,
+            answer: Some(answer),
+        },
         401 => Verdict::Unauthorized { answer, stamp },
         408 | 429 => Verdict::Transient {
             why: format!("the server answered {status}{}", said()),
@@ -341,6 +426,31 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str, stamp: Stamp) -> V
             reason: format!("the server refused the upload with {status}{}", said()),
             answer,
         },
+    }
+}
+
+/// The parts of an answer that go into the report.
+fn parse_answer(status: u16, headers: &HeaderMap, body: &str) -> Answer {
+    let parsed: Option<ErrorBody> = serde_json::from_str(body).ok();
+    Answer {
+        status,
+        error_code: parsed.as_ref().and_then(|b| b.error_code.clone()),
+        error_msg: parsed.as_ref().and_then(|b| b.error_msg.clone()),
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
+/// What the server said, as a clause to append (": CODE message"), or nothing.
+fn server_words(answer: &Answer, body: &str) -> String {
+    match (&answer.error_code, &answer.error_msg) {
+        (Some(code), Some(msg)) => format!(": {code} {msg}"),
+        (Some(code), None) => format!(": {code}"),
+        (None, Some(msg)) => format!(": {msg}"),
+        (None, None) if body.trim().is_empty() => String::new(),
+        (None, None) => format!(": {}", snippet(body)),
     }
 }
 
@@ -422,6 +532,32 @@ mod tests {
     fn unauthorized_asks_for_renewal() {
         assert!(matches!(
             classify(401, &HeaderMap::new(), "", Stamp::default()),
+            Verdict::Unauthorized { .. }
+        ));
+    }
+
+    #[test]
+    fn clock_skew_is_transient_and_says_so() {
+        let body = r#"{"error_code":"APIG.0301","error_msg":"Incorrect IAM authentication information: calc ak sk signature fail:signature expired, signature time:20261128T000000Z,server time:20261128T002000Z"}"#;
+        for status in [401, 403] {
+            match classify(status, &HeaderMap::new(), body, Stamp::default()) {
+                Verdict::Transient {
+                    why,
+                    answer,
+                    retry_after,
+                } => {
+                    assert!(why.starts_with(CLOCK_SKEW), "{why}");
+                    assert!(why.contains("signature expired"), "{why}");
+                    assert_eq!(answer.map(|a| a.status), Some(status));
+                    assert_eq!(retry_after, None);
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+        // A wrong key is not skew: renew and retry as for any 401.
+        let wrong_key = r#"{"error_code":"APIG.0301","error_msg":"Incorrect IAM authentication information: verify aksk signature fail"}"#;
+        assert!(matches!(
+            classify(401, &HeaderMap::new(), wrong_key, Stamp::default()),
             Verdict::Unauthorized { .. }
         ));
     }

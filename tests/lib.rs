@@ -5,6 +5,7 @@ mod harness;
 
 mod cli;
 mod crash;
+mod credentials;
 mod lifecycle;
 mod naming;
 mod server;

@@ -148,7 +148,6 @@ impl AkskAuth {
         if let Some(token) = &keys.security_token {
             text.push_str(&format!(", security token from {}", token.origin()));
         }
-        text.push_str("; the server checks them at the first upload");
         text
     }
 }

@@ -146,6 +146,11 @@ pub enum AuthError {
         advice: &'static str,
     },
 
+    /// A failure shared by every caller that asked while it was fresh (see the IAM token
+    /// cache); it reads and judges exactly like the failure itself.
+    #[error(transparent)]
+    Shared(std::sync::Arc<AuthError>),
+
     /// The request cannot be signed because its URL has no host.
     #[error("cannot sign the request to {url}: the URL has no host")]
     Unsignable {
@@ -168,6 +173,7 @@ impl AuthError {
     /// users, missing or unreadable secrets and bad configuration are not transient.
     pub fn is_transient(&self) -> bool {
         match self {
+            AuthError::Shared(inner) => inner.is_transient(),
             AuthError::IamUnreachable { .. } | AuthError::CredentialsRefused { .. } => true,
             AuthError::IamRefused { status, .. } => {
                 *status >= 500 || *status == 408 || *status == 429

@@ -18,10 +18,17 @@
 //! - A due-but-unexpired token outlives a failed renewal: if IAM cannot be asked, the current
 //!   token keeps being used (with a warning, and a pause between attempts) until it really
 //!   expires. A token the server answered 401 to is dropped, never reused.
+//! - A failure is shared too: for [`FAILURE_PAUSE`] after IAM refused or could not be
+//!   reached, callers get that same error without IAM being asked again, unless the password
+//!   file changed meanwhile (a fixed password is tried at once). However many files wait on a
+//!   wrong password or an IAM outage, IAM sees at most one request per pause.
+//! - Only `201 Created` with `X-Subject-Token` and `token.expires_at` is a token; any other
+//!   answer is an error naming the user and the endpoint.
 //! - The password is re-read from its file for every token request (so rotating it needs no
 //!   restart) and never appears in a log line, an error or a `Debug`; IAM's error messages
 //!   are scrubbed of it in case a server echoes it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
@@ -49,6 +56,11 @@ const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// token still works.
 const RETRY_PAUSE: Duration = Duration::from_secs(30);
 
+/// After IAM refused a token or could not be reached, how long that answer stands for every
+/// caller before IAM is asked again (unless the password changed). Short enough that an IAM
+/// blip delays uploads by seconds, long enough that waiting files do not hammer IAM.
+const FAILURE_PAUSE: Duration = Duration::from_secs(5);
+
 /// IAM's answer is read up to this size (it carries the service catalog, some tens of KiB);
 /// anything larger is not IAM.
 const MAX_ANSWER: usize = 4 << 20;
@@ -75,6 +87,15 @@ struct State {
     generation: u64,
     /// While set and in the future, a due token is used without asking IAM (it just failed).
     quiet_until: Option<Instant>,
+    /// The last token request's failure, shared with callers for [`FAILURE_PAUSE`].
+    failure: Option<Failure>,
+}
+
+/// A failed token request, remembered so that callers share it instead of repeating it.
+#[derive(Debug)]
+struct Failure {
+    at: Instant,
+    error: Arc<AuthError>,
 }
 
 /// A token obtained from IAM.
@@ -124,6 +145,7 @@ impl IamAuth {
                 token: None,
                 generation: 0,
                 quiet_until: None,
+                failure: None,
             }),
         })
     }
@@ -152,7 +174,7 @@ impl IamAuth {
         // The server refused it, so it must not serve as a fallback either.
         state.token = None;
         state.quiet_until = None;
-        let token = self.fetch(&mut state.password).await?;
+        let token = self.obtain(&mut state).await?;
         state.token = Some(token);
         state.generation += 1;
         Ok(())
@@ -166,6 +188,7 @@ impl IamAuth {
         state.token = Some(token);
         state.generation += 1;
         state.quiet_until = None;
+        state.failure = None;
         Ok(format!(
             "IAM token for user {} in domain {}{} obtained from {}, expires {expires_at}",
             self.user_name,
@@ -187,7 +210,7 @@ impl IamAuth {
                 return Ok(token.value.clone());
             }
         }
-        match self.fetch(&mut state.password).await {
+        match self.obtain(state).await {
             Ok(token) => {
                 let value = token.value.clone();
                 state.token = Some(token);
@@ -210,6 +233,36 @@ impl IamAuth {
                     "could not renew the IAM token; the current one is used until it expires"
                 );
                 Ok(token.value.clone())
+            }
+        }
+    }
+
+    /// A token request for a caller holding the lock, unless one failed less than
+    /// [`FAILURE_PAUSE`] ago with the same password: then that failure is the answer.
+    async fn obtain(&self, state: &mut State) -> Result<Token, AuthError> {
+        let recent = state
+            .failure
+            .as_ref()
+            .filter(|f| f.at.elapsed() < FAILURE_PAUSE)
+            .map(|f| Arc::clone(&f.error));
+        // A password file fixed meanwhile deserves a try at once.
+        if let Some(error) = recent
+            && !state.password.reload()?
+        {
+            return Err(AuthError::Shared(error));
+        }
+        match self.fetch(&mut state.password).await {
+            Ok(token) => {
+                state.failure = None;
+                Ok(token)
+            }
+            Err(error) => {
+                let error = Arc::new(error);
+                state.failure = Some(Failure {
+                    at: Instant::now(),
+                    error: Arc::clone(&error),
+                });
+                Err(AuthError::Shared(error))
             }
         }
     }
@@ -269,6 +322,11 @@ impl IamAuth {
             status: status.as_u16(),
             problem,
         };
+        if status != reqwest::StatusCode::CREATED {
+            return Err(bad_answer(
+                "IAM answers 201 Created when it issues a token".to_owned(),
+            ));
+        }
         let mut value = subject
             .filter(|v| !v.is_empty())
             .ok_or_else(|| bad_answer(format!("its answer has no {X_SUBJECT_TOKEN} header")))?;
@@ -426,7 +484,7 @@ mod tests {
 
     struct Shared {
         requests: AtomicUsize,
-        /// The status to answer with; 201 means "issue a token".
+        /// The status to answer with; 2xx means "issue a token" (with that status).
         status: AtomicU16,
         lifetime: Duration,
         delay: Duration,
@@ -489,7 +547,7 @@ mod tests {
 
         let user = &json["auth"]["identity"]["password"]["user"];
         let status = shared.status.load(Ordering::SeqCst);
-        let (status, body) = if status != 201 {
+        let (status, body) = if !(200..300).contains(&status) {
             (
                 status,
                 r#"{"error_code":"IAM.0000","error_msg":"try later"}"#.to_owned(),
@@ -506,10 +564,10 @@ mod tests {
                 "expires_at": humantime::format_rfc3339_micros(now + shared.lifetime).to_string(),
                 "methods": ["password"],
             }});
-            (201, body.to_string())
+            (status, body.to_string())
         };
         let mut response = hyper::Response::builder().status(status);
-        if status == 201 && !shared.omit_subject {
+        if (200..300).contains(&status) && !shared.omit_subject {
             response = response.header("X-Subject-Token", format!("tok-{n}"));
         }
         Ok(response.body(Full::new(Bytes::from(body))).unwrap())
@@ -756,6 +814,65 @@ mod tests {
             !text.contains(PASSWORD_OK) && !text.contains("tok-"),
             "{text}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_refusal_is_shared_until_the_password_file_changes() {
+        let iam = Iam::start(Duration::from_secs(3600), Duration::from_millis(200)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "wrong-password\n").unwrap();
+        let config = AuthConfig::Password {
+            iam_endpoint: iam.endpoint(),
+            user_name: "deployer".to_owned(),
+            domain_name: "my-account".to_owned(),
+            project: None,
+            password_file: Some(file.clone()),
+        };
+        let no_env = |_: &str| -> Option<OsString> { None };
+        let auth = Auth::with_env(&config, client(), &no_env).unwrap();
+
+        // Twenty uploads find no token: one IAM request, one refusal for all of them.
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let auth = auth.clone();
+                tokio::spawn(async move { auth.authorize(&mut request()).await })
+            })
+            .collect();
+        for task in tasks {
+            let err = task.await.unwrap().unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("refused a token for user deployer"),
+                "{err}"
+            );
+            assert!(!err.is_transient());
+        }
+        assert_eq!(iam.requests(), 1);
+        // Files retrying within the pause do not ask IAM again, nor does a 401.
+        assert!(auth.authorize(&mut request()).await.is_err());
+        assert!(auth.renew(Stamp::default()).await.is_err());
+        assert_eq!(iam.requests(), 1);
+
+        // A fixed password file is tried at once.
+        std::fs::write(&file, format!("{PASSWORD_OK}\n")).unwrap();
+        assert_eq!(token_of(&auth).await.0, "tok-2");
+        assert_eq!(iam.requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn only_201_is_a_token() {
+        let iam = Iam::start(Duration::from_secs(3600), Duration::ZERO).await;
+        iam.shared.status.store(200, Ordering::SeqCst);
+        let auth = password_auth(&iam.endpoint(), PASSWORD_OK, None);
+        let err = auth.authorize(&mut request()).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("HTTP 200") && text.contains("201"), "{text}");
+        assert!(
+            text.contains("deployer") && text.contains(&iam.endpoint()),
+            "{text}"
+        );
+        assert!(!err.is_transient());
     }
 
     #[test]

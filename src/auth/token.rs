@@ -87,10 +87,7 @@ impl TokenAuth {
     /// Describes where the token comes from, without checking it.
     pub async fn probe(&self) -> String {
         let state = self.state.lock().await;
-        format!(
-            "IAM token (X-Auth-Token) from {}; the server checks it at the first upload",
-            state.source.origin()
-        )
+        format!("IAM token (X-Auth-Token) from {}", state.source.origin())
     }
 }
 
