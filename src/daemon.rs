@@ -15,6 +15,7 @@
 //! operator: it leaves such files claimed for the next run and reports them.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -39,6 +40,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// The longest a file waits before it tries again with credentials that were unusable.
 pub const CREDENTIALS_PAUSE: Duration = Duration::from_secs(30);
 
+/// How often `once` waits for briefly unusable credentials (IAM unreachable) before leaving a
+/// file claimed for the next run: a one-shot run should not hang for long on an outage.
+pub const ONCE_CREDENTIAL_WAITS: u32 = 2;
+
 /// How the daemon runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -58,6 +63,8 @@ pub struct Summary {
     /// Files left claimed because the credentials were unusable ([`Mode::Once`] only; the
     /// next run takes them up).
     pub waiting: u64,
+    /// Files an error kept from their folder (left in the inbox or claimed; the log says why).
+    pub errors: u64,
 }
 
 /// A failure that stops the daemon.
@@ -123,29 +130,73 @@ struct Context {
     failed: AtomicU64,
     metrics: Metrics,
     in_progress: Mutex<HashMap<String, u64>>,
+    /// Claim folders a live handler owns, so a resume (at a reload) never starts a second one.
+    owned: Mutex<HashSet<PathBuf>>,
+    /// Files left in the inbox or claimed because of an error (a claim or filing that failed,
+    /// a handler that panicked): `once` reports them with exit status 1.
+    errors: AtomicU64,
     waiting: AtomicU64,
     trouble: CredentialTrouble,
 }
 
-/// Counts a claimed file as in progress for its watch until dropped.
-struct InProgress<'a> {
+/// A handler's hold on a claim: it owns the claim folder and counts as in progress for its
+/// watch until dropped.
+struct Handling<'a> {
     ctx: &'a Context,
     watch: String,
+    dir: PathBuf,
 }
 
-impl Drop for InProgress<'_> {
+impl Drop for Handling<'_> {
     fn drop(&mut self) {
+        self.ctx
+            .owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.dir);
         self.ctx.count_in_progress(&self.watch, false);
     }
 }
 
 impl Context {
-    fn in_progress(&self, watch: &str) -> InProgress<'_> {
+    /// Takes hold of a claim, unless another handler already has it.
+    fn handle(&self, watch: &str, claim: &Claim) -> Option<Handling<'_>> {
+        let dir = claim.dir().to_owned();
+        if !self
+            .owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dir.clone())
+        {
+            return None;
+        }
         self.count_in_progress(watch, true);
-        InProgress {
+        Some(Handling {
             ctx: self,
             watch: watch.to_owned(),
-        }
+            dir,
+        })
+    }
+
+    fn owns(&self, claim: &Claim) -> bool {
+        self.owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(claim.dir())
+    }
+
+    /// Files in progress, all watches together.
+    fn in_progress_total(&self) -> u64 {
+        self.in_progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
+    }
+
+    /// Something kept a file from its folder; `once` must not report success.
+    fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     fn count_in_progress(&self, watch: &str, up: bool) {
@@ -207,7 +258,7 @@ impl Context {
     /// `refusal` if there was one): reports that (once for all files), then waits for the
     /// operator or for IAM. `waits` counts this file's waits so far. `false` when the file
     /// should stop here and stay claimed: at shutdown, or in `once` when waiting cannot help
-    /// (a permanent error, or `retry.max_attempts` waits).
+    /// (a permanent error, or [`ONCE_CREDENTIAL_WAITS`] waits).
     async fn wait_for_credentials(
         &self,
         watch: &Watch,
@@ -222,9 +273,7 @@ impl Context {
             None => error.to_string(),
         });
         *waits += 1;
-        if self.mode == Mode::Once
-            && (!error.is_transient() || *waits >= self.settings().retry.max_attempts)
-        {
+        if self.mode == Mode::Once && (!error.is_transient() || *waits >= ONCE_CREDENTIAL_WAITS) {
             self.waiting.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(watch = %watch.name, file = %claim.record.rel_path, "the credentials are unusable: the file stays claimed and the next run takes it up");
             return false;
@@ -326,6 +375,8 @@ pub async fn run(
         failed: AtomicU64::new(0),
         metrics: Metrics::new(),
         in_progress: Mutex::new(HashMap::new()),
+        owned: Mutex::new(HashSet::new()),
+        errors: AtomicU64::new(0),
         waiting: AtomicU64::new(0),
         trouble: CredentialTrouble::default(),
     });
@@ -397,6 +448,7 @@ pub async fn run(
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = joined {
                     tracing::error!(error = %e, "a file handler failed; its file stays claimed and is resumed at the next start");
+                    ctx.error();
                 }
             }
             _ = tick.tick() => {
@@ -428,7 +480,7 @@ pub async fn run(
                 let line = format!(
                     "{} waiting, {} in progress, {} done, {} failed",
                     watching.tracker.waiting() + ctx.busy.len(),
-                    tasks.len(),
+                    ctx.in_progress_total(),
                     ctx.done.load(Ordering::Relaxed),
                     ctx.failed.load(Ordering::Relaxed)
                 );
@@ -450,6 +502,7 @@ pub async fn run(
         while let Some(joined) = tasks.join_next().await {
             if let Err(e) = joined {
                 tracing::error!(error = %e, "a file handler failed; its file stays claimed");
+                ctx.error();
             }
         }
     })
@@ -467,6 +520,7 @@ pub async fn run(
         done: ctx.done.load(Ordering::Relaxed),
         failed: ctx.failed.load(Ordering::Relaxed),
         waiting: ctx.waiting.load(Ordering::Relaxed),
+        errors: ctx.errors.load(Ordering::Relaxed),
     })
 }
 
@@ -486,6 +540,7 @@ async fn resume_claims(
         };
         for item in resumed {
             match item {
+                Resumed::Claim(claim) if ctx.owns(&claim) => {}
                 Resumed::Claim(claim) => {
                     tracing::info!(watch = %watch.name, file = %claim.record.rel_path, attempts = claim.record.attempts, "resuming a claimed file");
                     tasks.spawn(carry_on(ctx.clone(), watch.clone(), *claim, None));
@@ -544,7 +599,10 @@ async fn reload(
         .filter(|w| !known.contains(w.inbox.as_path()))
         .cloned()
         .collect();
-    resume_claims(ctx, &added, tasks).await?;
+    if let Err(e) = resume_claims(ctx, &added, tasks).await {
+        // The new configuration is in force already; its claims wait for the next start.
+        tracing::error!(error = %e, "cannot resume the claims of the added watches");
+    }
     Ok(swapped)
 }
 
@@ -585,10 +643,12 @@ async fn life_of_a_file(ctx: Arc<Context>, found: Found) {
         Ok(Ok(None)) => return, // gone, or replaced by something that is not a file
         Ok(Err(e)) => {
             tracing::error!(watch = %found.watch.name, file = %found.rel_path, error = %e, "cannot claim file; it stays in the inbox");
+            ctx.error();
             return;
         }
         Err(e) => {
             tracing::error!(error = %e, "claim task failed");
+            ctx.error();
             return;
         }
     };
@@ -604,7 +664,12 @@ async fn carry_on(
     mut claim: Claim,
     permit: Option<OwnedSemaphorePermit>,
 ) {
-    let _counted = ctx.in_progress(&watch.name);
+    let Some(_handling) = ctx.handle(&watch.name, &claim) else {
+        return; // another handler has this claim
+    };
+    if !claim.dir().exists() {
+        return; // filed by the handler that had it, between the resume's look and now
+    }
     // A decided claim was interrupted while being filed: finish that, never upload again.
     if let Some(decision) = claim.record.decided.clone() {
         file(&ctx, &watch, claim, decision.report).await;
@@ -627,7 +692,15 @@ async fn carry_on(
     draft.plugin_name = Some(plugin_name.clone());
     draft.business_type = Some(business_type.clone());
 
-    // Checked.
+    // Checked, with an upload slot: hashing and unzipping are work that `concurrency` bounds
+    // too (a resumed claim arrives without one).
+    let permit = match permit {
+        Some(permit) => permit,
+        None => match ctx.slot().await {
+            Some(permit) => permit,
+            None => return,
+        },
+    };
     let examined = {
         let settings = ctx.settings();
         let (path, limit, validate) = (
@@ -650,13 +723,14 @@ async fn carry_on(
         }
         Err(e) => {
             tracing::error!(error = %e, "check task failed; the file stays claimed");
+            ctx.error();
             return;
         }
     }
 
     // Uploaded, with retries; `None` means the claim waits for the next start (shutdown came
     // first, or `once` could not get usable credentials).
-    let Some(report) = upload(&ctx, &watch, &mut claim, &mut draft, permit).await else {
+    let Some(report) = upload(&ctx, &watch, &mut claim, &mut draft, Some(permit)).await else {
         return;
     };
 
@@ -840,8 +914,12 @@ async fn file(ctx: &Context, watch: &Arc<Watch>, claim: Claim, report: Report) {
         }
         Ok(Err(e)) => {
             tracing::error!(watch = %watch.name, file = %name, error = %e, "cannot file; the file stays claimed and filing is retried at the next start");
+            ctx.error();
         }
-        Err(e) => tracing::error!(error = %e, "filing task failed"),
+        Err(e) => {
+            tracing::error!(error = %e, "filing task failed");
+            ctx.error();
+        }
     }
 }
 

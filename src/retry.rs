@@ -53,7 +53,9 @@ impl Schedule {
             .with_factor(policy.multiplier as f32)
             .with_max_times(policy.max_attempts.saturating_sub(1) as usize)
             .build();
-        for _ in 1..attempts_made {
+        // One delay follows each attempt made, so a resumed file's next delay is the one after
+        // its attempt `attempts_made + 1`.
+        for _ in 0..attempts_made {
             curve.next();
         }
         Schedule {
@@ -103,7 +105,7 @@ mod tests {
 
     #[test]
     fn delays_grow_to_the_cap_and_stop_after_max_attempts() {
-        let mut s = Schedule::new(&policy(), 1);
+        let mut s = Schedule::new(&policy(), 0);
         let mut delays = Vec::new();
         let mut attempts = 1;
         while let Ok(d) = s.next_delay(attempts, Duration::ZERO, None) {
@@ -120,16 +122,29 @@ mod tests {
 
     #[test]
     fn resumed_schedule_continues_the_curve() {
+        // Three attempts made before a restart: the fourth follows at once, then the delay
+        // that follows a fourth attempt.
         let mut s = Schedule::new(&policy(), 3);
         assert_eq!(
-            s.next_delay(3, Duration::ZERO, None).map(|d| d.as_millis()),
-            Ok(400)
+            s.next_delay(4, Duration::ZERO, None).map(|d| d.as_millis()),
+            Ok(800)
+        );
+    }
+
+    /// Regression: a restart used to grant one attempt more than `max_attempts`.
+    #[test]
+    fn a_resumed_file_gets_no_more_than_max_attempts() {
+        // max_attempts = 6; five made before the restart, so the sixth is the last.
+        let mut s = Schedule::new(&policy(), 5);
+        assert_eq!(
+            s.next_delay(6, Duration::ZERO, None),
+            Err(Exhausted::Attempts(6))
         );
     }
 
     #[test]
     fn retry_after_is_a_floor() {
-        let mut s = Schedule::new(&policy(), 1);
+        let mut s = Schedule::new(&policy(), 0);
         assert_eq!(
             s.next_delay(1, Duration::ZERO, Some(Duration::from_secs(1))),
             Ok(Duration::from_secs(1))
@@ -140,7 +155,7 @@ mod tests {
     fn max_elapsed_stops_retries() {
         let mut p = policy();
         p.max_elapsed = Duration::from_millis(150);
-        let mut s = Schedule::new(&p, 1);
+        let mut s = Schedule::new(&p, 0);
         assert_eq!(
             s.next_delay(1, Duration::from_millis(100), None),
             Err(Exhausted::Elapsed(Duration::from_millis(150)))
@@ -153,7 +168,7 @@ mod tests {
         p.jitter = 0.5;
         p.max_attempts = 2;
         for _ in 0..200 {
-            let d = Schedule::new(&p, 1)
+            let d = Schedule::new(&p, 0)
                 .next_delay(1, Duration::ZERO, None)
                 .map(|d| d.as_millis())
                 .unwrap_or(0);

@@ -163,6 +163,12 @@ pub fn once(path: &Path) -> u8 {
                         summary.waiting
                     );
                     EXIT_FATAL
+                } else if summary.errors > 0 {
+                    eprintln!(
+                        "extdrop: {} file(s) could not be claimed or filed because of an error (see the log); they stay where they are",
+                        summary.errors
+                    );
+                    EXIT_FATAL
                 } else if summary.failed > 0 {
                     EXIT_PARTIAL
                 } else {

@@ -15,11 +15,13 @@
 //!
 //! Everything here is blocking file-system work; async callers use `spawn_blocking`.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -115,6 +117,14 @@ impl Claim {
     /// The claim folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The claim's id: its folder's name, unique among claims.
+    pub fn id(&self) -> &str {
+        self.dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("claim")
     }
 }
 
@@ -274,38 +284,41 @@ pub fn resume(watch: &Watch) -> Result<Vec<Resumed>, StoreError> {
 /// `done` or `failed` under a free name. Safe to call again on a claim whose filing was cut
 /// short by a crash. Returns where the file now is.
 pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, StoreError> {
-    let folder = |outcome| match outcome {
+    // A claim decided before this call is being resumed after a crash: its file may already
+    // stand at its destination (a cross-file-system copy finished, the source not yet removed).
+    let resuming = claim.record.decided.is_some();
+    let mut decision = claim.record.decided.clone().unwrap_or(Decision {
+        dest_name: claim.file_name().to_owned(),
+        report,
+    });
+    let dest_dir = match decision.report.outcome {
         Outcome::Done => &watch.done,
         Outcome::Failed => &watch.failed,
     };
-    let mut decision = match claim.record.decided.clone() {
-        Some(decision) => decision,
-        None => {
-            let dest_dir = folder(report.outcome);
-            ensure_folder(dest_dir)?;
-            let decision = Decision {
-                dest_name: free_name(dest_dir, claim.file_name()),
-                report,
-            };
-            claim.record.decided = Some(decision.clone());
-            claim.save()?;
-            decision
-        }
-    };
-    let dest_dir = folder(decision.report.outcome);
     ensure_folder(dest_dir)?;
+    // Choosing a free name and taking it must not interleave with another filing into the same
+    // folder (two `a.zip` from different subfolders or watches finishing at once).
+    let lock = folder_lock(dest_dir);
+    let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+    if !resuming {
+        decision.dest_name = free_name(dest_dir, claim.file_name());
+        claim.record.decided = Some(decision.clone());
+        claim.save()?;
+    }
     loop {
         let dest = dest_dir.join(&decision.dest_name);
-        let report_path = report_path(&dest);
-        let bytes = report_bytes(&decision.report);
-        write_atomic(&report_path, &bytes)?;
         let payload = claim.payload();
         if fs::symlink_metadata(&payload).is_ok() {
-            match move_noreplace(&payload, &dest, &claim.dir) {
+            let partial = dest_dir.join(format!(".extdrop-partial-{}", claim.id()));
+            let moved = if resuming && same_content(&payload, &dest).unwrap_or(false) {
+                fs::remove_file(&payload)
+            } else {
+                move_noreplace(&payload, &dest, &partial)
+            };
+            match moved {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    // Someone took the name between our check and the rename: pick another.
-                    let _ = fs::remove_file(&report_path);
+                    // The name was taken from outside this process: pick another.
                     decision.dest_name = free_name(dest_dir, claim.file_name());
                     claim.record.decided = Some(decision.clone());
                     claim.save()?;
@@ -314,12 +327,52 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
                 Err(e) => return Err(StoreError::new("move", &payload)(e)),
             }
         }
-        sync_dir(dest_dir)?;
+        // The name is ours now; the report goes beside the file.
+        write_atomic(&report_path(&dest), &report_bytes(&decision.report))?;
         fs::remove_dir_all(&claim.dir).map_err(StoreError::new("remove", &claim.dir))?;
         if let Some(work) = claim.dir.parent() {
             sync_dir(work)?;
         }
         return Ok(dest);
+    }
+}
+
+/// The lock that serialises filings into one folder within this process.
+fn folder_lock(dir: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    locks.entry(dir.to_owned()).or_default().clone()
+}
+
+/// Whether `b` is `a` (a hard link) or holds the same bytes: the sign that a move into `b` was
+/// done before a crash and only the removal of `a` is left.
+fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let (meta_a, meta_b) = match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(x), Ok(y)) => (x, y),
+        _ => return Ok(false),
+    };
+    if (meta_a.dev(), meta_a.ino()) == (meta_b.dev(), meta_b.ino()) {
+        return Ok(true);
+    }
+    if !meta_b.is_file() || meta_a.len() != meta_b.len() {
+        return Ok(false);
+    }
+    let (mut fa, mut fb) = (open_payload(a)?, open_payload(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
     }
 }
 
@@ -392,9 +445,13 @@ pub fn unfail(watch: &Watch, failed_file: &Path) -> Result<PathBuf, StoreError> 
         .and_then(|n| n.to_str())
         .unwrap_or(&name)
         .to_owned();
+    // A copy across file systems goes through the inbox's work folder, which rules never see.
+    let work = watch.work_dir();
+    ensure_folder(&work)?;
+    let partial = work.join(format!("partial-{}", std::process::id()));
     loop {
         let dest = folder.join(free_name(&folder, &base));
-        match move_noreplace(failed_file, &dest, failed_file) {
+        match move_noreplace(failed_file, &dest, &partial) {
             Ok(()) => {
                 sync_dir(&folder)?;
                 match fs::remove_file(&report_file) {
@@ -496,37 +553,35 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Moves `from` to `to` without ever replacing an existing `to`. Across file systems the file
-/// is copied to a hidden temporary in `to`'s folder (named after `claim_dir`, so a crashed copy
-/// is overwritten by the retry rather than left twice), fsynced, renamed into place, and only
-/// then removed from `from`.
-fn move_noreplace(from: &Path, to: &Path, claim_dir: &Path) -> io::Result<()> {
+/// is copied to `partial` (a hidden name on `to`'s file system, fixed per claim so that a
+/// crashed copy is overwritten by the retry rather than left twice), fsynced, renamed into
+/// place, and only then removed from `from`.
+fn move_noreplace(from: &Path, to: &Path, partial: &Path) -> io::Result<()> {
     match rename_noreplace(from, to) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
-            copy_across(from, to, claim_dir)
+            copy_across(from, to, partial)
         }
         Err(e) => Err(e),
     }
 }
 
 /// The cross-file-system half of [`move_noreplace`].
-fn copy_across(from: &Path, to: &Path, claim_dir: &Path) -> io::Result<()> {
+fn copy_across(from: &Path, to: &Path, partial: &Path) -> io::Result<()> {
     let dest_dir = to.parent().unwrap_or(Path::new("."));
-    let tag = claim_dir.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dest_dir.join(format!(".extdrop-partial-{tag}"));
     {
-        let mut src = File::open(from)?;
+        let mut src = open_payload(from)?;
         let mut dst = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o640)
-            .open(&tmp)?;
+            .open(partial)?;
         io::copy(&mut src, &mut dst)?;
         dst.sync_all()?;
     }
-    if let Err(e) = rename_noreplace(&tmp, to) {
-        let _ = fs::remove_file(&tmp);
+    if let Err(e) = rename_noreplace(partial, to) {
+        let _ = fs::remove_file(partial);
         return Err(e);
     }
     File::open(dest_dir)?.sync_all()?;
@@ -569,6 +624,111 @@ pub fn open_payload(path: &Path) -> io::Result<File> {
 mod tests {
     use super::*;
 
+    /// A watch over `root/inbox` filing into `root/done` and `root/failed`.
+    fn watch(root: &Path) -> Result<Watch, Box<dyn std::error::Error>> {
+        let text = r#"
+[codearts]
+endpoint = "http://127.0.0.1:9"
+domain_id = "ce8df55870164338a72d7e828a966a2a"
+[[watch]]
+name = "w"
+inbox = "inbox"
+done = "done"
+failed = "failed"
+recursive = true
+[[watch.rule]]
+template = "{business_type}/{plugin_name}.zip"
+"#;
+        let config = crate::config::Config::parse(text, &root.join("config.toml"))?;
+        let watch = config.watches.into_iter().next().ok_or("no watch")?;
+        ensure_folders(&watch)?;
+        Ok(watch)
+    }
+
+    fn report_for(file: &str) -> Report {
+        Report {
+            file: file.to_owned(),
+            watch: "w".to_owned(),
+            outcome: Outcome::Done,
+            plugin_name: None,
+            business_type: None,
+            size: 0,
+            sha256: None,
+            attempts: 1,
+            http_status: Some(200),
+            error_code: None,
+            error_msg: None,
+            request_id: None,
+            reason: None,
+            first_seen: String::new(),
+            finished: String::new(),
+        }
+    }
+
+    fn claimed(
+        watch: &Watch,
+        rel: &str,
+        content: &[u8],
+    ) -> Result<Claim, Box<dyn std::error::Error>> {
+        let path = watch.inbox.join(rel);
+        fs::create_dir_all(path.parent().ok_or("parent")?)?;
+        fs::write(&path, content)?;
+        Ok(claim(watch, rel, SystemTime::now())?.ok_or("not claimed")?)
+    }
+
+    #[test]
+    fn same_names_filed_at_once_each_keep_their_report() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        for round in 0..20 {
+            let a = claimed(&watch, &format!("Build/a{round}.zip"), b"from Build")?;
+            let b = claimed(&watch, &format!("Deploy/a{round}.zip"), b"from Deploy")?;
+            let (wa, wb) = (watch.clone(), watch.clone());
+            let ra = report_for(&format!("Build/a{round}.zip"));
+            let rb = report_for(&format!("Deploy/a{round}.zip"));
+            let ta = std::thread::spawn(move || file(&wa, a, ra));
+            let tb = std::thread::spawn(move || file(&wb, b, rb));
+            let pa = ta.join().map_err(|_| "panic")??;
+            let pb = tb.join().map_err(|_| "panic")??;
+            assert_ne!(pa, pb);
+            for (filed, origin) in [(pa, "Build"), (pb, "Deploy")] {
+                assert_eq!(fs::read(&filed)?, format!("from {origin}").as_bytes());
+                let report: Report = serde_json::from_slice(&fs::read(report_path(&filed))?)?;
+                assert_eq!(report.file, format!("{origin}/a{round}.zip"));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_move_finished_before_a_crash_is_not_filed_twice() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        let mut claim = claimed(&watch, "Build/x.zip", b"payload")?;
+        // The state a crash leaves after a cross-file-system copy reached its place but before
+        // the source was removed: decided, the copy in done, the payload still claimed.
+        claim.record.decided = Some(Decision {
+            report: report_for("Build/x.zip"),
+            dest_name: "x.zip".to_owned(),
+        });
+        claim.save()?;
+        fs::copy(claim.payload(), watch.done.join("x.zip"))?;
+        let claim_dir = claim.dir().to_owned();
+        let resumed = resume(&watch)?;
+        assert_eq!(resumed.len(), 1);
+        let Some(Resumed::Claim(claim)) = resumed.into_iter().next() else {
+            return Err("not a claim".into());
+        };
+        let report = claim.record.decided.clone().ok_or("undecided")?.report;
+        let filed = file(&watch, *claim, report)?;
+        assert_eq!(filed, watch.done.join("x.zip"));
+        assert!(!watch.done.join("x~2.zip").exists(), "not filed twice");
+        assert!(report_path(&filed).exists());
+        assert!(!claim_dir.exists());
+        Ok(())
+    }
+
     #[test]
     fn numbered_names_keep_the_extension() {
         assert_eq!(numbered("a__Deploy.zip", 1), "a__Deploy.zip");
@@ -595,19 +755,19 @@ mod tests {
     fn copy_across_moves_whole_files_and_never_replaces() -> Result<(), Box<dyn std::error::Error>>
     {
         let dir = tempfile::tempdir()?;
-        let (from, to, claim) = (
+        let (from, to, partial) = (
             dir.path().join("from"),
             dir.path().join("to"),
-            dir.path().join("claim-1"),
+            dir.path().join(".extdrop-partial-claim-1"),
         );
         fs::write(&from, b"payload")?;
-        copy_across(&from, &to, &claim)?;
+        copy_across(&from, &to, &partial)?;
         assert_eq!(fs::read(&to)?, b"payload");
         assert!(!from.exists());
-        assert!(!dir.path().join(".extdrop-partial-claim-1").exists());
+        assert!(!partial.exists());
 
         fs::write(&from, b"second")?;
-        let err = copy_across(&from, &to, &claim).err().ok_or("replaced")?;
+        let err = copy_across(&from, &to, &partial).err().ok_or("replaced")?;
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&to)?, b"payload");
         assert_eq!(
