@@ -97,6 +97,13 @@ fn sigterm_exits_0_and_loses_nothing() {
     daemon.signal(Signal::TERM);
     let status = daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    // The upload in flight was allowed to finish within the grace period.
+    let first = s.requests()[0].plugin_name.clone().expect("plugin name");
+    assert!(
+        s.files("done").contains(&format!("{first}__Build.zip")),
+        "log:\n{}",
+        daemon.log()
+    );
 
     // Whatever was not finished is still in the inbox or claimed; the next run files it all.
     let (code, log) = s.once();
@@ -104,4 +111,16 @@ fn sigterm_exits_0_and_loses_nothing() {
     assert_eq!(s.files("done").len(), 4);
     assert_eq!(s.claims(), 0);
     assert!(s.files("inbox").is_empty());
+    let mut accepted: Vec<_> = s
+        .stub
+        .uploads()
+        .into_iter()
+        .filter_map(|u| u.plugin_name)
+        .collect();
+    accepted.sort();
+    assert_eq!(
+        accepted,
+        ["term0", "term1", "term2", "term3"],
+        "each uploaded exactly once"
+    );
 }

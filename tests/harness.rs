@@ -38,6 +38,8 @@ pub struct Sandbox {
     pub retry: String,
     /// `[upload]` table body.
     pub upload: String,
+    /// `settle` of the main watch.
+    pub settle: String,
     /// `[log] format`.
     pub log_format: String,
     /// More `[[watch]]` tables, appended at the end.
@@ -91,6 +93,7 @@ impl Sandbox {
             more_watches: String::new(),
             env: Vec::new(),
             log_format: "text".to_owned(),
+            settle: "300ms".to_owned(),
             watchdog: None,
         }
     }
@@ -134,7 +137,7 @@ name = "extensions"
 inbox = "inbox"
 done = "done"
 failed = "failed"
-settle = "300ms"
+settle = "{settle}"
 rescan_interval = "1h"
 {watch_extra}
 
@@ -152,6 +155,7 @@ template = "{{plugin_name}}__{{business_type}}.zip"
             rules = self.rules,
             more_watches = self.more_watches,
             log_format = self.log_format,
+            settle = self.settle,
         )
     }
 

@@ -10,3 +10,4 @@ mod lifecycle;
 mod naming;
 mod server;
 mod service;
+mod watching;

@@ -44,7 +44,10 @@ fn files_present_at_start_up_are_uploaded_and_filed() {
 
 #[test]
 fn a_file_written_slowly_is_uploaded_once_and_whole() {
-    let s = Sandbox::new();
+    let mut s = Sandbox::new();
+    // Pauses of 100 ms against a settle of 1 s: a loaded machine may stretch a pause, rarely
+    // tenfold.
+    s.settle = "1s".to_owned();
     let daemon = s.start();
     let staged = s.path("staging/slow.zip");
     extdrop::package::write_sample(&staged, "slow", "Build", "1.0.0").expect("sample");
@@ -53,11 +56,11 @@ fn a_file_written_slowly_is_uploaded_once_and_whole() {
     content.extend(std::iter::repeat_n(b'\n', 64 * 1024));
     let target = s.path("inbox/slow__Build.zip");
     let mut file = std::fs::File::create(&target).expect("create");
-    // Eight pieces, 150 ms apart: each pause is shorter than the 300 ms settle time.
-    for piece in content.chunks(content.len().div_ceil(8)) {
+    // Thirty pieces, 100 ms apart: three seconds of writing, each pause shorter than settle.
+    for piece in content.chunks(content.len().div_ceil(30)) {
         file.write_all(piece).expect("write");
         file.flush().expect("flush");
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(100));
     }
     drop(file);
     s.wait_until("the slow file in done", Some(&daemon), || {

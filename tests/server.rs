@@ -141,3 +141,31 @@ fn a_rotated_token_file_is_read_again_after_401() {
     let statuses: Vec<_> = s.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [Some(200), Some(401), Some(200)]);
 }
+
+#[test]
+fn request_timeouts_408_are_retried() {
+    let s = Sandbox::new();
+    s.faults([Fault::status(408)]);
+    s.drop_named("slowpoke", "Build");
+    let (code, log) = s.once();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(s.report("done", "slowpoke__Build.zip")["attempts"], 2);
+}
+
+#[test]
+fn retries_stop_at_max_elapsed() {
+    let mut s = Sandbox::new();
+    s.retry = "initial_delay = \"300ms\"\nmax_delay = \"300ms\"\njitter = 0.0\nmax_attempts = 100\nmax_elapsed = \"1s\"".to_owned();
+    s.faults((0..20).map(|_| Fault::status(503)));
+    s.drop_named("patience", "Build");
+    let (code, _) = s.once();
+    assert_eq!(code, 2);
+    let report = s.report("failed", "patience__Build.zip");
+    let reason = report["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("max_elapsed"), "{reason}");
+    let attempts = report["attempts"].as_u64().unwrap_or(0);
+    assert!(
+        (2..=5).contains(&attempts),
+        "about 1 s of 300 ms waits: {attempts}"
+    );
+}
