@@ -135,6 +135,21 @@ fn check(path: &Path, online: bool) -> u8 {
     for warning in inline_secret_warnings(&config) {
         eprintln!("extdrop: warning: {warning}");
     }
+    // What `run` would do first, without the network: read the CA file and find the secrets.
+    match crate::upload::http_client(&config.codearts) {
+        Err(e) => {
+            eprintln!("extdrop: {e}");
+            return EXIT_FATAL;
+        }
+        Ok(client) => {
+            if let Err(e) = crate::auth::Auth::new(&config.auth, client) {
+                // A service gets its secrets through LoadCredential=, which this shell lacks.
+                eprintln!(
+                    "extdrop: warning: {e} (fine if the service gets it through LoadCredential=; `run` stops otherwise)"
+                );
+            }
+        }
+    }
     if online {
         match crate::service::probe(&config) {
             Ok((credentials, endpoint)) => {

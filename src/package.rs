@@ -16,6 +16,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -194,7 +195,12 @@ pub fn check_package(
 /// Reads and parses the root manifest of the package at `path`, without comparing it to any
 /// names.
 pub fn read_manifest(path: &Path) -> Result<Manifest, PackageError> {
-    let file = File::open(path).map_err(PackageError::Open)?;
+    // The claimed file is never a link, but the check must not follow one if it were.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(PackageError::Open)?;
     if file.metadata().map_err(PackageError::Open)?.len() == 0 {
         return Err(PackageError::Empty);
     }

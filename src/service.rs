@@ -469,15 +469,28 @@ pub fn retry(path: &Path, files: &[PathBuf], all: bool, only: Option<&str>) -> u
         let cwd = std::env::current_dir().unwrap_or_default();
         for file in files {
             let absolute = crate::config::absolute(file, &cwd);
-            let found = watches.iter().find_map(|w| {
-                let candidate = if absolute.starts_with(&w.failed) {
-                    absolute.clone()
-                } else {
-                    w.failed.join(file)
-                };
-                (candidate.parent() == Some(w.failed.as_path()) && candidate.is_file())
-                    .then_some((*w, candidate))
+            let holders: Vec<(&Watch, PathBuf)> = watches
+                .iter()
+                .filter_map(|w| {
+                    let candidate = if absolute.starts_with(&w.failed) {
+                        absolute.clone()
+                    } else {
+                        w.failed.join(file)
+                    };
+                    (candidate.parent() == Some(w.failed.as_path()) && candidate.is_file())
+                        .then_some((*w, candidate))
+                })
+                .collect();
+            // Watches may share a failed folder: the report says which one the file came from.
+            let named = holders.first().and_then(|(_, path)| {
+                let report: Report =
+                    serde_json::from_slice(&std::fs::read(store::report_path(path)).ok()?).ok()?;
+                holders
+                    .iter()
+                    .find(|(w, _)| w.name == report.watch)
+                    .cloned()
             });
+            let found = named.or_else(|| holders.into_iter().next());
             match found {
                 Some(target) => targets.push(target),
                 None => {
