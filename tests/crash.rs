@@ -124,3 +124,26 @@ fn sigterm_exits_0_and_loses_nothing() {
         "each uploaded exactly once"
     );
 }
+
+#[test]
+fn a_work_folder_file_without_its_record_goes_to_failed_with_a_reason() {
+    // What a hand-edited or damaged work folder leaves: a claimed file whose record is gone.
+    let s = Sandbox::new();
+    let dir = s.path("inbox/.extdrop/lost-claim");
+    std::fs::create_dir_all(&dir).expect("claim folder");
+    std::fs::write(dir.join("file"), b"contents of unknown origin").expect("payload");
+    let (code, log) = s.once();
+    assert_eq!(code, 2, "{log}");
+    assert!(s.requests().is_empty(), "never uploaded blindly");
+    assert_eq!(s.files("failed"), ["recovered-lost-claim"]);
+    assert_eq!(
+        std::fs::read(s.path("failed/recovered-lost-claim")).expect("kept"),
+        b"contents of unknown origin"
+    );
+    let reason = s.report("failed", "recovered-lost-claim")["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("claim record"), "{reason}");
+    assert_eq!(s.claims(), 0);
+}
