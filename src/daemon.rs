@@ -438,11 +438,11 @@ pub async fn run(
                 Nudge::Paths(paths) => paths.iter().for_each(|p| watching.tracker.note(p)),
                 Nudge::Rescan => {
                     tracing::warn!("file events were lost (queue overflow): rescanning every inbox");
-                    watching.tracker.scan_all();
+                    offload(|| watching.tracker.scan_all());
                 }
                 Nudge::Error(e) => {
                     tracing::error!(error = %e, "watcher error; rescanning");
-                    watching.tracker.scan_all();
+                    offload(|| watching.tracker.scan_all());
                 }
             },
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
@@ -464,12 +464,12 @@ pub async fn run(
                 if mode == Mode::Watch {
                     for (i, due) in watching.next_rescan.iter_mut().enumerate() {
                         if now >= *due {
-                            watching.tracker.scan(i);
+                            offload(|| watching.tracker.scan(i));
                             *due = now + watching.watches[i].rescan_interval;
                         }
                     }
                 }
-                for found in watching.tracker.ready(now) {
+                for found in offload(|| watching.tracker.ready(now)) {
                     tasks.spawn(life_of_a_file(ctx.clone(), found));
                 }
                 let wall = SystemTime::now();
@@ -604,6 +604,12 @@ async fn reload(
         tracing::error!(error = %e, "cannot resume the claims of the added watches");
     }
     Ok(swapped)
+}
+
+/// Runs file-system work of the main loop (scans, readiness checks) without stalling the
+/// uploads that share its worker thread: a large inbox can take a while to list.
+fn offload<T>(work: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(work)
 }
 
 fn unix_seconds() -> u64 {
