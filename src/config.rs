@@ -266,7 +266,8 @@ pub enum ConfigError {
     Invalid {
         /// The file.
         path: PathBuf,
-        /// Line and column of the value, when known.
+        /// Line and column of the value, or of its table when a required key is missing; `None`
+        /// only when the file has nothing to point at (no `[codearts]`, no `[[watch]]`).
         at: Option<(usize, usize)>,
         /// The key, spelled as in the file, e.g. `watch[0].rule[1].regex`.
         key: String,
@@ -357,11 +358,23 @@ struct Builder<'a> {
 
 type Spanned<T> = toml::Spanned<T>;
 
+/// A byte range of the configuration text.
+type Span = std::ops::Range<usize>;
+
+/// Where a watch's name and folders are written, for the errors of [`Builder::check_folders`]
+/// (the validated [`Watch`] keeps no spans).
+struct WatchSpans {
+    name: Span,
+    inbox: Span,
+    done: Span,
+    failed: Span,
+}
+
 impl Builder<'_> {
     fn error(
         &self,
         key: impl Into<String>,
-        at: Option<std::ops::Range<usize>>,
+        at: Option<Span>,
         message: impl Into<String>,
     ) -> ConfigError {
         ConfigError::Invalid {
@@ -412,14 +425,14 @@ impl Builder<'_> {
         Ok(absolute(Path::new(value.get_ref()), base))
     }
 
-    fn optional_path(&self, value: Option<&String>) -> Option<PathBuf> {
+    fn optional_path(&self, value: Option<Spanned<String>>) -> Option<PathBuf> {
         let base = self.path.parent().unwrap_or(Path::new("/"));
-        value.map(|v| absolute(Path::new(v), base))
+        value.map(|v| absolute(Path::new(v.get_ref()), base))
     }
 
     fn build(&self, raw: raw::File) -> Result<Config, ConfigError> {
         let codearts = self.codearts(raw.codearts)?;
-        let auth = self.auth(raw.auth.unwrap_or_default())?;
+        let auth = self.auth(raw.auth)?;
         let upload = self.upload(raw.upload.unwrap_or_default())?;
         let retry = self.retry(raw.retry.unwrap_or_default())?;
         let metrics_listen = match raw.metrics.and_then(|m| m.listen) {
@@ -443,13 +456,14 @@ impl Builder<'_> {
                 "no [[watch]] table: add at least one inbox to watch",
             ));
         }
-        let watches = raw
-            .watch
-            .into_iter()
-            .enumerate()
-            .map(|(i, w)| self.watch(i, w))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.check_folders(&watches)?;
+        let mut watches = Vec::with_capacity(raw.watch.len());
+        let mut spans = Vec::with_capacity(raw.watch.len());
+        for (i, w) in raw.watch.into_iter().enumerate() {
+            let (watch, watch_spans) = self.watch(i, w)?;
+            watches.push(watch);
+            spans.push(watch_spans);
+        }
+        self.check_folders(&watches, &spans)?;
         Ok(Config {
             path: self.path.to_owned(),
             codearts,
@@ -462,7 +476,7 @@ impl Builder<'_> {
         })
     }
 
-    fn codearts(&self, raw: Option<raw::CodeArts>) -> Result<CodeArts, ConfigError> {
+    fn codearts(&self, raw: Option<Spanned<raw::CodeArts>>) -> Result<CodeArts, ConfigError> {
         let Some(raw) = raw else {
             return Err(self.error(
                 "codearts",
@@ -470,8 +484,10 @@ impl Builder<'_> {
                 "the [codearts] table is missing: it needs endpoint and domain_id",
             ));
         };
+        let table = raw.span();
+        let raw = raw.into_inner();
         let Some(endpoint) = raw.endpoint else {
-            return Err(self.error("codearts.endpoint", None, "missing: set the CodeArts endpoint, e.g. \"https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com\""));
+            return Err(self.error("codearts.endpoint", Some(table), "missing: set the CodeArts endpoint, e.g. \"https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com\""));
         };
         let url = reqwest::Url::parse(endpoint.get_ref().trim()).map_err(|e| {
             self.error(
@@ -497,7 +513,7 @@ impl Builder<'_> {
         let Some(domain_id) = raw.domain_id else {
             return Err(self.error(
                 "codearts.domain_id",
-                None,
+                Some(table),
                 "missing: set the 32-character domain (tenant) id",
             ));
         };
@@ -516,28 +532,43 @@ impl Builder<'_> {
                 raw.request_timeout.as_ref(),
                 Duration::from_secs(600),
             )?,
-            ca_file: self.optional_path(raw.ca_file.as_ref()),
+            ca_file: match raw.ca_file {
+                Some(ca_file) if ca_file.get_ref().trim().is_empty() => {
+                    return Err(self.error(
+                        "codearts.ca_file",
+                        Some(ca_file.span()),
+                        "must not be empty: leave it out to trust only the default CAs",
+                    ));
+                }
+                ca_file => self.optional_path(ca_file),
+            },
         })
     }
 
-    fn auth(&self, raw: raw::Auth) -> Result<AuthConfig, ConfigError> {
+    fn auth(&self, raw: Option<Spanned<raw::Auth>>) -> Result<AuthConfig, ConfigError> {
+        // A key that is missing points at the [auth] table; without one there is nothing to
+        // point at (and nothing but the default method, which needs no key).
+        let (table, raw) = match raw {
+            Some(raw) => (Some(raw.span()), raw.into_inner()),
+            None => (None, raw::Auth::default()),
+        };
         let method = raw
             .method
             .as_ref()
             .map_or("token", |m| m.get_ref().as_str());
         // Keys of another method are refused rather than ignored: they signal a config that
         // does not do what its author thinks.
-        let used: &[(&str, bool)] = &[
-            ("token_file", raw.token_file.is_some()),
-            ("token", raw.token.is_some()),
-            ("iam_endpoint", raw.iam_endpoint.is_some()),
-            ("user_name", raw.user_name.is_some()),
-            ("domain_name", raw.domain_name.is_some()),
-            ("project", raw.project.is_some()),
-            ("password_file", raw.password_file.is_some()),
-            ("access_key_file", raw.access_key_file.is_some()),
-            ("secret_key_file", raw.secret_key_file.is_some()),
-            ("security_token_file", raw.security_token_file.is_some()),
+        let used: &[(&str, Option<&Spanned<String>>)] = &[
+            ("token_file", raw.token_file.as_ref()),
+            ("token", raw.token.as_ref()),
+            ("iam_endpoint", raw.iam_endpoint.as_ref()),
+            ("user_name", raw.user_name.as_ref()),
+            ("domain_name", raw.domain_name.as_ref()),
+            ("project", raw.project.as_ref()),
+            ("password_file", raw.password_file.as_ref()),
+            ("access_key_file", raw.access_key_file.as_ref()),
+            ("secret_key_file", raw.secret_key_file.as_ref()),
+            ("security_token_file", raw.security_token_file.as_ref()),
         ];
         let allowed: &[&str] = match method {
             "token" => &["token_file", "token"],
@@ -557,40 +588,43 @@ impl Builder<'_> {
                 ));
             }
         };
-        if let Some((key, _)) = used
+        let misplaced = used
             .iter()
-            .find(|(key, set)| *set && !allowed.contains(key))
-        {
+            .filter(|(key, _)| !allowed.contains(key))
+            .find_map(|(key, value)| value.map(|value| (key, value)));
+        if let Some((key, value)) = misplaced {
             return Err(self.error(
                 format!("auth.{key}"),
-                None,
+                Some(value.span()),
                 format!("is not used with method = \"{method}\""),
             ));
         }
         Ok(match method {
             "token" => AuthConfig::Token {
-                token_file: self.optional_path(raw.token_file.as_ref()),
-                token: raw.token.map(Secret::new),
+                token_file: self.optional_path(raw.token_file),
+                token: raw.token.map(|t| Secret::new(t.into_inner())),
             },
             "password" => {
-                let required = |key: &str, value: Option<String>| {
-                    value.filter(|v| !v.trim().is_empty()).ok_or_else(|| {
-                        self.error(
-                            format!("auth.{key}"),
-                            None,
-                            "missing: method = \"password\" needs it",
-                        )
-                    })
+                // An empty value counts as missing; it points at itself, a missing key at the
+                // table.
+                let required = |key: &str, value: Option<Spanned<String>>| match value {
+                    Some(v) if !v.get_ref().trim().is_empty() => Ok(v.into_inner()),
+                    v => Err(self.error(
+                        format!("auth.{key}"),
+                        v.map(|v| v.span()).or_else(|| table.clone()),
+                        "missing: method = \"password\" needs it",
+                    )),
                 };
-                let iam_endpoint = raw
-                    .iam_endpoint
-                    .unwrap_or_else(|| "https://iam.myhuaweicloud.com".to_owned());
+                let (iam_endpoint, iam_span) = match raw.iam_endpoint {
+                    Some(e) => (e.get_ref().clone(), Some(e.span())),
+                    None => ("https://iam.myhuaweicloud.com".to_owned(), None),
+                };
                 match reqwest::Url::parse(&iam_endpoint) {
                     Ok(url) if matches!(url.scheme(), "http" | "https") => {}
                     _ => {
                         return Err(self.error(
                             "auth.iam_endpoint",
-                            None,
+                            iam_span,
                             format!("\"{iam_endpoint}\" is not an http:// or https:// URL"),
                         ));
                     }
@@ -599,27 +633,30 @@ impl Builder<'_> {
                     iam_endpoint: iam_endpoint.trim_end_matches('/').to_owned(),
                     user_name: required("user_name", raw.user_name)?,
                     domain_name: required("domain_name", raw.domain_name)?,
-                    project: raw.project,
-                    password_file: self.optional_path(raw.password_file.as_ref()),
+                    project: raw.project.map(Spanned::into_inner),
+                    password_file: self.optional_path(raw.password_file),
                 }
             }
             _ => AuthConfig::Aksk {
-                access_key_file: self.optional_path(raw.access_key_file.as_ref()),
-                secret_key_file: self.optional_path(raw.secret_key_file.as_ref()),
-                security_token_file: self.optional_path(raw.security_token_file.as_ref()),
+                access_key_file: self.optional_path(raw.access_key_file),
+                secret_key_file: self.optional_path(raw.secret_key_file),
+                security_token_file: self.optional_path(raw.security_token_file),
             },
         })
     }
 
     fn upload(&self, raw: raw::Upload) -> Result<Upload, ConfigError> {
-        let concurrency = raw.concurrency.unwrap_or(4);
-        if !(1..=256).contains(&concurrency) {
-            return Err(self.error(
-                "upload.concurrency",
-                None,
-                format!("{concurrency} is out of range: use 1 to 256"),
-            ));
-        }
+        let concurrency = match raw.concurrency {
+            None => 4,
+            Some(n) if (1..=256).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                return Err(self.error(
+                    "upload.concurrency",
+                    Some(n.span()),
+                    format!("{} is out of range: use 1 to 256", n.get_ref()),
+                ));
+            }
+        };
         let max_file_size = match raw.max_file_size {
             None => 1 << 30,
             Some(size) => {
@@ -663,16 +700,22 @@ impl Builder<'_> {
                 raw.max_delay.as_ref(),
                 defaults.max_delay,
             )?,
-            multiplier: raw.multiplier.unwrap_or(defaults.multiplier),
-            jitter: raw.jitter.unwrap_or(defaults.jitter),
+            multiplier: raw
+                .multiplier
+                .as_ref()
+                .map_or(defaults.multiplier, |m| *m.get_ref()),
+            jitter: raw
+                .jitter
+                .as_ref()
+                .map_or(defaults.jitter, |j| *j.get_ref()),
             max_attempts: match raw.max_attempts {
                 None => defaults.max_attempts,
-                Some(n) if (1..=1000).contains(&n) => n as u32,
+                Some(n) if (1..=1000).contains(n.get_ref()) => *n.get_ref() as u32,
                 Some(n) => {
                     return Err(self.error(
                         "retry.max_attempts",
-                        None,
-                        format!("{n} is out of range: use 1 to 1000"),
+                        Some(n.span()),
+                        format!("{} is out of range: use 1 to 1000", n.get_ref()),
                     ));
                 }
             },
@@ -685,23 +728,35 @@ impl Builder<'_> {
         if !(1.0..=100.0).contains(&policy.multiplier) {
             return Err(self.error(
                 "retry.multiplier",
-                None,
+                raw.multiplier.as_ref().map(|m| m.span()),
                 format!("{} is out of range: use 1.0 to 100.0", policy.multiplier),
             ));
         }
         if !(0.0..=1.0).contains(&policy.jitter) {
             return Err(self.error(
                 "retry.jitter",
-                None,
+                raw.jitter.as_ref().map(|j| j.span()),
                 format!("{} is out of range: use 0.0 (none) to 1.0", policy.jitter),
             ));
         }
         if policy.max_delay < policy.initial_delay {
-            return Err(self.error(
-                "retry.max_delay",
-                raw.max_delay.as_ref().map(|d| d.span()),
-                "must not be shorter than retry.initial_delay",
-            ));
+            // Point at what was written: max_delay, or initial_delay when max_delay is the
+            // default.
+            return Err(match (&raw.max_delay, &raw.initial_delay) {
+                (None, Some(initial)) => self.error(
+                    "retry.initial_delay",
+                    Some(initial.span()),
+                    format!(
+                        "must not be longer than retry.max_delay ({} by default)",
+                        humantime::format_duration(defaults.max_delay)
+                    ),
+                ),
+                (max_delay, _) => self.error(
+                    "retry.max_delay",
+                    max_delay.as_ref().map(|d| d.span()),
+                    "must not be shorter than retry.initial_delay",
+                ),
+            });
         }
         Ok(policy)
     }
@@ -719,11 +774,14 @@ impl Builder<'_> {
                 ));
             }
         };
-        let level = raw.level.unwrap_or_else(|| "info".to_owned());
+        let (level, level_span) = match raw.level {
+            Some(level) => (level.get_ref().clone(), Some(level.span())),
+            None => ("info".to_owned(), None),
+        };
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
             return Err(self.error(
                 "log.level",
-                None,
+                level_span,
                 format!(
                     "\"{level}\" is not a level or filter ({e}); use e.g. \"info\" or \"debug\""
                 ),
@@ -732,13 +790,20 @@ impl Builder<'_> {
         Ok(Log { format, level })
     }
 
-    fn watch(&self, i: usize, raw: raw::Watch) -> Result<Watch, ConfigError> {
+    fn watch(
+        &self,
+        i: usize,
+        raw: Spanned<raw::Watch>,
+    ) -> Result<(Watch, WatchSpans), ConfigError> {
         let key = |k: &str| format!("watch[{i}].{k}");
+        // A missing key points at its [[watch]] table.
+        let table = raw.span();
+        let raw = raw.into_inner();
         let name = match raw.name {
             None => {
                 return Err(self.error(
                     key("name"),
-                    None,
+                    Some(table.clone()),
                     "missing: every watch needs a unique name",
                 ));
             }
@@ -762,23 +827,37 @@ impl Builder<'_> {
         let folder = |k: &str, value: Option<Spanned<String>>| match value {
             None => Err(self.error(
                 key(k),
-                None,
+                Some(table.clone()),
                 "missing: every watch needs inbox, done and failed folders",
             )),
-            Some(v) => self.folder(&key(k), &v),
+            Some(v) => Ok((self.folder(&key(k), &v)?, v.span())),
         };
-        let inbox = folder("inbox", raw.inbox)?;
-        let done = folder("done", raw.done)?;
-        let failed = folder("failed", raw.failed)?;
+        let (inbox, inbox_span) = folder("inbox", raw.inbox)?;
+        let (done, done_span) = folder("done", raw.done)?;
+        let (failed, failed_span) = folder("failed", raw.failed)?;
+        let spans = WatchSpans {
+            name: name.span(),
+            inbox: inbox_span,
+            done: done_span,
+            failed: failed_span,
+        };
         let recursive = raw.recursive.unwrap_or(false);
 
-        let globs = |k: &str, patterns: Option<Vec<String>>, default: &[&str]| {
-            let patterns =
-                patterns.unwrap_or_else(|| default.iter().map(|s| (*s).to_owned()).collect());
+        let globs = |k: &str, patterns: Option<Vec<Spanned<String>>>, default: &[&str]| {
+            let (patterns, places): (Vec<String>, Vec<Option<Span>>) = match patterns {
+                Some(written) => written
+                    .into_iter()
+                    .map(|p| {
+                        let span = p.span();
+                        (p.into_inner(), Some(span))
+                    })
+                    .unzip(),
+                None => default.iter().map(|s| ((*s).to_owned(), None)).unzip(),
+            };
             Globs::compile(patterns.clone()).map_err(|(j, e)| {
                 self.error(
                     format!("{}[{j}]", key(k)),
-                    None,
+                    places.get(j).cloned().flatten(),
                     format!(
                         "\"{}\" is not a glob ({})",
                         patterns.get(j).map_or("", String::as_str),
@@ -799,47 +878,59 @@ impl Builder<'_> {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect::<Vec<_>>(),
-            Some(list) if list.is_empty() => {
+            Some(list) if list.get_ref().is_empty() => {
                 return Err(self.error(
                     key("business_types"),
-                    None,
+                    Some(list.span()),
                     "must list at least one business type",
                 ));
             }
-            Some(list) => list,
+            Some(list) => {
+                let mut seen = HashSet::new();
+                for bt in list.get_ref() {
+                    let (span, bt) = (bt.span(), bt.get_ref());
+                    if bt.is_empty()
+                        || !bt
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    {
+                        return Err(self.error(
+                            key("business_types"),
+                            Some(span),
+                            format!(
+                                "\"{bt}\" is not a business type: use letters, digits, '_' and '-'"
+                            ),
+                        ));
+                    }
+                    if !seen.insert(bt.to_ascii_lowercase()) {
+                        return Err(self.error(
+                            key("business_types"),
+                            Some(span),
+                            format!(
+                                "\"{bt}\" is listed twice (they are compared case-insensitively)"
+                            ),
+                        ));
+                    }
+                }
+                list.into_inner()
+                    .into_iter()
+                    .map(Spanned::into_inner)
+                    .collect()
+            }
         };
-        let mut seen = HashSet::new();
-        for bt in &business_types {
-            if bt.is_empty()
-                || !bt
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                return Err(self.error(
-                    key("business_types"),
-                    None,
-                    format!("\"{bt}\" is not a business type: use letters, digits, '_' and '-'"),
-                ));
-            }
-            if !seen.insert(bt.to_ascii_lowercase()) {
-                return Err(self.error(
-                    key("business_types"),
-                    None,
-                    format!("\"{bt}\" is listed twice (they are compared case-insensitively)"),
-                ));
-            }
-        }
 
         if raw.rule.is_empty() {
             return Err(self.error(
                 key("rule"),
-                None,
+                Some(table.clone()),
                 "no [[watch.rule]]: add at least one, e.g. template = \"{plugin_name}__{business_type}.zip\"",
             ));
         }
         let mut rules = Vec::with_capacity(raw.rule.len());
         for (j, rule) in raw.rule.into_iter().enumerate() {
             let rule_key = |k: &str| format!("watch[{i}].rule[{j}].{k}");
+            let rule_span = rule.span();
+            let rule = rule.into_inner();
             let (pattern, pattern_key, span) = match (rule.template, rule.regex) {
                 (Some(t), None) => (
                     Pattern::Template(t.get_ref().clone()),
@@ -854,24 +945,27 @@ impl Builder<'_> {
                 _ => {
                     return Err(self.error(
                         format!("watch[{i}].rule[{j}]"),
-                        None,
+                        Some(rule_span),
                         "a rule needs exactly one of template or regex",
                     ));
                 }
             };
-            let constant = rule.business_type;
-            if let Some(bt) = &constant
-                && !business_types.iter().any(|b| b.eq_ignore_ascii_case(bt))
+            if let Some(bt) = &rule.business_type
+                && !business_types
+                    .iter()
+                    .any(|b| b.eq_ignore_ascii_case(bt.get_ref()))
             {
                 return Err(self.error(
                     rule_key("business_type"),
-                    None,
+                    Some(bt.span()),
                     format!(
-                        "\"{bt}\" is not one of the watch's business_types ({})",
+                        "\"{}\" is not one of the watch's business_types ({})",
+                        bt.get_ref(),
                         business_types.join(", ")
                     ),
                 ));
             }
+            let constant = rule.business_type.map(Spanned::into_inner);
             let compiled = Rule::compile(pattern, constant)
                 .map_err(|e| self.error(pattern_key.clone(), Some(span.clone()), e.to_string()))?;
             if compiled.needs_subfolders() && !recursive {
@@ -885,7 +979,7 @@ impl Builder<'_> {
         }
 
         let settle = self.duration(&key("settle"), raw.settle.as_ref(), Duration::from_secs(2))?;
-        Ok(Watch {
+        let watch = Watch {
             name: name.into_inner(),
             inbox,
             done,
@@ -906,29 +1000,34 @@ impl Builder<'_> {
                 Duration::from_secs(60),
             )?,
             rules: RuleSet::new(rules, business_types),
-        })
+        };
+        Ok((watch, spans))
     }
 
     /// Folder relations that would make files loop, collide or vanish.
-    fn check_folders(&self, watches: &[Watch]) -> Result<(), ConfigError> {
+    /// Errors point at the offending value of watch `i`, from `spans[i]`.
+    fn check_folders(&self, watches: &[Watch], spans: &[WatchSpans]) -> Result<(), ConfigError> {
         let mut names = HashSet::new();
-        for (i, w) in watches.iter().enumerate() {
+        for (i, (w, at)) in watches.iter().zip(spans).enumerate() {
             let key = |k: &str| format!("watch[{i}].{k}");
             if !names.insert(w.name.as_str()) {
                 return Err(self.error(
                     key("name"),
-                    None,
+                    Some(at.name.clone()),
                     format!(
                         "\"{}\" is used by two watches: names must be unique",
                         w.name
                     ),
                 ));
             }
-            for (k, folder) in [("done", &w.done), ("failed", &w.failed)] {
+            for (k, folder, span) in [
+                ("done", &w.done, &at.done),
+                ("failed", &w.failed, &at.failed),
+            ] {
                 if *folder == w.inbox {
                     return Err(self.error(
                         key(k),
-                        None,
+                        Some(span.clone()),
                         format!(
                             "{} is the inbox itself: files would be picked up again",
                             folder.display()
@@ -938,7 +1037,7 @@ impl Builder<'_> {
                 if w.recursive && folder.starts_with(&w.inbox) {
                     return Err(self.error(
                         key(k),
-                        None,
+                        Some(span.clone()),
                         format!("{} is inside the inbox of a recursive watch: files would be picked up again", folder.display()),
                     ));
                 }
@@ -946,7 +1045,7 @@ impl Builder<'_> {
             if w.done == w.failed {
                 return Err(self.error(
                     key("failed"),
-                    None,
+                    Some(at.failed.clone()),
                     "is the same folder as done: keep uploaded and failed files apart",
                 ));
             }
@@ -962,7 +1061,7 @@ impl Builder<'_> {
                     if folder.starts_with(&w.inbox) {
                         return Err(self.error(
                             key("inbox"),
-                            None,
+                            Some(at.inbox.clone()),
                             format!(
                                 "{} equals or contains watch \"{}\"'s {k} folder {}: each inbox must be its own",
                                 w.inbox.display(),

@@ -236,3 +236,196 @@ fn absolute_cleans_dots() {
         Path::new("/a/b")
     );
 }
+
+/// Asserts that `text` is refused with an error about `key` at `line:column`.
+#[track_caller]
+fn assert_refused_at(text: &str, at: &str, key: &str) {
+    let e = error(text);
+    let expected = format!("/etc/extdrop/config.toml:{at}: {key}: ");
+    assert!(
+        e.starts_with(&expected),
+        "expected {expected:?}…, got {e:?}"
+    );
+}
+
+// The line numbers below count BASE's lines: it starts with an empty line, so `[codearts]` is
+// line 2, `[auth]` line 6, `[[watch]]` line 9, `failed` line 13 and `[[watch.rule]]` line 15.
+// Text appended after BASE starts on line 18.
+
+#[test]
+fn number_and_string_errors_point_at_the_value() {
+    for (table, line, at, key) in [
+        ("upload", "concurrency = 0", "19:15", "upload.concurrency"),
+        ("retry", "multiplier = 0.5", "19:14", "retry.multiplier"),
+        ("retry", "jitter = 1.5", "19:10", "retry.jitter"),
+        (
+            "retry",
+            "max_attempts = 1001",
+            "19:16",
+            "retry.max_attempts",
+        ),
+        ("log", "level = \"extdrop=loud\"", "19:9", "log.level"),
+        ("retry", "max_delay = \"1ms\"", "19:13", "retry.max_delay"),
+        (
+            "retry",
+            "initial_delay = \"10m\"",
+            "19:17",
+            "retry.initial_delay",
+        ),
+    ] {
+        assert_refused_at(&format!("{BASE}\n[{table}]\n{line}\n"), at, key);
+    }
+}
+
+#[test]
+fn a_whole_number_is_a_valid_multiplier() -> Result<(), ConfigError> {
+    let config = parse(&format!("{BASE}\n[retry]\nmultiplier = 3\n"))?;
+    assert_eq!(config.retry.multiplier, 3.0);
+    Ok(())
+}
+
+#[test]
+fn glob_errors_point_at_the_glob() {
+    let text = BASE.replace(
+        "failed = \"failed\"",
+        "failed = \"failed\"\nexclude = [\".*\", \"[z\"]",
+    );
+    assert_refused_at(&text, "14:18", "watch[0].exclude[1]");
+}
+
+#[test]
+fn business_type_errors_point_at_the_element() {
+    let list = |list: &str| {
+        BASE.replace(
+            "failed = \"failed\"",
+            &format!("failed = \"failed\"\nbusiness_types = {list}"),
+        )
+    };
+    assert_refused_at(
+        &list("[\"Build\", \"build\"]"),
+        "14:28",
+        "watch[0].business_types",
+    );
+    assert_refused_at(
+        &list("[\"Build\", \"Gate!\"]"),
+        "14:28",
+        "watch[0].business_types",
+    );
+    assert_refused_at(&list("[]"), "14:18", "watch[0].business_types");
+}
+
+#[test]
+fn rule_errors_point_at_the_rule_or_its_key() {
+    let both = BASE.replace(
+        "template = \"{plugin_name}__{business_type}.zip\"",
+        "template = \"{plugin_name}.zip\"\nregex = 'x'",
+    );
+    assert_refused_at(&both, "15:1", "watch[0].rule[0]");
+    let constant = BASE.replace(
+        "template = \"{plugin_name}__{business_type}.zip\"",
+        "template = \"{plugin_name}.zip\"\nbusiness_type = \"Nope\"",
+    );
+    assert_refused_at(&constant, "17:17", "watch[0].rule[0].business_type");
+}
+
+#[test]
+fn auth_errors_point_at_the_key_or_the_table() {
+    let auth = |keys: &str| BASE.replace("token = \"t\"", keys);
+    assert_refused_at(
+        &auth("token = \"t\"\nuser_name = \"u\""),
+        "8:13",
+        "auth.user_name",
+    );
+    // A missing key: the [auth] table.
+    assert_refused_at(
+        &auth("method = \"password\"\nuser_name = \"u\""),
+        "6:1",
+        "auth.domain_name",
+    );
+    // An empty one counts as missing but points at itself.
+    assert_refused_at(
+        &auth("method = \"password\"\nuser_name = \" \""),
+        "8:13",
+        "auth.user_name",
+    );
+    assert_refused_at(
+        &auth("method = \"password\"\niam_endpoint = \"ftp://iam\""),
+        "8:16",
+        "auth.iam_endpoint",
+    );
+}
+
+#[test]
+fn folder_errors_point_at_the_folder() {
+    assert_refused_at(
+        &BASE.replace("done = \"done\"", "done = \"in\""),
+        "12:8",
+        "watch[0].done",
+    );
+    assert_refused_at(
+        &BASE.replace("failed = \"failed\"", "failed = \"done\""),
+        "13:10",
+        "watch[0].failed",
+    );
+    assert_refused_at(
+        &BASE.replace(
+            "failed = \"failed\"",
+            "failed = \"in/failed\"\nrecursive = true",
+        ),
+        "13:10",
+        "watch[0].failed",
+    );
+    // The second watch: `[[watch]]` on line 18, `name` on 19, `inbox` on 20.
+    assert_refused_at(
+        &two_watches("inbox = \"/\"\ndone = \"/x/d2\"\nfailed = \"/x/f2\""),
+        "20:9",
+        "watch[1].inbox",
+    );
+    assert_refused_at(
+        &two_watches("inbox = \"in2\"\ndone = \"done\"\nfailed = \"failed\"")
+            .replace("name = \"two\"", "name = \"ext\""),
+        "19:8",
+        "watch[1].name",
+    );
+}
+
+#[test]
+fn a_missing_key_points_at_its_table() {
+    assert_refused_at(&BASE.replace("inbox = \"in\"", ""), "9:1", "watch[0].inbox");
+    assert_refused_at(&BASE.replace("name = \"ext\"", ""), "9:1", "watch[0].name");
+    let no_rule = BASE.replace(
+        "[[watch.rule]]\ntemplate = \"{plugin_name}__{business_type}.zip\"",
+        "",
+    );
+    assert_refused_at(&no_rule, "9:1", "watch[0].rule");
+    assert_refused_at(
+        &BASE.replace(
+            "endpoint = \"https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com/\"",
+            "",
+        ),
+        "2:1",
+        "codearts.endpoint",
+    );
+    assert_refused_at(
+        &BASE.replace("domain_id = \"ce8df55870164338a72d7e828a966a2a\"", ""),
+        "2:1",
+        "codearts.domain_id",
+    );
+}
+
+#[test]
+fn codearts_values_point_at_the_value() {
+    assert_refused_at(
+        &BASE.replace(
+            "domain_id = \"ce8df55870164338a72d7e828a966a2a\"",
+            "domain_id = \"ce8df55870164338a72d7e828a966a2a\"\nca_file = \"\"",
+        ),
+        "5:11",
+        "codearts.ca_file",
+    );
+    assert_refused_at(
+        &format!("{BASE}\n[metrics]\nlisten = \"localhost\"\n"),
+        "19:10",
+        "metrics.listen",
+    );
+}
