@@ -181,7 +181,8 @@ pub fn claim(
             watch: watch.name.clone(),
             rel_path: rel_path.to_owned(),
             first_seen: crate::outcome::timestamp(first_seen),
-            claimed_at: crate::outcome::timestamp(now),
+            // Sub-second precision: `retry.max_elapsed` is measured from here.
+            claimed_at: humantime::format_rfc3339_micros(now).to_string(),
             attempts: 0,
             decided: None,
         },
