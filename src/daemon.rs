@@ -897,7 +897,9 @@ async fn save(claim: &Claim) -> Result<(), String> {
 
 /// Writes the outcome down and moves the file to done or failed.
 async fn file(ctx: &Context, watch: &Arc<Watch>, claim: Claim, report: Report) {
-    let (name, outcome, reason) = (report.file.clone(), report.outcome, report.reason.clone());
+    // The report moves into the filing task; the log line keeps what it needs of it.
+    let told = report.clone();
+    let (name, outcome) = (&told.file, told.outcome);
     let filed = {
         let watch = watch.clone();
         tokio::task::spawn_blocking(move || store::file(&watch, claim, report)).await
@@ -914,7 +916,12 @@ async fn file(ctx: &Context, watch: &Arc<Watch>, claim: Claim, report: Report) {
                 file = %name,
                 outcome = outcome.as_str(),
                 to = %dest.display(),
-                reason = reason.as_deref().unwrap_or(""),
+                plugin_name = told.plugin_name.as_deref().unwrap_or(""),
+                business_type = told.business_type.as_deref().unwrap_or(""),
+                attempt = told.attempts,
+                status = told.http_status,
+                request_id = told.request_id.as_deref().unwrap_or(""),
+                reason = told.reason.as_deref().unwrap_or(""),
                 "filed"
             );
         }

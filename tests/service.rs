@@ -146,6 +146,10 @@ fn json_logs_are_one_object_per_line_with_fields() {
             assert_eq!(value["watch"], "extensions");
             assert_eq!(value["file"], "json__Build.zip");
             assert_eq!(value["outcome"], "done");
+            assert_eq!(value["plugin_name"], "json");
+            assert_eq!(value["business_type"], "Build");
+            assert_eq!(value["status"], 200);
+            assert_eq!(value["request_id"].as_str().map(str::len), Some(32));
         }
     }
     assert_eq!(filed, 1);
