@@ -406,3 +406,32 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// A `[[watch]]` table for a second watch, "second", over `inbox2`/`done2`/`failed2`, with
+/// `extra` keys.
+pub fn second_watch(extra: &str) -> String {
+    format!(
+        r#"
+[[watch]]
+name = "second"
+inbox = "inbox2"
+done = "done2"
+failed = "failed2"
+settle = "300ms"
+{extra}
+
+[[watch.rule]]
+template = "{{plugin_name}}__{{business_type}}.zip"
+"#
+    )
+}
+
+impl Sandbox {
+    /// Drops `{name}__Gate.zip` into the second watch's inbox (see [`second_watch`]).
+    pub fn drop_second(&self, name: &str) {
+        let staged = self.path(&format!("staging/{name}__Gate.zip"));
+        extdrop::package::write_sample(&staged, name, "Gate", "1.0.0").expect("sample");
+        std::fs::create_dir_all(self.path("inbox2")).expect("inbox2");
+        std::fs::rename(&staged, self.path(&format!("inbox2/{name}__Gate.zip"))).expect("drop");
+    }
+}

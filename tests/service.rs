@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use crate::harness::{PATIENCE, Sandbox};
+use crate::harness::{PATIENCE, Sandbox, second_watch};
 
 /// A datagram socket standing in for systemd's notification socket.
 struct NotifySocket {
@@ -77,24 +77,11 @@ fn the_watchdog_is_pinged_at_half_its_timeout() {
 fn sighup_adds_a_watch_whose_files_are_then_uploaded() {
     let mut s = Sandbox::new();
     let daemon = s.start();
-    s.more_watches = r#"
-[[watch]]
-name = "second"
-inbox = "inbox2"
-done = "done2"
-failed = "failed2"
-settle = "300ms"
-
-[[watch.rule]]
-template = "{plugin_name}__{business_type}.zip"
-"#
-    .to_owned();
+    s.more_watches = second_watch("");
     s.write_config();
     daemon.signal(Signal::HUP);
     daemon.wait_for_log("configuration reloaded");
-    let staged = s.path("staging/second__Gate.zip");
-    extdrop::package::write_sample(&staged, "second", "Gate", "1.0.0").expect("sample");
-    std::fs::rename(&staged, s.path("inbox2/second__Gate.zip")).expect("drop");
+    s.drop_second("second");
     s.wait_until("the new watch's file in done2", Some(&daemon), || {
         s.files("done2") == ["second__Gate.zip"]
     });

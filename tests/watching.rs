@@ -6,32 +6,7 @@ use std::time::Duration;
 use extdrop::stub::Fault;
 use rustix::process::Signal;
 
-use crate::harness::Sandbox;
-
-fn second_watch(extra: &str) -> String {
-    format!(
-        r#"
-[[watch]]
-name = "second"
-inbox = "inbox2"
-done = "done2"
-failed = "failed2"
-settle = "300ms"
-{extra}
-
-[[watch.rule]]
-template = "{{plugin_name}}__{{business_type}}.zip"
-"#
-    )
-}
-
-/// Drops a package into the second watch's inbox.
-fn drop_second(s: &Sandbox, name: &str) {
-    let staged = s.path(&format!("staging/{name}__Gate.zip"));
-    extdrop::package::write_sample(&staged, name, "Gate", "1.0.0").expect("sample");
-    std::fs::create_dir_all(s.path("inbox2")).expect("inbox2");
-    std::fs::rename(&staged, s.path(&format!("inbox2/{name}__Gate.zip"))).expect("drop");
-}
+use crate::harness::{Sandbox, second_watch};
 
 #[test]
 fn a_polled_inbox_is_picked_up() {
@@ -88,7 +63,7 @@ fn concurrency_bounds_uploads_across_all_watches() {
     let daemon = s.start();
     for i in 0..3 {
         s.drop_named(&format!("first{i}"), "Build");
-        drop_second(&s, &format!("second{i}"));
+        s.drop_second(&format!("second{i}"));
     }
     s.wait_until("all six filed", Some(&daemon), || {
         s.files("done").len() == 3 && s.files("done2").len() == 3
@@ -129,7 +104,7 @@ fn removing_and_re_adding_a_watch_never_uploads_a_file_twice() {
     s.more_watches = second_watch("");
     s.faults([Fault::Delay(Duration::from_millis(2000))]);
     let daemon = s.start();
-    drop_second(&s, "busy");
+    s.drop_second("busy");
     s.wait_until("the upload in flight", Some(&daemon), || {
         s.stub.uploads_started() == 1
     });
