@@ -40,6 +40,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// The longest a file waits before it tries again with credentials that were unusable.
 pub const CREDENTIALS_PAUSE: Duration = Duration::from_secs(30);
 
+/// How often a filing that failed (permissions, a full disk) is tried again (or
+/// `retry.max_delay` if shorter).
+pub const FILING_RETRY: Duration = Duration::from_secs(30);
+
 /// How often `once` waits for briefly unusable credentials (IAM unreachable) before leaving a
 /// file claimed for the next run: a one-shot run should not hang for long on an outage.
 pub const ONCE_CREDENTIAL_WAITS: u32 = 2;
@@ -897,41 +901,61 @@ async fn save(claim: &Claim) -> Result<(), String> {
 
 /// Writes the outcome down and moves the file to done or failed.
 async fn file(ctx: &Context, watch: &Arc<Watch>, claim: Claim, report: Report) {
-    // The report moves into the filing task; the log line keeps what it needs of it.
-    let told = report.clone();
-    let (name, outcome) = (&told.file, told.outcome);
-    let filed = {
-        let watch = watch.clone();
-        tokio::task::spawn_blocking(move || store::file(&watch, claim, report)).await
-    };
-    match filed {
-        Ok(Ok(dest)) => {
-            match outcome {
-                Outcome::Done => ctx.done.fetch_add(1, Ordering::Relaxed),
-                Outcome::Failed => ctx.failed.fetch_add(1, Ordering::Relaxed),
-            };
-            ctx.metrics.file_filed(&watch.name, outcome.as_str());
-            tracing::info!(
-                watch = %watch.name,
-                file = %name,
-                outcome = outcome.as_str(),
-                to = %dest.display(),
-                plugin_name = told.plugin_name.as_deref().unwrap_or(""),
-                business_type = told.business_type.as_deref().unwrap_or(""),
-                attempt = told.attempts,
-                status = told.http_status,
-                request_id = told.request_id.as_deref().unwrap_or(""),
-                reason = told.reason.as_deref().unwrap_or(""),
-                "filed"
-            );
-        }
-        Ok(Err(e)) => {
-            tracing::error!(watch = %watch.name, file = %name, error = %e, "cannot file; the file stays claimed and filing is retried at the next start");
-            ctx.error();
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "filing task failed");
-            ctx.error();
+    let (name, outcome) = (report.file.clone(), report.outcome);
+    let dir = claim.dir().to_owned();
+    let mut claim = Some(claim);
+    let mut failures = 0u32;
+    loop {
+        // After a failed filing the claim is read back: its record may hold the decision now.
+        let attempt = match claim.take() {
+            Some(claim) => Ok(Some(claim)),
+            None => store::reopen(&dir),
+        };
+        let filed = match attempt {
+            Ok(None) => return, // the failed filing had completed after all
+            Ok(Some(claim)) => {
+                let (watch, report) = (watch.clone(), report.clone());
+                tokio::task::spawn_blocking(move || store::file(&watch, claim, report))
+                    .await
+                    .unwrap_or_else(|e| Err(join_error(e)))
+            }
+            Err(e) => Err(e),
+        };
+        match filed {
+            Ok(dest) => {
+                match outcome {
+                    Outcome::Done => ctx.done.fetch_add(1, Ordering::Relaxed),
+                    Outcome::Failed => ctx.failed.fetch_add(1, Ordering::Relaxed),
+                };
+                ctx.metrics.file_filed(&watch.name, outcome.as_str());
+                tracing::info!(
+                    watch = %watch.name,
+                    file = %name,
+                    outcome = outcome.as_str(),
+                    to = %dest.display(),
+                    plugin_name = report.plugin_name.as_deref().unwrap_or(""),
+                    business_type = report.business_type.as_deref().unwrap_or(""),
+                    attempt = report.attempts,
+                    status = report.http_status,
+                    request_id = report.request_id.as_deref().unwrap_or(""),
+                    reason = report.reason.as_deref().unwrap_or(""),
+                    "filed"
+                );
+                return;
+            }
+            Err(e) => {
+                // Usually the operator's to fix (permissions, a full disk): keep trying, so the
+                // file lands once it is fixed, without a restart.
+                if failures == 0 {
+                    tracing::error!(watch = %watch.name, file = %name, error = %e, "cannot file; the file stays claimed and filing is tried again until it works");
+                }
+                failures += 1;
+                let wait = ctx.settings().retry.max_delay.min(FILING_RETRY);
+                if ctx.mode == Mode::Once || !ctx.pause(wait).await {
+                    ctx.error();
+                    return;
+                }
+            }
         }
     }
 }

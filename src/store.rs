@@ -8,8 +8,12 @@
 //! - The outcome and the chosen destination name are written into the record before anything
 //!   leaves the claim folder. A file whose record has an outcome is never uploaded again; after
 //!   a crash its filing is simply completed.
-//! - Nothing is overwritten: destination names are taken with no-replace renames and a
-//!   collision picks the next free name (`name~2.zip`, `name~3.zip`, …).
+//! - Nothing is overwritten: a destination name is chosen free of both the file and its report
+//!   while holding the folder's lock (filings into one folder take turns in this process), the
+//!   report is written first, and the file is moved in with a no-replace rename; a collision
+//!   with another process picks the next free name (`name~2.zip`, `name~3.zip`, …).
+//! - A resumed filing whose file already stands at its destination (a copy across file systems
+//!   that finished just before a crash) is recognised by its content and not filed twice.
 //! - A move across file systems copies to a hidden temporary name, fsyncs, renames into place
 //!   and only then removes the source. Directories are fsynced after renames.
 //!
@@ -226,6 +230,26 @@ fn new_claim_dir(work: &Path) -> Result<PathBuf, StoreError> {
     }
 }
 
+/// Reads a claim back from its folder (after a filing that failed half-way); `None` when the
+/// folder is gone, that is, the filing was complete after all.
+pub fn reopen(dir: &Path) -> Result<Option<Claim>, StoreError> {
+    let path = dir.join(RECORD);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::new("read", &path)(e)),
+    };
+    let record = serde_json::from_slice(&bytes).map_err(|e| StoreError {
+        action: "decode claim record",
+        path: path.clone(),
+        source: io::Error::other(e),
+    })?;
+    Ok(Some(Claim {
+        dir: dir.to_owned(),
+        record,
+    }))
+}
+
 /// What resume found in the work folder.
 #[derive(Debug)]
 pub enum Resumed {
@@ -308,6 +332,9 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
     }
     loop {
         let dest = dest_dir.join(&decision.dest_name);
+        // The report first, so that whoever watches the folder finds it with the file.
+        let report = report_path(&dest);
+        write_atomic(&report, &report_bytes(&decision.report))?;
         let payload = claim.payload();
         if fs::symlink_metadata(&payload).is_ok() {
             let partial = dest_dir.join(format!(".extdrop-partial-{}", claim.id()));
@@ -319,7 +346,9 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
             match moved {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    // The name was taken from outside this process: pick another.
+                    // The name was taken from outside this process: pick another, and take
+                    // back the report written for it (ours: the name was free under the lock).
+                    let _ = fs::remove_file(&report);
                     decision.dest_name = free_name(dest_dir, claim.file_name());
                     claim.record.decided = Some(decision.clone());
                     claim.save()?;
@@ -328,8 +357,7 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
                 Err(e) => return Err(StoreError::new("move", &payload)(e)),
             }
         }
-        // The name is ours now; the report goes beside the file.
-        write_atomic(&report_path(&dest), &report_bytes(&decision.report))?;
+        sync_dir(dest_dir)?;
         fs::remove_dir_all(&claim.dir).map_err(StoreError::new("remove", &claim.dir))?;
         if let Some(work) = claim.dir.parent() {
             sync_dir(work)?;

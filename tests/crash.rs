@@ -147,3 +147,22 @@ fn a_work_folder_file_without_its_record_goes_to_failed_with_a_reason() {
     assert!(reason.contains("claim record"), "{reason}");
     assert_eq!(s.claims(), 0);
 }
+
+#[test]
+fn a_filing_that_fails_is_tried_again_until_it_works() {
+    let s = Sandbox::new();
+    let daemon = s.start();
+    // `done` becomes unusable: a plain file stands where the folder was.
+    std::fs::remove_dir_all(s.path("done")).expect("remove done");
+    std::fs::write(s.path("done"), b"in the way").expect("block done");
+    s.drop_named("blocked", "Build");
+    daemon.wait_for_log("cannot file");
+    assert_eq!(s.claims(), 1, "the uploaded file waits in the work folder");
+    std::fs::remove_file(s.path("done")).expect("unblock done");
+    s.wait_until("the file in done", Some(&daemon), || {
+        s.files("done") == ["blocked__Build.zip"]
+    });
+    assert_eq!(s.requests().len(), 1, "filed without a second upload");
+    assert_eq!(s.report("done", "blocked__Build.zip")["outcome"], "done");
+    assert_eq!(s.claims(), 0);
+}
