@@ -69,6 +69,8 @@ pub struct Summary {
     pub waiting: u64,
     /// Files an error kept from their folder (left in the inbox or claimed; the log says why).
     pub errors: u64,
+    /// A stop was asked for before the run was over ([`Mode::Once`]: files may be left).
+    pub interrupted: bool,
 }
 
 /// A failure that stops the daemon.
@@ -86,6 +88,9 @@ pub enum DaemonError {
     /// The credentials are unusable.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    /// Another process handles one of the inboxes.
+    #[error(transparent)]
+    Locked(#[from] store::LockError),
     /// The metrics endpoint could not listen.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
@@ -134,6 +139,9 @@ struct Context {
     failed: AtomicU64,
     metrics: Metrics,
     in_progress: Mutex<HashMap<String, u64>>,
+    /// The inbox locks this process holds, by inbox; kept until the process ends, even for
+    /// watches a reload removed, whose claims may still be in flight.
+    locks: Mutex<HashMap<PathBuf, store::InboxLock>>,
     /// Claim folders a live handler owns, so a resume (at a reload) never starts a second one.
     owned: Mutex<HashSet<PathBuf>>,
     /// Files left in the inbox or claimed because of an error (a claim or filing that failed,
@@ -187,6 +195,18 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(claim.dir())
+    }
+
+    /// Takes the lock of every inbox not locked yet.
+    fn lock_inboxes(&self, watches: &[Watch]) -> Result<(), DaemonError> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        for watch in watches {
+            if !locks.contains_key(&watch.inbox) {
+                let lock = store::lock_inbox(watch)?;
+                locks.insert(watch.inbox.clone(), lock);
+            }
+        }
+        Ok(())
     }
 
     /// Files in progress, all watches together.
@@ -379,6 +399,7 @@ pub async fn run(
         failed: AtomicU64::new(0),
         metrics: Metrics::new(),
         in_progress: Mutex::new(HashMap::new()),
+        locks: Mutex::new(HashMap::new()),
         owned: Mutex::new(HashSet::new()),
         errors: AtomicU64::new(0),
         waiting: AtomicU64::new(0),
@@ -403,10 +424,12 @@ pub async fn run(
     }
     let mut current = config.clone();
     let (nudge_tx, mut nudges) = mpsc::unbounded_channel();
+    ctx.lock_inboxes(&config.watches)?;
     let mut watching = Watching::new(config, mode, &ctx.busy, &nudge_tx)?;
     let mut tasks = JoinSet::new();
-    // Files a previous run claimed: they were dropped earliest.
-    resume_claims(&ctx, &watching.watches, &mut tasks).await?;
+    // Files a previous run claimed: they were dropped earliest. Nothing else claims in these
+    // inboxes yet, so leftovers of claims never completed can be cleaned up.
+    resume_claims(&ctx, &watching.watches, true, &mut tasks).await?;
     ready();
 
     let watchdog = crate::systemd::watchdog_interval();
@@ -414,11 +437,13 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut status = String::new();
     let mut control_open = true;
+    let mut interrupted = false;
     let mut next_ping = Instant::now();
     loop {
         tokio::select! {
             command = control.recv(), if control_open => match command {
                 Some(Control::Shutdown) => {
+                    interrupted = true;
                     tracing::info!("shutting down: no new files are taken");
                     crate::systemd::stopping();
                     break;
@@ -525,6 +550,7 @@ pub async fn run(
         failed: ctx.failed.load(Ordering::Relaxed),
         waiting: ctx.waiting.load(Ordering::Relaxed),
         errors: ctx.errors.load(Ordering::Relaxed),
+        interrupted,
     })
 }
 
@@ -533,12 +559,13 @@ pub async fn run(
 async fn resume_claims(
     ctx: &Arc<Context>,
     watches: &[Arc<Watch>],
+    clean_up: bool,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), DaemonError> {
     for watch in watches {
         let resumed = {
             let watch = watch.clone();
-            tokio::task::spawn_blocking(move || store::resume(&watch))
+            tokio::task::spawn_blocking(move || store::resume(&watch, clean_up))
                 .await
                 .unwrap_or_else(|e| Err(join_error(e)))?
         };
@@ -556,10 +583,20 @@ async fn resume_claims(
                         store::file_orphan(&owner, &path, &why)
                     })
                     .await;
-                    if let Ok(Ok(dest)) = filed {
-                        ctx.failed.fetch_add(1, Ordering::Relaxed);
-                        ctx.metrics.file_filed(&watch.name, "failed");
-                        tracing::info!(file = %dest.display(), outcome = "failed", "filed an orphan from the work folder");
+                    match filed {
+                        Ok(Ok(dest)) => {
+                            ctx.failed.fetch_add(1, Ordering::Relaxed);
+                            ctx.metrics.file_filed(&watch.name, "failed");
+                            tracing::info!(file = %dest.display(), outcome = "failed", "filed an orphan from the work folder");
+                        }
+                        Ok(Err(e)) => {
+                            tracing::error!(watch = %watch.name, error = %e, "cannot file an orphan from the work folder; it stays there");
+                            ctx.error();
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "orphan filing task failed");
+                            ctx.error();
+                        }
                     }
                 }
             }
@@ -581,6 +618,7 @@ async fn reload(
     tasks: &mut JoinSet<()>,
 ) -> Result<Watching, DaemonError> {
     let settings = Settings::new(new)?;
+    ctx.lock_inboxes(&new.watches)?;
     let swapped = Watching::new(new, mode, &ctx.busy, nudges)?;
     new.watches
         .iter()
@@ -603,7 +641,9 @@ async fn reload(
         .filter(|w| !known.contains(w.inbox.as_path()))
         .cloned()
         .collect();
-    if let Err(e) = resume_claims(ctx, &added, tasks).await {
+    // Handlers from before may still be claiming there (an inbox removed and added back), so
+    // nothing that looks like an unfinished claim is cleaned up.
+    if let Err(e) = resume_claims(ctx, &added, false, tasks).await {
         // The new configuration is in force already; its claims wait for the next start.
         tracing::error!(error = %e, "cannot resume the claims of the added watches");
     }
@@ -728,6 +768,8 @@ async fn carry_on(
         }
         Ok(Err(Refusal { size, reason })) => {
             draft.size = size;
+            // Filing may wait on a broken folder; it must not hold an upload slot meanwhile.
+            drop(permit);
             file(&ctx, &watch, claim, draft.failed(reason, None)).await;
             return;
         }
@@ -757,9 +799,32 @@ async fn upload(
     draft: &mut Draft,
     mut permit: Option<OwnedSemaphorePermit>,
 ) -> Option<Report> {
-    let mut schedule = Schedule::new(&ctx.settings().retry, claim.record.attempts);
+    let policy = ctx.settings().retry.clone();
+    let mut schedule = Schedule::new(&policy, claim.record.attempts);
     let claimed_at =
         humantime::parse_rfc3339(&claim.record.claimed_at).unwrap_or_else(|_| SystemTime::now());
+    // Time on the file's own account: since its claim, less any wait for credentials.
+    let spent = |claim: &Claim| {
+        SystemTime::now()
+            .duration_since(claimed_at)
+            .unwrap_or_default()
+            .saturating_sub(Duration::from_secs(claim.record.credential_wait_secs))
+    };
+    // A claim resumed after a stop may have spent its budget already (its last attempt cut off
+    // by a crash, perhaps again and again): it must not get more than the budget allows.
+    let exhausted = if claim.record.attempts >= policy.max_attempts {
+        Some(crate::retry::Exhausted::Attempts(claim.record.attempts))
+    } else if spent(claim) > policy.max_elapsed {
+        Some(crate::retry::Exhausted::Elapsed(policy.max_elapsed))
+    } else {
+        None
+    };
+    if let Some(exhausted) = exhausted {
+        return Some(draft.failed(
+            format!("the last attempt was cut short when extdrop stopped; {exhausted}"),
+            None,
+        ));
+    }
     let mut free_retry_used = false;
     let mut credential_waits = 0;
     let (plugin_name, business_type) = (
@@ -778,6 +843,7 @@ async fn upload(
         draft.attempts = claim.record.attempts;
         if let Err(e) = save(claim).await {
             tracing::error!(error = %e, "cannot update the claim record; the file stays claimed");
+            ctx.error();
             return None;
         }
         let attempt = claim.record.attempts;
@@ -829,7 +895,8 @@ async fn upload(
                         // Nothing fresh to offer: the operator's to fix, not the file's.
                         uncount(claim).await;
                         permit = None;
-                        if !ctx
+                        let waited = Instant::now();
+                        let go_on = ctx
                             .wait_for_credentials(
                                 watch,
                                 claim,
@@ -837,8 +904,9 @@ async fn upload(
                                 Some(&answer),
                                 &mut credential_waits,
                             )
-                            .await
-                        {
+                            .await;
+                        claim.record.credential_wait_secs += waited.elapsed().as_secs();
+                        if !go_on {
                             return None;
                         }
                         continue;
@@ -848,10 +916,12 @@ async fn upload(
             Verdict::NoCredentials(e) => {
                 uncount(claim).await;
                 permit = None;
-                if !ctx
+                let waited = Instant::now();
+                let go_on = ctx
                     .wait_for_credentials(watch, claim, &e, None, &mut credential_waits)
-                    .await
-                {
+                    .await;
+                claim.record.credential_wait_secs += waited.elapsed().as_secs();
+                if !go_on {
                     return None;
                 }
                 continue;
@@ -863,10 +933,7 @@ async fn upload(
             } => (why, answer, retry_after),
         };
         draft.answer = answer;
-        let elapsed = SystemTime::now()
-            .duration_since(claimed_at)
-            .unwrap_or_default();
-        match schedule.next_delay(claim.record.attempts, elapsed, retry_after) {
+        match schedule.next_delay(claim.record.attempts, spent(claim), retry_after) {
             Ok(delay) => {
                 tracing::warn!(watch = %watch.name, file = %claim.record.rel_path, attempt, status = draft.answer.as_ref().map(|a| a.status), why = %why, retry_in = ?delay, "upload failed; will retry");
                 permit = None;

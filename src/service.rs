@@ -119,7 +119,11 @@ where
     let Some(rt) = runtime() else {
         return EXIT_FATAL;
     };
-    rt.block_on(body(config))
+    let status = rt.block_on(body(config));
+    // Blocking work still running (a copy, a hash) must not hold the exit past systemd's stop
+    // timeout: its file stays claimed and is resumed at the next start.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    status
 }
 
 /// `extdrop run`.
@@ -162,6 +166,9 @@ pub fn once(path: &Path) -> u8 {
                         "extdrop: {} file(s) could not be uploaded because the credentials are unusable (see the log); they stay claimed and the next run takes them up",
                         summary.waiting
                     );
+                    EXIT_FATAL
+                } else if summary.interrupted {
+                    eprintln!("extdrop: interrupted; files not yet filed stay for the next run");
                     EXIT_FATAL
                 } else if summary.errors > 0 {
                     eprintln!(
@@ -433,6 +440,22 @@ pub fn status(path: &Path, json: bool) -> u8 {
     EXIT_OK
 }
 
+/// The watch a failed file belongs to: the one its report names, when several watches share
+/// the folder; else the first whose failed folder holds it.
+fn owner<'a>(watches: &[&'a Watch], failed_file: &Path) -> Option<&'a Watch> {
+    let folder = failed_file.parent()?;
+    let holders: Vec<&Watch> = watches
+        .iter()
+        .copied()
+        .filter(|w| w.failed == folder)
+        .collect();
+    let named = std::fs::read(store::report_path(failed_file))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Report>(&bytes).ok())
+        .and_then(|report| holders.iter().copied().find(|w| w.name == report.watch));
+    named.or_else(|| holders.first().copied())
+}
+
 /// `extdrop retry`.
 pub fn retry(path: &Path, files: &[PathBuf], all: bool, only: Option<&str>) -> u8 {
     let Some(config) = load(path) else {
@@ -449,19 +472,16 @@ pub fn retry(path: &Path, files: &[PathBuf], all: bool, only: Option<&str>) -> u
         eprintln!("extdrop: no watch is named \"{name}\"");
         return EXIT_FATAL;
     }
-    let mut targets: Vec<(&Watch, PathBuf)> = Vec::new();
+    // The failed files asked for, each once, whichever watches share its folder.
     let mut missing = false;
+    let mut wanted: Vec<PathBuf> = Vec::new();
     if all {
         for w in &watches {
-            let status_files = std::fs::read_dir(&w.failed)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path());
-            for p in status_files {
+            for entry in std::fs::read_dir(&w.failed).into_iter().flatten().flatten() {
+                let p = entry.path();
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
                 if p.is_file() && !name.starts_with('.') && !name.ends_with(store::REPORT_SUFFIX) {
-                    targets.push((w, p));
+                    wanted.push(p);
                 }
             }
         }
@@ -469,30 +489,17 @@ pub fn retry(path: &Path, files: &[PathBuf], all: bool, only: Option<&str>) -> u
         let cwd = std::env::current_dir().unwrap_or_default();
         for file in files {
             let absolute = crate::config::absolute(file, &cwd);
-            let holders: Vec<(&Watch, PathBuf)> = watches
-                .iter()
-                .filter_map(|w| {
-                    let candidate = if absolute.starts_with(&w.failed) {
-                        absolute.clone()
-                    } else {
-                        w.failed.join(file)
-                    };
-                    (candidate.parent() == Some(w.failed.as_path()) && candidate.is_file())
-                        .then_some((*w, candidate))
-                })
-                .collect();
-            // Watches may share a failed folder: the report says which one the file came from.
-            let named = holders.first().and_then(|(_, path)| {
-                let report: Report =
-                    serde_json::from_slice(&std::fs::read(store::report_path(path)).ok()?).ok()?;
-                holders
-                    .iter()
-                    .find(|(w, _)| w.name == report.watch)
-                    .cloned()
+            let found = watches.iter().find_map(|w| {
+                let candidate = if absolute.starts_with(&w.failed) {
+                    absolute.clone()
+                } else {
+                    w.failed.join(file)
+                };
+                (candidate.parent() == Some(w.failed.as_path()) && candidate.is_file())
+                    .then_some(candidate)
             });
-            let found = named.or_else(|| holders.into_iter().next());
             match found {
-                Some(target) => targets.push(target),
+                Some(path) => wanted.push(path),
                 None => {
                     eprintln!(
                         "extdrop: {} is not a file in a failed folder",
@@ -503,6 +510,12 @@ pub fn retry(path: &Path, files: &[PathBuf], all: bool, only: Option<&str>) -> u
             }
         }
     }
+    wanted.sort();
+    wanted.dedup();
+    let targets: Vec<(&Watch, PathBuf)> = wanted
+        .into_iter()
+        .filter_map(|path| Some((owner(&watches, &path)?, path)))
+        .collect();
     let mut moved = 0;
     for (watch, failed_file) in targets {
         match store::unfail(watch, &failed_file) {

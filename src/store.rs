@@ -37,6 +37,7 @@ use crate::outcome::{Outcome, Report};
 pub const WORK_DIR: &str = ".extdrop";
 const RECORD: &str = "claim.json";
 const PAYLOAD: &str = "file";
+const LOCK: &str = "lock";
 /// Suffix of the report written beside a filed file.
 pub const REPORT_SUFFIX: &str = ".result.json";
 
@@ -77,6 +78,10 @@ pub struct ClaimRecord {
     pub claimed_at: String,
     /// Upload attempts started so far, across restarts.
     pub attempts: u32,
+    /// Seconds spent waiting for usable credentials: not the file's fault, so not counted
+    /// against `retry.max_elapsed`.
+    #[serde(default)]
+    pub credential_wait_secs: u64,
     /// Set once the outcome is known: from then on the file is only filed, never uploaded.
     pub decided: Option<Decision>,
 }
@@ -86,8 +91,9 @@ pub struct ClaimRecord {
 pub struct Decision {
     /// The report to write.
     pub report: Report,
-    /// The name taken in the destination folder.
-    pub dest_name: String,
+    /// The name taken in the destination folder, once one is chosen.
+    #[serde(default)]
+    pub dest_name: Option<String>,
 }
 
 /// A file this process owns: it sits in the work folder and nobody else will touch it.
@@ -188,6 +194,7 @@ pub fn claim(
             // Sub-second precision: `retry.max_elapsed` is measured from here.
             claimed_at: humantime::format_rfc3339_micros(now).to_string(),
             attempts: 0,
+            credential_wait_secs: 0,
             decided: None,
         },
     };
@@ -195,6 +202,7 @@ pub fn claim(
     match fs::rename(&source, claim.payload()) {
         Ok(()) => {
             sync_dir(&claim.dir)?;
+            sync_dir(&work)?;
             if let Some(parent) = source.parent() {
                 sync_dir(parent)?;
             }
@@ -250,6 +258,58 @@ pub fn reopen(dir: &Path) -> Result<Option<Claim>, StoreError> {
     }))
 }
 
+/// An exclusive hold on an inbox's work folder: one extdrop process per inbox, so that a second
+/// daemon, or an `extdrop once` next to the service, never resumes claims a live one is
+/// working on. Released when dropped (or when the process ends, however it ends).
+#[derive(Debug)]
+pub struct InboxLock {
+    _file: File,
+}
+
+/// Why an inbox could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds the lock.
+    #[error(
+        "another extdrop process is handling inbox {} (it holds {}); stop it first — `extdrop status` shows the folders without taking files",
+        inbox.display(),
+        lock.display()
+    )]
+    Busy {
+        /// The inbox.
+        inbox: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// The lock file could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Takes the watch's inbox lock (`<inbox>/.extdrop/lock`) without waiting.
+pub fn lock_inbox(watch: &Watch) -> Result<InboxLock, LockError> {
+    use rustix::fs::{FlockOperation, flock};
+    let work = watch.work_dir();
+    ensure_folder(&work)?;
+    let path = work.join(LOCK);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o640)
+        .open(&path)
+        .map_err(StoreError::new("open", &path))?;
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(InboxLock { _file: file }),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(LockError::Busy {
+            inbox: watch.inbox.clone(),
+            lock: path,
+        }),
+        Err(e) => Err(StoreError::new("lock", &path)(io::Error::from(e)).into()),
+    }
+}
+
 /// What resume found in the work folder.
 #[derive(Debug)]
 pub enum Resumed {
@@ -264,9 +324,11 @@ pub enum Resumed {
     },
 }
 
-/// Lists the claims a previous run left in the watch's work folder and removes the leftovers
-/// of claims that were never completed or already filed.
-pub fn resume(watch: &Watch) -> Result<Vec<Resumed>, StoreError> {
+/// Lists the claims a previous run left in the watch's work folder. With `clean_up`, also
+/// removes the leftovers of claims that were never completed — only safe while nothing else
+/// claims in this inbox (at start-up, under the inbox lock), since a claim in the making looks
+/// the same.
+pub fn resume(watch: &Watch, clean_up: bool) -> Result<Vec<Resumed>, StoreError> {
     let work = watch.work_dir();
     let entries = match fs::read_dir(&work) {
         Ok(entries) => entries,
@@ -290,16 +352,27 @@ pub fn resume(watch: &Watch) -> Result<Vec<Resumed>, StoreError> {
         match record {
             Ok(record) => {
                 if has_payload || record.decided.is_some() {
+                    // A name chosen before the stop stays this claim's.
+                    if let Some(decision) = &record.decided
+                        && let Some(name) = &decision.dest_name
+                    {
+                        let dest_dir = match decision.report.outcome {
+                            Outcome::Done => &watch.done,
+                            Outcome::Failed => &watch.failed,
+                        };
+                        reserve(dest_dir, name);
+                    }
                     found.push(Resumed::Claim(Box::new(Claim { dir, record })));
-                } else {
+                } else if clean_up {
                     // Claimed on paper only: the rename never happened.
                     fs::remove_dir_all(&dir).map_err(StoreError::new("remove", &dir))?;
                 }
             }
             Err(why) if has_payload => found.push(Resumed::Orphan { path: payload, why }),
-            Err(_) => {
+            Err(_) if clean_up => {
                 fs::remove_dir_all(&dir).map_err(StoreError::new("remove", &dir))?;
             }
+            Err(_) => {}
         }
     }
     Ok(found)
@@ -309,13 +382,20 @@ pub fn resume(watch: &Watch) -> Result<Vec<Resumed>, StoreError> {
 /// `done` or `failed` under a free name. Safe to call again on a claim whose filing was cut
 /// short by a crash. Returns where the file now is.
 pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, StoreError> {
-    // A claim decided before this call is being resumed after a crash: its file may already
-    // stand at its destination (a cross-file-system copy finished, the source not yet removed).
-    let resuming = claim.record.decided.is_some();
-    let mut decision = claim.record.decided.clone().unwrap_or(Decision {
-        dest_name: claim.file_name().to_owned(),
-        report,
-    });
+    // The outcome is written down before anything else: from here on the file is only filed,
+    // never uploaded again, whatever fails below.
+    if claim.record.decided.is_none() {
+        claim.record.decided = Some(Decision {
+            report,
+            dest_name: None,
+        });
+        claim.save()?;
+    }
+    let Some(mut decision) = claim.record.decided.clone() else {
+        return Err(StoreError::new("file", &claim.dir)(io::Error::other(
+            "no decision",
+        )));
+    };
     let dest_dir = match decision.report.outcome {
         Outcome::Done => &watch.done,
         Outcome::Failed => &watch.failed,
@@ -325,20 +405,31 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
     // folder (two `a.zip` from different subfolders or watches finishing at once).
     let lock = folder_lock(dest_dir);
     let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
-    if !resuming {
-        decision.dest_name = free_name(dest_dir, claim.file_name());
-        claim.record.decided = Some(decision.clone());
-        claim.save()?;
-    }
+    let payload = claim.payload();
+    let has_payload = fs::symlink_metadata(&payload).is_ok();
     loop {
-        let dest = dest_dir.join(&decision.dest_name);
+        // A name chosen by an earlier, interrupted filing of this claim is kept while it is
+        // still ours; otherwise a free one is taken and written down.
+        let name = match decision.dest_name.clone() {
+            Some(name) if still_ours(dest_dir, &name, &payload, has_payload) => name,
+            _ => {
+                let name = free_name(dest_dir, claim.file_name());
+                reserve(dest_dir, &name);
+                decision.dest_name = Some(name.clone());
+                claim.record.decided = Some(decision.clone());
+                claim.save()?;
+                name
+            }
+        };
+        let dest = dest_dir.join(&name);
         // The report first, so that whoever watches the folder finds it with the file.
         let report = report_path(&dest);
         write_atomic(&report, &report_bytes(&decision.report))?;
-        let payload = claim.payload();
-        if fs::symlink_metadata(&payload).is_ok() {
+        if has_payload {
             let partial = dest_dir.join(format!(".extdrop-partial-{}", claim.id()));
-            let moved = if resuming && same_content(&payload, &dest).unwrap_or(false) {
+            let moved = if same_content(&payload, &dest).unwrap_or(false) {
+                // Moved before a crash (a finished copy, or the hard-link fallback): only the
+                // source is left to remove.
                 fs::remove_file(&payload)
             } else {
                 move_noreplace(&payload, &dest, &partial)
@@ -346,12 +437,10 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
             match moved {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    // The name was taken from outside this process: pick another, and take
-                    // back the report written for it (ours: the name was free under the lock).
+                    // The name was taken from outside this process: take back our report and
+                    // choose again.
                     let _ = fs::remove_file(&report);
-                    decision.dest_name = free_name(dest_dir, claim.file_name());
-                    claim.record.decided = Some(decision.clone());
-                    claim.save()?;
+                    decision.dest_name = None;
                     continue;
                 }
                 Err(e) => return Err(StoreError::new("move", &payload)(e)),
@@ -362,8 +451,52 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
         if let Some(work) = claim.dir.parent() {
             sync_dir(work)?;
         }
+        release(dest_dir, &name);
         return Ok(dest);
     }
+}
+
+/// Whether a destination name an interrupted filing chose is still this claim's: nothing
+/// stands there, or our file does (moved, or copied before a crash). Its report, if any, was
+/// written by us: the name was reserved from the moment it was chosen.
+fn still_ours(dest_dir: &Path, name: &str, payload: &Path, has_payload: bool) -> bool {
+    let dest = dest_dir.join(name);
+    match fs::symlink_metadata(&dest) {
+        Err(_) => true,
+        Ok(_) if !has_payload => true,
+        Ok(_) => same_content(payload, &dest).unwrap_or(false),
+    }
+}
+
+/// Names chosen for filings not yet complete, per destination folder: `free_name` skips them,
+/// so a filing that failed half-way (a full disk) keeps its name until it is retried.
+fn reserved() -> std::sync::MutexGuard<'static, HashMap<PathBuf, std::collections::HashSet<String>>>
+{
+    static RESERVED: OnceLock<Mutex<HashMap<PathBuf, std::collections::HashSet<String>>>> =
+        OnceLock::new();
+    RESERVED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn reserve(dir: &Path, name: &str) {
+    reserved()
+        .entry(dir.to_owned())
+        .or_default()
+        .insert(name.to_owned());
+}
+
+fn release(dir: &Path, name: &str) {
+    if let Some(names) = reserved().get_mut(dir) {
+        names.remove(name);
+    }
+}
+
+fn is_reserved(dir: &Path, name: &str) -> bool {
+    reserved()
+        .get(dir)
+        .is_some_and(|names| names.contains(name))
 }
 
 /// The lock that serialises filings into one folder within this process.
@@ -423,6 +556,7 @@ pub fn file_orphan(watch: &Watch, payload: &Path, why: &str) -> Result<PathBuf, 
             first_seen: now.clone(),
             claimed_at: now.clone(),
             attempts: 0,
+            credential_wait_secs: 0,
             decided: None,
         },
     };
@@ -510,8 +644,8 @@ fn report_bytes(report: &Report) -> Vec<u8> {
     bytes
 }
 
-/// The first of `name`, `stem~2.ext`, `stem~3.ext`, … that neither exists in `dir` nor has a
-/// report there.
+/// The first of `name`, `stem~2.ext`, `stem~3.ext`, … that neither exists in `dir`, nor has a
+/// report there, nor is reserved by a filing in progress.
 pub fn free_name(dir: &Path, name: &str) -> String {
     (1u64..)
         .map(|n| numbered(name, n))
@@ -519,6 +653,7 @@ pub fn free_name(dir: &Path, name: &str) -> String {
             let path = dir.join(candidate);
             fs::symlink_metadata(&path).is_err()
                 && fs::symlink_metadata(report_path(&path)).is_err()
+                && !is_reserved(dir, candidate)
         })
         .unwrap_or_else(|| name.to_owned())
 }
@@ -739,12 +874,12 @@ template = "{business_type}/{plugin_name}.zip"
         // the source was removed: decided, the copy in done, the payload still claimed.
         claim.record.decided = Some(Decision {
             report: report_for("Build/x.zip"),
-            dest_name: "x.zip".to_owned(),
+            dest_name: Some("x.zip".to_owned()),
         });
         claim.save()?;
         fs::copy(claim.payload(), watch.done.join("x.zip"))?;
         let claim_dir = claim.dir().to_owned();
-        let resumed = resume(&watch)?;
+        let resumed = resume(&watch, true)?;
         assert_eq!(resumed.len(), 1);
         let Some(Resumed::Claim(claim)) = resumed.into_iter().next() else {
             return Err("not a claim".into());

@@ -53,7 +53,7 @@ fn a_decided_claim_is_filed_without_uploading_again() {
     let now = extdrop::outcome::timestamp(SystemTime::now());
     claim.record.attempts = 1;
     claim.record.decided = Some(extdrop::store::Decision {
-        dest_name: "already__Build.zip".to_owned(),
+        dest_name: Some("already__Build.zip".to_owned()),
         report: extdrop::outcome::Report {
             file: "already__Build.zip".to_owned(),
             watch: "extensions".to_owned(),
@@ -159,10 +159,45 @@ fn a_filing_that_fails_is_tried_again_until_it_works() {
     daemon.wait_for_log("cannot file");
     assert_eq!(s.claims(), 1, "the uploaded file waits in the work folder");
     std::fs::remove_file(s.path("done")).expect("unblock done");
-    s.wait_until("the file in done", Some(&daemon), || {
-        s.files("done") == ["blocked__Build.zip"]
+    s.wait_until("the file in done and its claim gone", Some(&daemon), || {
+        s.files("done") == ["blocked__Build.zip"] && s.claims() == 0
     });
     assert_eq!(s.requests().len(), 1, "filed without a second upload");
     assert_eq!(s.report("done", "blocked__Build.zip")["outcome"], "done");
     assert_eq!(s.claims(), 0);
+}
+
+#[test]
+fn a_second_process_never_takes_a_running_daemons_inbox() {
+    let s = Sandbox::new();
+    let _daemon = s.start();
+    let (code, log) = s.once();
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("another extdrop process is handling inbox"),
+        "{log}"
+    );
+}
+
+/// Regression: a file whose last attempt a crash cut short got one attempt more than
+/// `max_attempts` after the restart, and one more after every further crash.
+#[test]
+fn a_claim_resumed_with_its_budget_spent_goes_to_failed_without_another_attempt() {
+    let s = Sandbox::new();
+    let config = extdrop::config::Config::load(&s.write_config()).expect("config");
+    s.drop_named("spent", "Build");
+    let mut claim =
+        extdrop::store::claim(&config.watches[0], "spent__Build.zip", SystemTime::now())
+            .expect("claim")
+            .expect("claimed");
+    claim.record.attempts = 5; // the sandbox's max_attempts
+    claim.save().expect("save");
+    drop(claim);
+    let (code, _) = s.once();
+    assert_eq!(code, 2);
+    assert!(s.requests().is_empty(), "no sixth attempt");
+    let report = s.report("failed", "spent__Build.zip");
+    assert_eq!(report["attempts"], 5);
+    let reason = report["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("max_attempts"), "{reason}");
 }

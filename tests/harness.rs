@@ -302,8 +302,14 @@ template = "{{plugin_name}}__{{business_type}}.zip"
 
     /// Claim folders left in the inbox's work folder.
     pub fn claims(&self) -> usize {
+        // One folder per claim; the inbox lock file is not a claim.
         fs::read_dir(self.path("inbox/.extdrop"))
-            .map(|e| e.count())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .count()
+            })
             .unwrap_or(0)
     }
 
