@@ -7,6 +7,10 @@
 //! waiting tasks stop at once (their files stay claimed and are resumed at the next start), and
 //! uploads in flight get [`SHUTDOWN_GRACE`] to finish.
 //!
+//! Ownership: one process per inbox (the inbox lock, held until exit), one handler per claim
+//! (a resume at a reload skips claims a live handler holds), and a file's outcome is written
+//! into its claim before any work on its destination, so a decided file is only ever filed.
+//!
 //! Credentials: a file is never failed because the credentials are unusable (IAM down or
 //! refusing the password, a token the server refused that cannot be renewed): that is the
 //! operator's to fix, not the file's. Such a file waits, its attempt uncounted, and tries
