@@ -324,37 +324,16 @@ pub struct Failure {
 /// Counts a watch's folders (works with or without a running daemon).
 pub fn watch_status(watch: &Watch) -> WatchStatus {
     let now = SystemTime::now();
-    let mut waiting = 0;
-    let mut oldest: Option<SystemTime> = None;
-    let mut stack = vec![watch.inbox.clone()];
-    while let Some(folder) = stack.pop() {
-        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
-            let path = entry.path();
-            let rel = path
-                .strip_prefix(&watch.inbox)
+    let waiting_files = crate::watch::admitted_files(watch, &watch.inbox);
+    let waiting = waiting_files.len();
+    let oldest = waiting_files
+        .iter()
+        .filter_map(|(_, path)| {
+            std::fs::symlink_metadata(path)
+                .and_then(|m| m.modified())
                 .ok()
-                .and_then(|p| p.to_str())
-                .unwrap_or_default()
-                .to_owned();
-            match entry.file_type() {
-                Ok(t)
-                    if t.is_dir()
-                        && watch.recursive
-                        && rel != store::WORK_DIR
-                        && !watch.exclude.matches(&rel) =>
-                {
-                    stack.push(path)
-                }
-                Ok(t) if t.is_file() && watch.admits(&rel) => {
-                    waiting += 1;
-                    if let Ok(mtime) = entry.metadata().and_then(|m| m.modified()) {
-                        oldest = Some(oldest.map_or(mtime, |o| o.min(mtime)));
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
+        })
+        .min();
     let in_progress = std::fs::read_dir(watch.work_dir())
         .into_iter()
         .flatten()

@@ -306,26 +306,8 @@ impl Tracker {
     }
 
     fn scan_folder(&mut self, watch: &Arc<Watch>, folder: &Path) {
-        let entries = match fs::read_dir(folder) {
-            Ok(entries) => entries,
-            Err(e) => {
-                tracing::warn!(watch = %watch.name, folder = %folder.display(), error = %e, "cannot scan folder");
-                return;
-            }
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(rel) = relative(watch, &path) else {
-                continue;
-            };
-            // The dirent's type does not follow links, so linked folders are never entered.
-            match entry.file_type() {
-                Ok(t) if t.is_dir() && watch.recursive && admits_folder(watch, &rel) => {
-                    self.scan_folder(watch, &path);
-                }
-                Ok(t) if t.is_file() => self.note_file(watch, path, rel),
-                _ => {}
-            }
+        for (rel, path) in admitted_files(watch, folder) {
+            self.note_file(watch, path, rel);
         }
     }
 
@@ -415,6 +397,38 @@ impl Tracker {
             })
             .collect()
     }
+}
+
+/// Every admitted regular file under `folder` (the inbox, or one of its subfolders): its path
+/// relative to the inbox and its full path. Subfolders are entered only when the watch is
+/// recursive, never through a link, and never the work folder or an excluded one.
+pub fn admitted_files(watch: &Watch, folder: &Path) -> Vec<(String, PathBuf)> {
+    let mut found = Vec::new();
+    let mut folders = vec![folder.to_owned()];
+    while let Some(folder) = folders.pop() {
+        let entries = match fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(watch = %watch.name, folder = %folder.display(), error = %e, "cannot scan folder");
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(rel) = relative(watch, &path) else {
+                continue;
+            };
+            // The dirent's type does not follow links, so linked folders are never entered.
+            match entry.file_type() {
+                Ok(t) if t.is_dir() && watch.recursive && admits_folder(watch, &rel) => {
+                    folders.push(path);
+                }
+                Ok(t) if t.is_file() && watch.admits(&rel) => found.push((rel, path)),
+                _ => {}
+            }
+        }
+    }
+    found
 }
 
 /// `path` relative to the watch's inbox with `/` separators, if it is inside and valid UTF-8.
