@@ -334,12 +334,7 @@ pub fn watch_status(watch: &Watch) -> WatchStatus {
                 .ok()
         })
         .min();
-    let in_progress = std::fs::read_dir(watch.work_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("file").exists())
-        .count();
+    let in_progress = store::claimed(watch);
     let filed = |folder: &Path| -> Vec<PathBuf> {
         std::fs::read_dir(folder)
             .into_iter()

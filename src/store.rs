@@ -310,6 +310,16 @@ pub fn lock_inbox(watch: &Watch) -> Result<InboxLock, LockError> {
     }
 }
 
+/// How many files are claimed in the watch's work folder (read-only: for `status`).
+pub fn claimed(watch: &Watch) -> usize {
+    fs::read_dir(watch.work_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| fs::symlink_metadata(e.path().join(PAYLOAD)).is_ok())
+        .count()
+}
+
 /// What resume found in the work folder.
 #[derive(Debug)]
 pub enum Resumed {
