@@ -12,6 +12,7 @@
 
 #![warn(missing_docs, clippy::unwrap_used)]
 
+pub mod accept;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -30,7 +30,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 /// The values of `outcome` in `extdrop_files_total`.
 pub const OUTCOMES: [&str; 2] = ["done", "failed"];
@@ -440,37 +439,15 @@ pub async fn serve(
         metrics,
         healthy: Box::new(healthy),
     });
-    tokio::spawn(accept(listener, endpoint, stop));
+    tokio::spawn(crate::accept::accept_until(
+        listener,
+        stop,
+        MAX_CONNECTIONS,
+        "metrics",
+        move |stream| connection(stream, Arc::clone(&endpoint)),
+    ));
     tracing::info!(%addr, "metrics on http://{addr}/metrics, health on http://{addr}/healthz");
     Ok(addr)
-}
-
-/// Accepts connections until `stop` resolves, then aborts the connections still open.
-async fn accept(listener: TcpListener, endpoint: Arc<Endpoint>, stop: impl Future<Output = ()>) {
-    tokio::pin!(stop);
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            () = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    if connections.len() >= MAX_CONNECTIONS {
-                        tracing::debug!(%peer, "metrics connection refused: too many open");
-                        continue;
-                    }
-                    connections.spawn(connection(stream, Arc::clone(&endpoint)));
-                }
-                Err(error) => {
-                    // Usually descriptor exhaustion; pausing avoids a busy loop while it lasts.
-                    tracing::warn!(%error, "metrics server cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    connections.shutdown().await;
-    tracing::debug!("metrics server stopped");
 }
 
 /// Serves HTTP/1.1 on one connection until the client closes it.

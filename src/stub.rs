@@ -56,7 +56,6 @@ use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot, watch};
-use tokio::task::JoinSet;
 
 /// The token accepted by a default [`StubConfig`].
 pub const DEFAULT_TOKEN: &str = "stub-token";
@@ -505,29 +504,17 @@ impl Drop for Stub {
     }
 }
 
-/// Accepts connections until `stopped` turns true (or its sender is gone), then aborts every
-/// connection task, so that hung requests do not outlive the stub.
+/// Serves until `stopped` turns true (or its sender is gone); every connection task is then
+/// aborted, so that hung requests do not outlive the stub.
 async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            // The guard `wait_for` returns must not live across an await (it is not `Send`).
-            () = async { let _ = stopped.wait_for(|stop| *stop).await; } => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(serve_connection(stream, Arc::clone(&shared)));
-                }
-                Err(error) => {
-                    // Usually descriptor exhaustion; pausing avoids a busy loop while it lasts.
-                    tracing::warn!(%error, "stub accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    connections.shutdown().await;
-    tracing::debug!("stub stopped");
+    // The guard `wait_for` returns must not live across an await (it is not `Send`).
+    let stop = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    crate::accept::accept_until(listener, stop, usize::MAX, "stub", move |stream| {
+        serve_connection(stream, Arc::clone(&shared))
+    })
+    .await;
 }
 
 /// Serves HTTP/1.1 on one connection until it closes or a [`Fault::Drop`] kills it.
