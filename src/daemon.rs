@@ -293,13 +293,15 @@ impl Context {
         claim: &Claim,
         error: &AuthError,
         refusal: Option<&Answer>,
+        attempt_started: Instant,
         waits: &mut u32,
     ) -> bool {
-        self.trouble.report(match refusal {
+        let text = match refusal {
             // The server's words tell a wrong key from an expired token or a locked user.
             Some(answer) => format!("{error} (the server said {})", answer.describe()),
             None => error.to_string(),
-        });
+        };
+        self.trouble.report(text, attempt_started);
         *waits += 1;
         if self.mode == Mode::Once && (!error.is_transient() || *waits >= ONCE_CREDENTIAL_WAITS) {
             self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -316,22 +318,39 @@ impl Context {
 /// over, so that a wrong password makes one clear line rather than one per file and retry.
 #[derive(Default)]
 struct CredentialTrouble {
+    state: Mutex<TroubleState>,
+}
+
+#[derive(Default)]
+struct TroubleState {
     /// The sentence last reported, while the trouble lasts.
-    current: std::sync::Mutex<Option<String>>,
+    current: Option<String>,
+    /// When the credentials were last seen working.
+    worked_at: Option<Instant>,
 }
 
 impl CredentialTrouble {
-    fn report(&self, text: String) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.as_deref() != Some(text.as_str()) {
+    /// Reports trouble met by an attempt that started at `attempt_started`. An attempt older
+    /// than the last success is stale news (it met the trouble before it was fixed) and is not
+    /// reported again.
+    fn report(&self, text: String, attempt_started: Instant) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state
+            .worked_at
+            .is_some_and(|worked| worked > attempt_started)
+        {
+            return;
+        }
+        if state.current.as_deref() != Some(text.as_str()) {
             tracing::error!(error = %text, "uploads wait until the credentials work");
-            *current = Some(text);
+            state.current = Some(text);
         }
     }
 
     fn over(&self) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.take().is_some() {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.worked_at = Some(Instant::now());
+        if state.current.take().is_some() {
             tracing::info!("the credentials work again; waiting uploads resume");
         }
     }
@@ -906,6 +925,7 @@ async fn upload(
                                 claim,
                                 &e,
                                 Some(&answer),
+                                started,
                                 &mut credential_waits,
                             )
                             .await;
@@ -922,7 +942,7 @@ async fn upload(
                 permit = None;
                 let waited = Instant::now();
                 let go_on = ctx
-                    .wait_for_credentials(watch, claim, &e, None, &mut credential_waits)
+                    .wait_for_credentials(watch, claim, &e, None, started, &mut credential_waits)
                     .await;
                 claim.record.credential_wait_secs += waited.elapsed().as_secs();
                 if !go_on {
@@ -1142,4 +1162,29 @@ fn examine(
         size,
         sha256: hex::encode(hasher.finalize()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a refusal met by an attempt that began before the credentials were fixed
+    /// was logged again after "the credentials work again".
+    #[test]
+    fn trouble_older_than_the_last_success_is_not_reported_again() {
+        let trouble = CredentialTrouble::default();
+        let before_fix = Instant::now();
+        trouble.report("IAM refused a token".to_owned(), before_fix);
+        trouble.over();
+        trouble.report("IAM refused a token".to_owned(), before_fix);
+        let state = trouble.state.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(state.current, None, "stale news is not news");
+        drop(state);
+        trouble.report("IAM refused a token".to_owned(), Instant::now());
+        let state = trouble.state.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(
+            state.current.is_some(),
+            "a new refusal after the success is reported"
+        );
+    }
 }
