@@ -696,7 +696,7 @@ fn join_error(e: tokio::task::JoinError) -> store::StoreError {
 
 /// The life of a file, from the moment it is ready in the inbox.
 async fn life_of_a_file(ctx: Arc<Context>, found: Found) {
-    let path = found.path();
+    let path = found.path.clone();
     // Ready → claimed: only with an upload slot, so that unclaimed files wait in the inbox
     // (where an operator can still take them back) rather than in the work folder.
     let Some(permit) = ctx.slot().await else {
@@ -706,7 +706,13 @@ async fn life_of_a_file(ctx: Arc<Context>, found: Found) {
     let claimed = {
         let found = found.clone();
         tokio::task::spawn_blocking(move || {
-            store::claim(&found.watch, &found.rel_path, found.first_seen)
+            store::claim_at(
+                &found.watch,
+                &found.path,
+                &found.rel_path,
+                found.exact_name,
+                found.first_seen,
+            )
         })
         .await
     };
@@ -751,6 +757,13 @@ async fn carry_on(
     let mut draft = Draft::new(&watch, &claim);
 
     // Named.
+    if claim.record.name_not_utf8 {
+        let reason = "the file name is not valid UTF-8 (its invalid bytes are shown as \\xNN): \
+            rename it to a UTF-8 name and drop it again"
+            .to_owned();
+        file(&ctx, &watch, claim, draft.failed(reason, None)).await;
+        return;
+    }
     let (plugin_name, business_type) = match watch.rules.derive(&claim.record.rel_path) {
         Derivation::Named {
             plugin_name,

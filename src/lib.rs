@@ -24,6 +24,7 @@ pub mod package;
 pub mod retry;
 pub mod rules;
 pub mod service;
+pub mod shown;
 pub mod store;
 pub mod stub;
 pub mod systemd;

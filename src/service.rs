@@ -24,16 +24,21 @@ pub fn init_logging(log: &Log) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // Text lines carry file names and server words: their values are escaped so that none can
+    // forge a line (JSON escapes every value itself).
+    let fields = crate::shown::log_fields();
     let result = match log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Text => builder.fmt_fields(fields).with_ansi(false).try_init(),
         // journald stamps each line itself and shows no colours.
         LogFormat::Auto if std::env::var_os("JOURNAL_STREAM").is_some() => builder
+            .fmt_fields(fields)
             .with_ansi(false)
             .without_time()
             .with_target(false)
             .try_init(),
         LogFormat::Auto => builder
+            .fmt_fields(fields)
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
     };
@@ -356,7 +361,7 @@ pub fn watch_status(watch: &Watch) -> WatchStatus {
             let report: Report =
                 serde_json::from_slice(&std::fs::read(store::report_path(p)).ok()?).ok()?;
             Some(Failure {
-                file: p.file_name()?.to_str()?.to_owned(),
+                file: crate::shown::name(p.file_name()?).0,
                 finished: report.finished,
                 reason: report.reason.unwrap_or_default(),
             })
@@ -408,7 +413,12 @@ pub fn status(path: &Path, json: bool) -> u8 {
                 .unwrap_or_default()
         );
         for f in &s.recent_failures {
-            println!("  {} {}: {}", f.finished, f.file, f.reason);
+            println!(
+                "  {} {}: {}",
+                f.finished,
+                crate::shown::escaped(&f.file),
+                crate::shown::escaped(&f.reason)
+            );
         }
     }
     EXIT_OK

@@ -84,6 +84,10 @@ pub struct ClaimRecord {
     pub credential_wait_secs: u64,
     /// Set once the outcome is known: from then on the file is only filed, never uploaded.
     pub decided: Option<Decision>,
+    /// The file's name was not valid UTF-8: `rel_path` shows its invalid bytes as `\xNN`, so
+    /// it is not the real name and the file can only be refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub name_not_utf8: bool,
 }
 
 /// An outcome that has been decided but perhaps not yet filed.
@@ -174,7 +178,25 @@ pub fn claim(
     rel_path: &str,
     first_seen: SystemTime,
 ) -> Result<Option<Claim>, StoreError> {
-    let source = watch.inbox.join(rel_path);
+    claim_at(
+        watch,
+        &watch.inbox.join(rel_path),
+        rel_path,
+        true,
+        first_seen,
+    )
+}
+
+/// Claims the file at `source`, known as `rel_path` (the text form of its path relative to the
+/// inbox, exact or not: see [`ClaimRecord::name_not_utf8`]); as [`claim`] otherwise.
+pub fn claim_at(
+    watch: &Watch,
+    source: &Path,
+    rel_path: &str,
+    exact_name: bool,
+    first_seen: SystemTime,
+) -> Result<Option<Claim>, StoreError> {
+    let source = source.to_owned();
     match fs::symlink_metadata(&source) {
         Ok(meta) if meta.file_type().is_file() => {}
         Ok(_) => return Ok(None),
@@ -196,6 +218,7 @@ pub fn claim(
             attempts: 0,
             credential_wait_secs: 0,
             decided: None,
+            name_not_utf8: !exact_name,
         },
     };
     claim.save()?;
@@ -568,6 +591,7 @@ pub fn file_orphan(watch: &Watch, payload: &Path, why: &str) -> Result<PathBuf, 
             attempts: 0,
             credential_wait_secs: 0,
             decided: None,
+            name_not_utf8: false,
         },
     };
     let report = Report {

@@ -24,17 +24,15 @@ use crate::config::Watch;
 pub struct Found {
     /// The watch whose inbox holds it.
     pub watch: Arc<Watch>,
-    /// Path relative to the inbox, `/`-separated.
+    /// Path relative to the inbox, `/`-separated, as text (see [`Found::exact_name`]).
     pub rel_path: String,
+    /// The file's absolute path in the inbox.
+    pub path: PathBuf,
+    /// Whether `rel_path` is the file's real name; false when the name is not valid UTF-8
+    /// and `rel_path` shows its invalid bytes as `\xNN` (such a file can only be refused).
+    pub exact_name: bool,
     /// When extdrop first noticed it.
     pub first_seen: SystemTime,
-}
-
-impl Found {
-    /// The file's absolute path in the inbox.
-    pub fn path(&self) -> PathBuf {
-        self.watch.inbox.join(&self.rel_path)
-    }
 }
 
 /// Paths handed out and not yet let go of, shared between the tracker and the handlers.
@@ -170,6 +168,7 @@ pub fn arm(
         move |event: notify::Result<notify::Event>| {
             let nudge = match event {
                 Ok(event) if event.need_rescan() => Nudge::Rescan,
+                Ok(event) if !worth_a_look(&event.kind) => return,
                 Ok(event) => Nudge::Paths(event.paths),
                 Err(e) => {
                     let path = e.paths.first().cloned().unwrap_or_default();
@@ -215,10 +214,25 @@ pub fn arm(
     })
 }
 
+/// Whether an event can mean a new or changed file. Opening a folder or a file raises an
+/// event too (inotify's `IN_OPEN`, which `notify` always asks for): a scan opens the folders
+/// it lists, so in a recursive watch each scan of a subfolder would announce that subfolder
+/// again and start the next scan, for ever. Opening and reading change nothing; closing a
+/// file written to does.
+fn worth_a_look(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 #[derive(Debug)]
 struct Candidate {
     watch: Arc<Watch>,
     rel_path: String,
+    exact_name: bool,
     size: u64,
     mtime: Option<SystemTime>,
     unchanged_since: Instant,
@@ -319,11 +333,11 @@ impl Tracker {
         let Some(rel) = relative(&watch, path) else {
             return;
         };
-        if !watch.recursive && rel.contains('/') {
+        if !watch.recursive && rel.text.contains('/') {
             return;
         }
         match fs::symlink_metadata(path) {
-            Ok(meta) if meta.is_dir() && watch.recursive && admits_folder(&watch, &rel) => {
+            Ok(meta) if meta.is_dir() && watch.recursive && admits_folder(&watch, &rel.text) => {
                 self.scan_folder(&watch, path);
             }
             Ok(meta) if meta.is_file() => self.note_file(&watch, path.to_owned(), rel),
@@ -331,7 +345,8 @@ impl Tracker {
         }
     }
 
-    fn note_file(&mut self, watch: &Arc<Watch>, path: PathBuf, rel: String) {
+    fn note_file(&mut self, watch: &Arc<Watch>, path: PathBuf, rel: RelPath) {
+        let RelPath { text: rel, exact } = rel;
         if !watch.admits(&rel) || self.candidates.contains_key(&path) || self.busy.contains(&path) {
             return;
         }
@@ -340,6 +355,7 @@ impl Tracker {
             Candidate {
                 watch: watch.clone(),
                 rel_path: rel,
+                exact_name: exact,
                 size: u64::MAX,
                 mtime: None,
                 unchanged_since: Instant::now(),
@@ -384,6 +400,8 @@ impl Tracker {
                 Found {
                     watch: c.watch.clone(),
                     rel_path: c.rel_path.clone(),
+                    path: path.clone(),
+                    exact_name: c.exact_name,
                     first_seen: c.first_seen,
                 },
             ));
@@ -401,8 +419,10 @@ impl Tracker {
 
 /// Every admitted regular file under `folder` (the inbox, or one of its subfolders): its path
 /// relative to the inbox and its full path. Subfolders are entered only when the watch is
-/// recursive, never through a link, and never the work folder or an excluded one.
-pub fn admitted_files(watch: &Watch, folder: &Path) -> Vec<(String, PathBuf)> {
+/// recursive, never through a link, and never the work folder or an excluded one. Names that
+/// are not valid UTF-8 are found too (see [`RelPath`]): such a file must be refused, not
+/// ignored.
+pub fn admitted_files(watch: &Watch, folder: &Path) -> Vec<(RelPath, PathBuf)> {
     let mut found = Vec::new();
     let mut folders = vec![folder.to_owned()];
     while let Some(folder) = folders.pop() {
@@ -420,10 +440,10 @@ pub fn admitted_files(watch: &Watch, folder: &Path) -> Vec<(String, PathBuf)> {
             };
             // The dirent's type does not follow links, so linked folders are never entered.
             match entry.file_type() {
-                Ok(t) if t.is_dir() && watch.recursive && admits_folder(watch, &rel) => {
+                Ok(t) if t.is_dir() && watch.recursive && admits_folder(watch, &rel.text) => {
                     folders.push(path);
                 }
-                Ok(t) if t.is_file() && watch.admits(&rel) => found.push((rel, path)),
+                Ok(t) if t.is_file() && watch.admits(&rel.text) => found.push((rel, path)),
                 _ => {}
             }
         }
@@ -431,12 +451,29 @@ pub fn admitted_files(watch: &Watch, folder: &Path) -> Vec<(String, PathBuf)> {
     found
 }
 
-/// `path` relative to the watch's inbox with `/` separators, if it is inside and valid UTF-8.
-fn relative(watch: &Watch, path: &Path) -> Option<String> {
+/// A path relative to an inbox, as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelPath {
+    /// `/`-separated; invalid UTF-8 shown as `\xNN` (see [`crate::shown::name`]).
+    pub text: String,
+    /// Whether `text` is the path's real spelling.
+    pub exact: bool,
+}
+
+/// `path` relative to the watch's inbox with `/` separators, if it is inside it.
+fn relative(watch: &Watch, path: &Path) -> Option<RelPath> {
     let rel = path.strip_prefix(&watch.inbox).ok()?;
-    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-    let rel = parts?.join("/");
-    (!rel.is_empty()).then_some(rel)
+    let mut exact = true;
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| {
+            let (text, same) = crate::shown::name(c.as_os_str());
+            exact &= same;
+            text
+        })
+        .collect();
+    let text = parts.join("/");
+    (!text.is_empty()).then_some(RelPath { text, exact })
 }
 
 /// Whether a subfolder may hold candidates: none of its segments is excluded or the work folder.

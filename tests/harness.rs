@@ -235,10 +235,25 @@ template = "{{plugin_name}}__{{business_type}}.zip"
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn extdrop");
-        let deadline = Instant::now() + PATIENCE;
+        let (started, deadline) = (Instant::now(), Instant::now() + PATIENCE);
+        let mut usage = Usage::default();
         loop {
+            // Read before reaping: an exited child's final CPU time stays readable until then.
+            if let Some(now) = Usage::of(child.id()) {
+                usage = Usage {
+                    peak_rss_kib: now.peak_rss_kib.max(usage.peak_rss_kib),
+                    ..now
+                };
+            }
             if child.try_wait().expect("wait").is_some() {
-                return child.wait_with_output().expect("output");
+                let out = child.wait_with_output().expect("output");
+                check_usage(
+                    usage,
+                    started,
+                    Bounds::default(),
+                    &String::from_utf8_lossy(&out.stderr),
+                );
+                return out;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -270,7 +285,7 @@ template = "{{plugin_name}}__{{business_type}}.zip"
             .stderr(fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn extdrop run");
-        let daemon = Daemon { child, log };
+        let daemon = Daemon::new(child, log);
         daemon.wait_for_log("every watch is armed");
         daemon
     }
@@ -348,13 +363,129 @@ fn is_being_written(name: &str) -> bool {
     name.starts_with('.') && name.contains(".tmp-")
 }
 
-/// A running `extdrop run`; killed when dropped.
+/// A running `extdrop run`; killed when dropped. Every daemon's CPU time and peak memory are
+/// checked against [`Bounds`] when it exits or is dropped, so that a busy loop or a leak fails
+/// whatever test it happens in.
 pub struct Daemon {
     child: Child,
     log: PathBuf,
+    started: Instant,
+    usage: std::cell::Cell<Usage>,
+    /// What this daemon may cost; a test that drives much work may raise it.
+    pub bounds: Bounds,
+}
+
+/// What a daemon may cost: generous, so that only a runaway process fails, never a slow
+/// machine.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// CPU seconds allowed regardless of run time (start-up, the test's uploads).
+    pub cpu_base: f64,
+    /// Further CPU seconds per second of run time (a busy loop costs about 1.0).
+    pub cpu_per_second: f64,
+    /// Peak resident memory (`VmHWM`), in MiB.
+    pub peak_rss_mib: u64,
+}
+
+impl Default for Bounds {
+    fn default() -> Bounds {
+        Bounds {
+            cpu_base: 1.5,
+            cpu_per_second: 0.25,
+            peak_rss_mib: 100,
+        }
+    }
+}
+
+/// A process's cost so far, read from `/proc`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// User plus system CPU time, in seconds.
+    pub cpu: f64,
+    /// Peak resident memory (`VmHWM`), in KiB; 0 once the process is a zombie.
+    pub peak_rss_kib: u64,
+    /// Resident memory now (`VmRSS`), in KiB.
+    pub rss_kib: u64,
+}
+
+/// Fails the test if a process that ran since `started` cost more than `bounds` allow.
+fn check_usage(usage: Usage, started: Instant, bounds: Bounds, log: &str) {
+    let wall = started.elapsed().as_secs_f64();
+    let cpu_allowed = bounds.cpu_base + bounds.cpu_per_second * wall;
+    if std::env::var_os("EXTDROP_TEST_USAGE").is_some() {
+        eprintln!(
+            "extdrop usage: cpu {:.2} s over {wall:.1} s, peak RSS {} MiB",
+            usage.cpu,
+            usage.peak_rss_kib / 1024
+        );
+    }
+    assert!(
+        usage.cpu <= cpu_allowed,
+        "extdrop used {:.2} s of CPU in {wall:.1} s (allowed {cpu_allowed:.1} s): a busy loop?\nlog:\n{log}",
+        usage.cpu,
+    );
+    assert!(
+        usage.peak_rss_kib <= bounds.peak_rss_mib * 1024,
+        "extdrop's peak memory was {} MiB (allowed {} MiB): a leak?\nlog:\n{log}",
+        usage.peak_rss_kib / 1024,
+        bounds.peak_rss_mib
+    );
+}
+
+impl Usage {
+    /// Reads the usage of process `pid`; `None` once it is gone (reaped).
+    pub fn of(pid: u32) -> Option<Usage> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces) in its parentheses; utime and
+        // stime are fields 14 and 15 of the line, in USER_HZ ticks (100 per second on Linux).
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        Some(Usage {
+            cpu: ticks as f64 / 100.0,
+            peak_rss_kib: kib("VmHWM:"),
+            rss_kib: kib("VmRSS:"),
+        })
+    }
 }
 
 impl Daemon {
+    fn new(child: Child, log: PathBuf) -> Daemon {
+        Daemon {
+            child,
+            log,
+            started: Instant::now(),
+            usage: Default::default(),
+            bounds: Bounds::default(),
+        }
+    }
+
+    /// The process's cost now (the last one seen, once it has exited).
+    pub fn usage(&self) -> Usage {
+        if let Some(now) = Usage::of(self.child.id()) {
+            let seen = self.usage.get();
+            self.usage.set(Usage {
+                peak_rss_kib: now.peak_rss_kib.max(seen.peak_rss_kib),
+                ..now
+            });
+        }
+        self.usage.get()
+    }
+
+    /// Fails the test if the daemon cost more than its [`Bounds`].
+    fn check_bounds(&self) {
+        check_usage(self.usage.get(), self.started, self.bounds, &self.log());
+    }
+
     /// What the daemon logged so far.
     pub fn log(&self) -> String {
         let mut text = String::new();
@@ -387,7 +518,10 @@ impl Daemon {
     pub fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + PATIENCE;
         loop {
+            // Read before reaping: an exited child's final CPU time stays readable until then.
+            self.usage();
             if let Some(status) = self.child.try_wait().expect("wait") {
+                self.check_bounds();
                 return status;
             }
             assert!(
@@ -401,15 +535,24 @@ impl Daemon {
 
     /// `kill -9` and reap.
     pub fn kill9(&mut self) {
+        self.usage();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.check_bounds();
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        let running = self.child.try_wait().ok().flatten().is_none();
+        if running {
+            self.usage();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if running && !std::thread::panicking() {
+            self.check_bounds();
+        }
     }
 }
 

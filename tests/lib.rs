@@ -6,6 +6,7 @@ mod harness;
 mod cli;
 mod crash;
 mod credentials;
+mod idle;
 mod lifecycle;
 mod naming;
 mod server;

@@ -1,5 +1,7 @@
 //! What gets picked up and how it is named: rules, recursion, exclusions, links.
 
+use proptest::prelude::*;
+
 use crate::harness::Sandbox;
 
 #[test]
@@ -113,4 +115,163 @@ fn symbolic_links_are_never_uploaded_and_their_targets_untouched() {
     );
     assert_eq!(std::fs::read(&target).expect("target"), before);
     assert!(s.files("done").is_empty() && s.files("failed").is_empty());
+}
+
+/// The text log and `status` of a run, with every control character the name could smuggle in.
+fn assert_no_raw_controls(what: &str, text: &str) {
+    let raw: Vec<char> = text
+        .chars()
+        .filter(|c| c.is_control() && *c != '\n')
+        .collect();
+    assert!(
+        raw.is_empty(),
+        "{what} holds raw control characters {raw:?}:\n{text}"
+    );
+}
+
+#[test]
+fn a_name_that_is_not_utf8_is_refused_with_a_reason() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Sandbox::new();
+    let name = std::ffi::OsStr::from_bytes(b"bad\xff__Build.zip");
+    let staged = s.path("staging/bad.zip");
+    extdrop::package::write_sample(&staged, "bad", "Build", "1.0.0").expect("sample");
+    std::fs::rename(&staged, s.path("inbox").join(name)).expect("drop");
+    let status = s.run(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("1 waiting"),
+        "status must count it: {}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    let (code, log) = s.once();
+    assert_eq!(code, 2, "a refusal: {log}");
+    assert!(
+        s.requests().is_empty(),
+        "nothing is sent for a name that is not text"
+    );
+    assert_eq!(s.files("failed"), ["bad\\xFF__Build.zip"]);
+    let report = s.report("failed", "bad\\xFF__Build.zip");
+    assert_eq!(report["file"], "bad\\xFF__Build.zip");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not valid UTF-8"),
+        "{report}"
+    );
+    assert!(
+        log.contains("bad\\xFF__Build.zip"),
+        "the log names it:\n{log}"
+    );
+    assert!(s.files("inbox").is_empty() && s.claims() == 0);
+}
+
+#[test]
+fn a_name_cannot_forge_log_lines_or_drive_a_terminal() {
+    let s = Sandbox::new();
+    let forged = "x\n2026-11-30T00:00:00.000000Z  INFO extdrop::daemon: filed watch=extensions \
+                  file=fake__Build.zip outcome=done\x1b[2J\x07__Build.zip";
+    s.drop_bytes(forged, b"not a zip");
+    let (_, log) = s.once();
+    assert_no_raw_controls("the log", &log);
+    for line in log.lines() {
+        assert!(
+            line.starts_with(|c: char| c.is_ascii_digit()),
+            "every log line starts with its own time stamp; this one was forged:\n{line}\n\nlog:\n{log}"
+        );
+    }
+    let filed_lines = log
+        .lines()
+        .filter(|line| line.split_whitespace().nth(3) == Some("filed"))
+        .count();
+    assert_eq!(filed_lines, 1, "one file, one 'filed' line:\n{log}");
+    assert!(
+        log.contains("x\\n2026-11-30"),
+        "the name is shown escaped:\n{log}"
+    );
+    let status = s.run(&["status"]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert_no_raw_controls("status", &shown);
+    assert!(shown.contains("\\u{1b}[2J\\u{7}"), "{shown}");
+    // The report is JSON: the name is there exactly, escaped by JSON itself.
+    let report = std::fs::read_dir(s.path("failed"))
+        .expect("failed")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".result.json"))
+        .expect("a report");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.path()).expect("read")).expect("JSON");
+    assert_eq!(report["file"], forged);
+}
+
+proptest::proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, ..Default::default() })]
+
+    /// Any names Linux allows — invalid UTF-8, control characters, up to 255 bytes, a leading
+    /// `-` — each get a clear outcome in one pass: filed in done or failed with a report that
+    /// names it, or (excluded by the watch) left untouched. Nothing is stuck or silent, and
+    /// neither the log nor `status` shows a raw control character.
+    #[test]
+    fn any_name_linux_allows_gets_a_clear_outcome(
+        names in proptest::collection::hash_set(
+            (
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        2 => any::<u8>().prop_filter("not / or NUL", |b| *b != b'/' && *b != 0),
+                        3 => proptest::sample::select(b"-_.~abzAZ09\n\r\x1b\"".to_vec()),
+                    ],
+                    1..=255,
+                ),
+                // Mostly names the watch admits (`*.zip`), some that a rule can name.
+                proptest::sample::select(vec![&b"__Build.zip"[..], b".zip", b"__Deploy.zip", b""]),
+            )
+                .prop_map(|(mut stem, suffix)| {
+                    stem.truncate(255 - suffix.len());
+                    stem.extend_from_slice(suffix);
+                    stem
+                }),
+            1..12,
+        )
+    ) {
+        use std::os::unix::ffi::OsStrExt;
+        let s = Sandbox::new();
+        let config = extdrop::config::Config::parse(&s.config_text(), &s.path("config.toml"))
+            .expect("config");
+        let watch = &config.watches[0];
+        let mut expected = std::collections::BTreeSet::new();
+        let mut untouched = Vec::new();
+        for bytes in names.iter().filter(|b| b.as_slice() != b"." && b.as_slice() != b"..") {
+            let name = std::ffi::OsStr::from_bytes(bytes);
+            std::fs::write(s.path("inbox").join(name), b"package bytes").expect("drop");
+            let (text, _) = extdrop::shown::name(name);
+            if watch.admits(&text) {
+                expected.insert(text);
+            } else {
+                untouched.push(name.to_owned());
+            }
+        }
+        let (code, log) = s.once();
+        proptest::prop_assert!(code == 0 || code == 2, "exit {code}:\n{log}");
+        assert_no_raw_controls("the log", &log);
+        let mut reported = std::collections::BTreeSet::new();
+        for folder in ["done", "failed"] {
+            for entry in std::fs::read_dir(s.path(folder)).expect("folder").flatten() {
+                if entry.file_name().to_string_lossy().ends_with(".result.json") {
+                    let report: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(entry.path()).expect("read"))
+                            .expect("JSON");
+                    reported.insert(report["file"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+        proptest::prop_assert_eq!(&reported, &expected, "log:\n{}", log);
+        for name in &untouched {
+            proptest::prop_assert!(s.path("inbox").join(name).exists(), "excluded {name:?} untouched");
+        }
+        proptest::prop_assert_eq!(s.claims(), 0);
+        let status = s.run(&["status"]);
+        let shown = String::from_utf8_lossy(&status.stdout).into_owned();
+        assert_no_raw_controls("status", &shown);
+        proptest::prop_assert!(shown.contains(" 0 in progress"), "{}", shown);
+    }
 }
