@@ -33,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::outcome::{Outcome, Report, timestamp};
 use crate::retry::Schedule;
 use crate::rules::Derivation;
+use crate::standby::Standby;
 use crate::store::{self, Claim, Resumed};
 use crate::upload::{Answer, Package, Uploader, Verdict};
 use crate::watch::{self, Busy, Found, Nudge, Tracker};
@@ -410,6 +411,24 @@ pub async fn run(
     mut control: mpsc::UnboundedReceiver<Control>,
     ready: impl FnOnce(),
 ) -> Result<Summary, DaemonError> {
+    // One process per inbox. A second `run` waits on standby and takes over when the holder
+    // is gone; `once` refuses instead, since a one-shot run must not wait on a service.
+    let (config, locks) = match mode {
+        Mode::Watch => match crate::standby::until_active(config.clone(), &mut control).await? {
+            Standby::Active { config, locks } => (config, locks),
+            Standby::Stopped => {
+                return Ok(Summary {
+                    interrupted: true,
+                    ..Summary::default()
+                });
+            }
+        },
+        Mode::Once => (
+            Box::new(config.clone()),
+            crate::standby::lock_all(&config.watches)?,
+        ),
+    };
+    let config = &*config;
     let (stop_tx, stop_rx) = signal::channel(false);
     let ctx = Arc::new(Context {
         settings: RwLock::new(Arc::new(Settings::new(config)?)),
@@ -422,7 +441,7 @@ pub async fn run(
         failed: AtomicU64::new(0),
         metrics: Metrics::new(),
         in_progress: Mutex::new(HashMap::new()),
-        locks: Mutex::new(HashMap::new()),
+        locks: Mutex::new(locks),
         owned: Mutex::new(HashSet::new()),
         errors: AtomicU64::new(0),
         waiting: AtomicU64::new(0),
@@ -447,7 +466,6 @@ pub async fn run(
     }
     let mut current = config.clone();
     let (nudge_tx, mut nudges) = mpsc::unbounded_channel();
-    ctx.lock_inboxes(&config.watches)?;
     let mut watching = Watching::new(config, mode, &ctx.busy, &nudge_tx)?;
     let mut tasks = JoinSet::new();
     // Files a previous run claimed: they were dropped earliest. Nothing else claims in these

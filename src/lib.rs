@@ -25,6 +25,7 @@ pub mod retry;
 pub mod rules;
 pub mod service;
 pub mod shown;
+pub mod standby;
 pub mod store;
 pub mod stub;
 pub mod systemd;

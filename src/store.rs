@@ -294,7 +294,7 @@ pub struct InboxLock {
 pub enum LockError {
     /// Another process holds the lock.
     #[error(
-        "another extdrop process is handling inbox {} (it holds {}); stop it first — `extdrop status` shows the folders without taking files",
+        "another extdrop process ({holder}) is handling inbox {} (it holds {}); stop it first — `extdrop status` shows the folders without taking files",
         inbox.display(),
         lock.display()
     )]
@@ -303,19 +303,25 @@ pub enum LockError {
         inbox: PathBuf,
         /// The lock file.
         lock: PathBuf,
+        /// Who holds it, as the holder wrote it into the lock file (`pid N on HOST`), escaped.
+        holder: String,
     },
     /// The lock file could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Takes the watch's inbox lock (`<inbox>/.extdrop/lock`) without waiting.
+/// Takes the watch's inbox lock (`<inbox>/.extdrop/lock`) without waiting, and writes into the
+/// lock file who holds it (`pid N on HOST`), so that a process turned away can say whom it
+/// waits for.
 pub fn lock_inbox(watch: &Watch) -> Result<InboxLock, LockError> {
     use rustix::fs::{FlockOperation, flock};
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
     let work = watch.work_dir();
     ensure_folder(&work)?;
     let path = work.join(LOCK);
-    let file = OpenOptions::new()
+    let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -324,11 +330,29 @@ pub fn lock_inbox(watch: &Watch) -> Result<InboxLock, LockError> {
         .open(&path)
         .map_err(StoreError::new("open", &path))?;
     match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(InboxLock { _file: file }),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(LockError::Busy {
-            inbox: watch.inbox.clone(),
-            lock: path,
-        }),
+        Ok(()) => {
+            let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let holder = format!("pid {} on {}\n", std::process::id(), host.trim());
+            // Only informative: a lock whose note cannot be written still locks.
+            let _ = file
+                .set_len(0)
+                .and_then(|()| file.write_all_at(holder.as_bytes(), 0));
+            Ok(InboxLock { _file: file })
+        }
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+            let mut note = Vec::new();
+            let _ = (&mut file).take(256).read_to_end(&mut note);
+            let note = String::from_utf8_lossy(&note);
+            let holder = match note.trim() {
+                "" => "holder unknown".to_owned(),
+                text => crate::shown::escaped(text).into_owned(),
+            };
+            Err(LockError::Busy {
+                inbox: watch.inbox.clone(),
+                lock: path,
+                holder,
+            })
+        }
         Err(e) => Err(StoreError::new("lock", &path)(io::Error::from(e)).into()),
     }
 }

@@ -168,14 +168,17 @@ fn a_filing_that_fails_is_tried_again_until_it_works() {
 }
 
 #[test]
-fn a_second_process_never_takes_a_running_daemons_inbox() {
+fn a_second_once_never_takes_a_running_daemons_inbox() {
     let s = Sandbox::new();
     let _daemon = s.start();
     let (code, log) = s.once();
     assert_eq!(code, 1, "{log}");
     assert!(
-        log.contains("another extdrop process is handling inbox"),
-        "{log}"
+        log.contains(&format!(
+            "another extdrop process (pid {} on ",
+            _daemon.pid()
+        )) && log.contains("is handling inbox"),
+        "the refusal names the holder: {log}"
     );
 }
 

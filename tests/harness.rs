@@ -278,6 +278,20 @@ template = "{{plugin_name}}__{{business_type}}.zip"
 
     /// Starts `extdrop run` and waits until every watch is armed.
     pub fn start(&self) -> Daemon {
+        let daemon = self.spawn_run();
+        daemon.wait_for_log("every watch is armed");
+        daemon
+    }
+
+    /// Starts `extdrop run` while another one holds the inbox, and waits until it says it is
+    /// on standby.
+    pub fn start_standby(&self) -> Daemon {
+        let daemon = self.spawn_run();
+        daemon.wait_for_log("standby: inbox");
+        daemon
+    }
+
+    fn spawn_run(&self) -> Daemon {
         let log = self.path(&format!("daemon-{}.log", fastrand::u32(..)));
         let child = self
             .command(&["run"])
@@ -285,9 +299,7 @@ template = "{{plugin_name}}__{{business_type}}.zip"
             .stderr(fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn extdrop run");
-        let daemon = Daemon::new(child, log);
-        daemon.wait_for_log("every watch is armed");
-        daemon
+        Daemon::new(child, log)
     }
 
     /// Names of the files (not reports, not files extdrop is still writing) in a folder of the
@@ -531,6 +543,11 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `kill -9` and reap.

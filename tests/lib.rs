@@ -11,4 +11,5 @@ mod lifecycle;
 mod naming;
 mod server;
 mod service;
+mod standby;
 mod watching;

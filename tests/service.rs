@@ -331,3 +331,18 @@ fn under_journald_auto_logs_are_plain_lines() {
         "{line}"
     );
 }
+
+#[test]
+fn a_standby_reports_ready_with_a_status_naming_the_holder() {
+    let mut s = Sandbox::new();
+    let active = s.start();
+    // Only the second process talks to this socket.
+    let notify = NotifySocket::bind(&mut s);
+    let _standby = s.start_standby();
+    notify.wait_for("READY=1");
+    let status = notify.wait_for("STATUS=standby");
+    assert!(
+        status.contains(&format!("pid {} on ", active.pid())),
+        "{status}"
+    );
+}
