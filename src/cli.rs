@@ -217,13 +217,16 @@ pub fn summary(config: &Config) -> String {
             w.include.patterns(),
             w.exclude.patterns(),
             humantime::format_duration(w.settle),
-            if w.poll {
-                format!(
+            match (w.poll_set, crate::watch::remote_file_system(&w.inbox)) {
+                (false, Some(kind)) => format!(
+                    "polling every {} (the inbox is on {kind}, where inotify misses changes made elsewhere)",
+                    humantime::format_duration(w.poll_interval)
+                ),
+                _ if w.poll => format!(
                     "polling every {}",
                     humantime::format_duration(w.poll_interval)
-                )
-            } else {
-                "inotify".to_owned()
+                ),
+                _ => "inotify".to_owned(),
             }
         );
         let _ = writeln!(

@@ -171,6 +171,9 @@ pub struct Watch {
     pub settle: Duration,
     /// Poll instead of inotify.
     pub poll: bool,
+    /// Whether `poll` was set in the file; when it was not, an inbox on a network or FUSE
+    /// file system is polled anyway (see [`crate::watch::polled`]).
+    pub poll_set: bool,
     /// Poll period when `poll` is on.
     pub poll_interval: Duration,
     /// Period of the safety-net full scan.
@@ -989,6 +992,7 @@ impl Builder<'_> {
             exclude,
             settle,
             poll: raw.poll.unwrap_or(false),
+            poll_set: raw.poll.is_some(),
             poll_interval: self.positive_duration(
                 &key("poll_interval"),
                 raw.poll_interval.as_ref(),

@@ -186,7 +186,12 @@ pub fn arm(
         }
     };
     let mut watchers: Vec<Box<dyn notify::Watcher + Send>> = Vec::new();
-    let inotify_watches: Vec<_> = watches.iter().filter(|w| !w.poll).collect();
+    let polled: Vec<bool> = watches.iter().map(|w| polled(w)).collect();
+    let inotify_watches: Vec<_> = watches
+        .iter()
+        .zip(&polled)
+        .filter_map(|(w, polled)| (!polled).then_some(w))
+        .collect();
     if !inotify_watches.is_empty() {
         let config = notify::Config::default().with_follow_symlinks(false);
         let mut watcher = notify::RecommendedWatcher::new(handler(nudges.clone()), config)
@@ -198,7 +203,11 @@ pub fn arm(
         }
         watchers.push(Box::new(watcher));
     }
-    for w in watches.iter().filter(|w| w.poll) {
+    for w in watches
+        .iter()
+        .zip(&polled)
+        .filter_map(|(w, polled)| polled.then_some(w))
+    {
         let config = notify::Config::default()
             .with_follow_symlinks(false)
             .with_poll_interval(w.poll_interval);
@@ -211,6 +220,52 @@ pub fn arm(
     }
     Ok(Armed {
         _watchers: watchers,
+    })
+}
+
+/// Whether the watch's inbox is polled: when `poll` says so, or when `poll` is not set and
+/// the inbox is on a network or FUSE file system, where files written by other hosts (or
+/// behind the FUSE mount) raise no inotify event here. Says so in the log when it decides for
+/// the operator.
+pub fn polled(watch: &Watch) -> bool {
+    if watch.poll_set {
+        return watch.poll;
+    }
+    match remote_file_system(&watch.inbox) {
+        Some(kind) => {
+            tracing::info!(
+                watch = %watch.name,
+                file_system = kind,
+                every = %humantime::format_duration(watch.poll_interval),
+                "the inbox is on a network or FUSE file system, where changes made elsewhere raise no inotify event: polling it (set poll = false to use inotify anyway)"
+            );
+            true
+        }
+        None => false,
+    }
+}
+
+/// The kind of file system `path` is on, if it is one whose changes made elsewhere inotify
+/// cannot see: network file systems and FUSE (by `statfs` magic number, see statfs(2)).
+pub fn remote_file_system(path: &Path) -> Option<&'static str> {
+    let stat = rustix::fs::statfs(path).ok()?;
+    // The kernel's magic numbers are 32-bit; the field is a signed word on most targets.
+    let magic = (stat.f_type as u64) & 0xFFFF_FFFF;
+    Some(match magic {
+        0x6969 => "nfs",
+        0x517B => "smb",
+        0xFF53_4D42 => "cifs",
+        0xFE53_4D42 => "smb2",
+        0x6573_5546 => "fuse",
+        0x0102_1997 => "9p",
+        0x00C3_6400 => "ceph",
+        0x5346_414F => "afs",
+        0x7375_7245 => "coda",
+        0x0BD0_0BD0 => "lustre",
+        0x4750_4653 => "gpfs",
+        0x0116_1970 => "gfs2",
+        0x7461_636F => "ocfs2",
+        _ => return None,
     })
 }
 

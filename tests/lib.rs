@@ -6,6 +6,7 @@ mod harness;
 mod cli;
 mod crash;
 mod credentials;
+mod filesystems;
 mod idle;
 mod lifecycle;
 mod naming;
