@@ -365,6 +365,9 @@ struct Watching {
     _armed: Option<watch::Armed>,
     tracker: Tracker,
     next_rescan: Vec<Instant>,
+    /// Each inbox's identity when it was armed: an inbox removed or replaced (its watch gone
+    /// with the old folder) is noticed by comparing.
+    inboxes: Vec<Option<watch::FolderId>>,
 }
 
 impl Watching {
@@ -388,12 +391,23 @@ impl Watching {
             .iter()
             .map(|w| Instant::now() + w.rescan_interval)
             .collect();
+        let inboxes = watches.iter().map(|w| watch::folder_id(&w.inbox)).collect();
         Ok(Watching {
             watches,
             _armed: armed,
             tracker,
             next_rescan,
+            inboxes,
         })
+    }
+
+    /// The first inbox that was removed or replaced since it was armed.
+    fn lost_inbox(&self) -> Option<&Watch> {
+        self.watches
+            .iter()
+            .zip(&self.inboxes)
+            .find(|(w, armed)| watch::folder_id(&w.inbox) != **armed)
+            .map(|(w, _)| &**w)
     }
 
     /// How often the main loop ticks: often enough for readiness and the watchdog.
@@ -479,6 +493,7 @@ pub async fn run(
     let mut status = String::new();
     let mut control_open = true;
     let mut interrupted = false;
+    let mut rearm_failing = false;
     let mut next_ping = Instant::now();
     loop {
         tokio::select! {
@@ -529,6 +544,21 @@ pub async fn run(
                     if now >= next_ping {
                         crate::systemd::alive();
                         next_ping = now + every;
+                    }
+                }
+                if mode == Mode::Watch && let Some(lost) = watching.lost_inbox() {
+                    let inbox = lost.inbox.clone();
+                    match rearm(&ctx, &current, &inbox, &nudge_tx) {
+                        Ok(rearmed) => {
+                            watching = rearmed;
+                            rearm_failing = false;
+                            tracing::warn!(inbox = %inbox.display(), "the inbox was removed or replaced: it is watched again (created anew where it was missing)");
+                        }
+                        Err(e) if !rearm_failing => {
+                            rearm_failing = true;
+                            tracing::error!(inbox = %inbox.display(), error = %e, "the inbox was removed or replaced and cannot be watched again; trying again");
+                        }
+                        Err(_) => {}
                     }
                 }
                 if mode == Mode::Watch {
@@ -689,6 +719,26 @@ async fn reload(
         tracing::error!(error = %e, "cannot resume the claims of the added watches");
     }
     Ok(swapped)
+}
+
+/// Watches the inboxes again after `inbox` was removed or replaced: its lock is taken anew on
+/// the new folder (the old lock file went with the old folder), folders missing are created
+/// as at start-up, and every watch is re-armed and scanned.
+fn rearm(
+    ctx: &Context,
+    config: &Config,
+    inbox: &std::path::Path,
+    nudges: &mpsc::UnboundedSender<Nudge>,
+) -> Result<Watching, DaemonError> {
+    if let Some(watch) = config.watches.iter().find(|w| w.inbox == inbox) {
+        store::ensure_folders(watch)?;
+        let lock = store::lock_inbox(watch)?;
+        ctx.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(inbox.to_owned(), lock);
+    }
+    Watching::new(config, Mode::Watch, &ctx.busy, nudges)
 }
 
 /// Runs file-system work of the main loop (scans, readiness checks) without stalling the

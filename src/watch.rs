@@ -223,6 +223,19 @@ pub fn arm(
     })
 }
 
+/// A folder's identity (device and inode): the same path can name a new folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FolderId(u64, u64);
+
+/// The identity of the folder at `path`; `None` when there is none (or it cannot be read).
+pub fn folder_id(path: &Path) -> Option<FolderId> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| FolderId(m.dev(), m.ino()))
+}
+
 /// Whether the watch's inbox is polled: when `poll` says so, or when `poll` is not set and
 /// the inbox is on a network or FUSE file system, where files written by other hosts (or
 /// behind the FUSE mount) raise no inotify event here. Says so in the log when it decides for

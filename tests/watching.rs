@@ -134,3 +134,42 @@ fn removing_and_re_adding_a_watch_never_uploads_a_file_twice() {
     assert_eq!(s.requests().len(), 2, "busy once, marker once");
     assert_eq!(s.files("done2"), ["busy__Gate.zip"]);
 }
+
+#[test]
+fn an_inbox_removed_or_replaced_while_running_is_watched_again() {
+    // The sandbox's rescan_interval is 1h: the periodic rescan cannot be what finds the files
+    // below, only a re-armed watch can.
+    let s = Sandbox::new();
+    let daemon = s.start();
+    s.drop_named("before", "Build");
+    s.wait_until("the first file in done", Some(&daemon), || {
+        s.files("done").len() == 1
+    });
+
+    // Removed, work folder and lock included.
+    std::fs::remove_dir_all(s.path("inbox")).expect("remove the inbox");
+    daemon.wait_for_log("the inbox was removed or replaced");
+    s.drop_named("recreated", "Build");
+    s.wait_until("the file dropped into the new inbox in done", Some(&daemon), || {
+        s.files("done").len() == 2
+    });
+
+    // Replaced by another folder under the same name.
+    std::fs::rename(s.path("inbox"), s.path("old-inbox")).expect("move the inbox away");
+    std::fs::create_dir(s.path("inbox")).expect("a new inbox");
+    s.wait_until("the replacement noticed", Some(&daemon), || {
+        daemon.log().matches("the inbox was removed or replaced").count() >= 2
+    });
+    s.drop_named("replaced", "Build");
+    s.wait_until("the file dropped into the replacement in done", Some(&daemon), || {
+        s.files("done").len() == 3
+    });
+    assert_eq!(
+        s.files("done"),
+        ["before__Build.zip", "recreated__Build.zip", "replaced__Build.zip"]
+    );
+
+    // The new inbox is locked again: a second process is still turned away.
+    let (code, log) = s.once();
+    assert_eq!(code, 1, "the new inbox's lock is held: {log}");
+}
