@@ -47,6 +47,9 @@ pub struct Sandbox {
     /// Environment variables for `extdrop` (secrets, `CREDENTIALS_DIRECTORY`, `NOTIFY_SOCKET`,
     /// …); nothing else that could hold credentials is inherited.
     pub env: Vec<(String, String)>,
+    /// The endpoint in the configuration, when it is not the stand-in's (a port where nothing
+    /// listens yet, say).
+    pub endpoint: Option<String>,
     /// `WatchdogSec=` as systemd would pass it (`WATCHDOG_USEC`, and `WATCHDOG_PID` = the
     /// daemon's own pid, which needs a shell that `exec`s it to be known in advance).
     pub watchdog: Option<Duration>,
@@ -95,6 +98,7 @@ impl Sandbox {
             log_format: "text".to_owned(),
             settle: "300ms".to_owned(),
             watchdog: None,
+            endpoint: None,
         }
     }
 
@@ -146,7 +150,10 @@ template = "{{plugin_name}}__{{business_type}}.zip"
 {rules}
 {more_watches}
 "#,
-            endpoint = self.stub.endpoint(),
+            endpoint = self
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| self.stub.endpoint()),
             auth = self.auth,
             upload = self.upload,
             retry = self.retry,

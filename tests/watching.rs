@@ -150,23 +150,35 @@ fn an_inbox_removed_or_replaced_while_running_is_watched_again() {
     std::fs::remove_dir_all(s.path("inbox")).expect("remove the inbox");
     daemon.wait_for_log("the inbox was removed or replaced");
     s.drop_named("recreated", "Build");
-    s.wait_until("the file dropped into the new inbox in done", Some(&daemon), || {
-        s.files("done").len() == 2
-    });
+    s.wait_until(
+        "the file dropped into the new inbox in done",
+        Some(&daemon),
+        || s.files("done").len() == 2,
+    );
 
     // Replaced by another folder under the same name.
     std::fs::rename(s.path("inbox"), s.path("old-inbox")).expect("move the inbox away");
     std::fs::create_dir(s.path("inbox")).expect("a new inbox");
     s.wait_until("the replacement noticed", Some(&daemon), || {
-        daemon.log().matches("the inbox was removed or replaced").count() >= 2
+        daemon
+            .log()
+            .matches("the inbox was removed or replaced")
+            .count()
+            >= 2
     });
     s.drop_named("replaced", "Build");
-    s.wait_until("the file dropped into the replacement in done", Some(&daemon), || {
-        s.files("done").len() == 3
-    });
+    s.wait_until(
+        "the file dropped into the replacement in done",
+        Some(&daemon),
+        || s.files("done").len() == 3,
+    );
     assert_eq!(
         s.files("done"),
-        ["before__Build.zip", "recreated__Build.zip", "replaced__Build.zip"]
+        [
+            "before__Build.zip",
+            "recreated__Build.zip",
+            "replaced__Build.zip"
+        ]
     );
 
     // The new inbox is locked again: a second process is still turned away.
