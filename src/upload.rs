@@ -6,6 +6,10 @@
 //! The answer becomes a [`Verdict`]; deciding what to do with it (retry, renew, file) is the
 //! caller's job, in one place.
 
+mod filename;
+
+pub use filename::encode_filename;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -100,7 +104,7 @@ impl Answer {
 pub struct Package<'a> {
     /// The file on disk (a claimed file).
     pub path: &'a Path,
-    /// The name sent as the part's `filename`.
+    /// The name sent as the part's `filename` (encoded on the way, see [`encode_filename`]).
     pub file_name: &'a str,
     /// Its size, sent as the part's length.
     pub size: u64,
@@ -202,7 +206,7 @@ impl Uploader {
             64 * 1024,
         ));
         let part = reqwest::multipart::Part::stream_with_length(body, package.size)
-            .file_name(package.file_name.to_owned());
+            .file_name(encode_filename(package.file_name));
         let form = reqwest::multipart::Form::new().part("upload_file", part);
         let url = match reqwest::Url::parse_with_params(
             &self.url,
