@@ -19,7 +19,8 @@ const BIG: usize = 8 << 20;
 fn slow_sandbox() -> Sandbox {
     let mut s = Sandbox::new();
     s.upload = "concurrency = 2\nvalidate_package = false".to_owned();
-    s.faults([Fault::Delay(Duration::from_secs(2))]);
+    // The test changes the file within this pause; a loaded machine may be slow to notice.
+    s.faults([Fault::Delay(Duration::from_secs(4))]);
     s
 }
 
