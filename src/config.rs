@@ -353,6 +353,41 @@ pub fn absolute(path: &Path, base: &Path) -> PathBuf {
     clean
 }
 
+/// Where `path` really is: `path` with every symbolic link resolved, as far as the folders
+/// exist (the longest existing ancestor is canonicalized and the rest appended, since done and
+/// failed may not exist yet). Folder overlaps are judged on these: a `done` that is a link to
+/// the inbox is the inbox.
+pub fn resolved(path: &Path) -> PathBuf {
+    resolve_within(path, 40)
+}
+
+/// [`resolved`], following at most `links` dangling links (a loop of them ends there).
+fn resolve_within(path: &Path, links: u32) -> PathBuf {
+    if let Ok(real) = path.canonicalize() {
+        return real;
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return path.to_owned();
+    };
+    // A dangling link (to a folder that is yet to be made) points where that folder will be.
+    if links > 0
+        && let Ok(target) = std::fs::read_link(path)
+    {
+        return resolve_within(&absolute(&target, parent), links - 1);
+    }
+    resolve_within(parent, links).join(name)
+}
+
+/// How a folder is shown in an overlap error: as written, and where it leads when that is
+/// elsewhere.
+fn shown(path: &Path, real: &Path) -> String {
+    if path == real {
+        path.display().to_string()
+    } else {
+        format!("{} (which resolves to {})", path.display(), real.display())
+    }
+}
+
 /// Validation context: the text (for locations) and the file (for errors and relative paths).
 struct Builder<'a> {
     text: &'a str,
@@ -1008,11 +1043,18 @@ impl Builder<'_> {
         Ok((watch, spans))
     }
 
-    /// Folder relations that would make files loop, collide or vanish.
-    /// Errors point at the offending value of watch `i`, from `spans[i]`.
+    /// Folder relations that would make files loop, collide or vanish, judged on the folders'
+    /// [`resolved`] paths (a link to the inbox is the inbox). Errors point at the offending
+    /// value of watch `i`, from `spans[i]`.
     fn check_folders(&self, watches: &[Watch], spans: &[WatchSpans]) -> Result<(), ConfigError> {
+        let real: Vec<[PathBuf; 3]> = watches
+            .iter()
+            .map(|w| [resolved(&w.inbox), resolved(&w.done), resolved(&w.failed)])
+            .collect();
         let mut names = HashSet::new();
-        for (i, (w, at)) in watches.iter().zip(spans).enumerate() {
+        for (i, ((w, at), [inbox, done, failed])) in
+            watches.iter().zip(spans).zip(&real).enumerate()
+        {
             let key = |k: &str| format!("watch[{i}].{k}");
             if !names.insert(w.name.as_str()) {
                 return Err(self.error(
@@ -1024,53 +1066,67 @@ impl Builder<'_> {
                     ),
                 ));
             }
-            for (k, folder, span) in [
-                ("done", &w.done, &at.done),
-                ("failed", &w.failed, &at.failed),
+            let work = inbox.join(crate::store::WORK_DIR);
+            for (k, folder, real, span) in [
+                ("done", &w.done, done, &at.done),
+                ("failed", &w.failed, failed, &at.failed),
             ] {
-                if *folder == w.inbox {
+                if real == inbox {
                     return Err(self.error(
                         key(k),
                         Some(span.clone()),
                         format!(
                             "{} is the inbox itself: files would be picked up again",
-                            folder.display()
+                            shown(folder, real)
                         ),
                     ));
                 }
-                if w.recursive && folder.starts_with(&w.inbox) {
+                // Claims live there: a filed file would look like a claim, and be counted and
+                // resumed as one.
+                if real.starts_with(&work) {
                     return Err(self.error(
                         key(k),
                         Some(span.clone()),
-                        format!("{} is inside the inbox of a recursive watch: files would be picked up again", folder.display()),
+                        format!(
+                            "{} is inside the inbox's work folder {}: it is extdrop's own",
+                            shown(folder, real),
+                            work.display()
+                        ),
+                    ));
+                }
+                if w.recursive && real.starts_with(inbox) {
+                    return Err(self.error(
+                        key(k),
+                        Some(span.clone()),
+                        format!("{} is inside the inbox of a recursive watch: files would be picked up again", shown(folder, real)),
                     ));
                 }
             }
-            if w.done == w.failed {
+            if done == failed {
                 return Err(self.error(
                     key("failed"),
                     Some(at.failed.clone()),
                     "is the same folder as done: keep uploaded and failed files apart",
                 ));
             }
-            for (j, other) in watches.iter().enumerate() {
+            for (j, (other, other_real)) in watches.iter().zip(&real).enumerate() {
                 if i == j {
                     continue;
                 }
-                for (k, folder) in [
-                    ("inbox", &other.inbox),
-                    ("done", &other.done),
-                    ("failed", &other.failed),
+                for (k, folder, real) in [
+                    ("inbox", &other.inbox, &other_real[0]),
+                    ("done", &other.done, &other_real[1]),
+                    ("failed", &other.failed, &other_real[2]),
                 ] {
-                    if folder.starts_with(&w.inbox) {
+                    if real.starts_with(inbox) {
                         return Err(self.error(
                             key("inbox"),
                             Some(at.inbox.clone()),
                             format!(
                                 "{} equals or contains watch \"{}\"'s {k} folder {}: each inbox must be its own",
-                                w.inbox.display(),
+                                shown(&w.inbox, inbox),
                                 other.name,
-                                folder.display()
+                                shown(folder, real)
                             ),
                         ));
                     }

@@ -35,7 +35,7 @@ use crate::retry::Schedule;
 use crate::rules::Derivation;
 use crate::standby::Standby;
 use crate::store::{self, Claim, Resumed};
-use crate::upload::{Answer, Package, Uploader, Verdict};
+use crate::upload::{Answer, Package, Sent, Snapshot, Uploader, Verdict};
 use crate::watch::{self, Busy, Found, Nudge, Tracker};
 
 /// How long uploads in flight may run on after SIGTERM before they are cut off (their files
@@ -865,10 +865,11 @@ async fn carry_on(
         let (p, b) = (plugin_name.clone(), business_type.clone());
         tokio::task::spawn_blocking(move || examine(&path, limit, validate, &p, &b)).await
     };
-    match examined {
+    let facts = match examined {
         Ok(Ok(facts)) => {
-            draft.size = facts.size;
-            draft.sha256 = Some(facts.sha256);
+            draft.size = facts.snapshot.size;
+            draft.sha256 = Some(facts.sha256.clone());
+            facts
         }
         Ok(Err(Refusal { size, reason })) => {
             draft.size = size;
@@ -882,11 +883,12 @@ async fn carry_on(
             ctx.error();
             return;
         }
-    }
+    };
 
     // Uploaded, with retries; `None` means the claim waits for the next start (shutdown came
     // first, or `once` could not get usable credentials).
-    let Some(report) = upload(&ctx, &watch, &mut claim, &mut draft, Some(permit)).await else {
+    let Some(report) = upload(&ctx, &watch, &mut claim, &mut draft, &facts, Some(permit)).await
+    else {
         return;
     };
 
@@ -894,13 +896,14 @@ async fn carry_on(
     file(&ctx, &watch, claim, report).await;
 }
 
-/// Upload attempts until success, a permanent refusal or the end of the retry budget; `None`
-/// when the file stays claimed instead.
+/// Upload attempts of the file `checked` found, until success, a permanent refusal or the end
+/// of the retry budget; `None` when the file stays claimed instead.
 async fn upload(
     ctx: &Context,
     watch: &Watch,
     claim: &mut Claim,
     draft: &mut Draft,
+    checked: &Facts,
     mut permit: Option<OwnedSemaphorePermit>,
 ) -> Option<Report> {
     let policy = ctx.settings().retry.clone();
@@ -955,16 +958,26 @@ async fn upload(
         let payload = claim.payload();
         let settings = ctx.settings();
         let started = Instant::now();
-        let verdict = settings
+        let tried = settings
             .uploader
             .attempt(Package {
                 path: &payload,
                 file_name: claim.file_name(),
-                size: draft.size,
+                checked: checked.snapshot,
+                sha256: Some(&checked.sha256),
                 plugin_name: &plugin_name,
                 business_type: &business_type,
             })
             .await;
+        // The report names what went out; a file that changed on the way has its own verdict.
+        match tried.sent {
+            Sent::Complete { sha256 } => draft.sha256 = Some(sha256),
+            // Nothing whole went out, and the file is no longer the one hashed: no hash
+            // describes an upload of it.
+            _ if tried.changed => draft.sha256 = None,
+            _ => {}
+        }
+        let verdict = tried.verdict;
         let metrics = &ctx.metrics;
         metrics.attempt(&watch.name, verdict.class());
         if !matches!(verdict, Verdict::NoCredentials(_)) {
@@ -1194,7 +1207,8 @@ impl Draft {
 
 /// Facts learned by reading a file before its upload.
 struct Facts {
-    size: u64,
+    /// The file as it was checked: an upload compares it with the file as it is sent.
+    snapshot: Snapshot,
     sha256: String,
 }
 
@@ -1239,8 +1253,19 @@ fn examine(
     let mut hasher = sha2::Sha256::new();
     std::io::copy(&mut file, &mut hasher)
         .map_err(|e| refuse(size, format!("the file cannot be read: {e}")))?;
+    // The hash and the package check must be of the file as it was measured.
+    let snapshot = Snapshot::of(&meta);
+    let after = std::fs::symlink_metadata(path)
+        .map(|m| Snapshot::of(&m))
+        .map_err(|e| refuse(size, format!("the file cannot be inspected: {e}")))?;
+    if let Some(detail) = snapshot.difference(&after) {
+        return Err(refuse(
+            after.size,
+            format!("the file changed while it was being checked: {detail}"),
+        ));
+    }
     Ok(Facts {
-        size,
+        snapshot,
         sha256: hex::encode(hasher.finalize()),
     })
 }

@@ -215,9 +215,9 @@ pub fn probe(config: &Config) -> Result<(String, String), String> {
 
 /// `extdrop upload FILE --plugin-name P --business-type B`.
 pub fn upload_one(path: &Path, file: &Path, plugin_name: &str, business_type: &str) -> u8 {
-    use crate::upload::{Package, Uploader, Verdict};
-    let size = match std::fs::metadata(file) {
-        Ok(meta) if meta.is_file() => meta.len(),
+    use crate::upload::{Package, Snapshot, Uploader, Verdict};
+    let checked = match std::fs::symlink_metadata(file) {
+        Ok(meta) if meta.is_file() => Snapshot::of(&meta),
         Ok(_) => {
             eprintln!("extdrop: {} is not a regular file", file.display());
             return EXIT_FATAL;
@@ -251,15 +251,17 @@ pub fn upload_one(path: &Path, file: &Path, plugin_name: &str, business_type: &s
         let package = Package {
             path: file,
             file_name: &file_name,
-            size,
+            checked,
+            // Not hashed beforehand: the size, time and inode still catch a file that changes.
+            sha256: None,
             plugin_name,
             business_type,
         };
-        let mut verdict = uploader.attempt(package).await;
+        let mut verdict = uploader.attempt(package).await.verdict;
         if let Verdict::Unauthorized { answer, stamp } = &verdict {
             let (answer, stamp) = (answer.clone(), *stamp);
             match uploader.auth().renew(stamp).await {
-                Ok(()) => verdict = uploader.attempt(package).await,
+                Ok(()) => verdict = uploader.attempt(package).await.verdict,
                 Err(e) => {
                     eprintln!("extdrop: {e} (the server said {})", answer.describe());
                     return EXIT_FATAL;

@@ -5,6 +5,16 @@
 //! streamed from disk as the multipart field `upload_file` (memory does not grow with the file).
 //! The answer becomes a [`Verdict`]; deciding what to do with it (retry, renew, file) is the
 //! caller's job, in one place.
+//!
+//! The body is the file as it is read during the attempt, hashed on the way ([`Sent`]); a file
+//! that turns out to have changed since it was checked makes the attempt a permanent refusal,
+//! whatever the server said.
+
+mod filename;
+mod sent;
+
+pub use filename::encode_filename;
+pub use sent::{FILE_CHANGED, Sent, Snapshot};
 
 use std::path::Path;
 use std::time::Duration;
@@ -100,14 +110,29 @@ impl Answer {
 pub struct Package<'a> {
     /// The file on disk (a claimed file).
     pub path: &'a Path,
-    /// The name sent as the part's `filename`.
+    /// The name sent as the part's `filename` (encoded on the way, see [`encode_filename`]).
     pub file_name: &'a str,
-    /// Its size, sent as the part's length.
-    pub size: u64,
+    /// The file as it was checked; its size is sent as the part's length. A file that no longer
+    /// matches it, or yields other bytes, fails the attempt for good.
+    pub checked: Snapshot,
+    /// The SHA-256 of the check, when the file was hashed before the attempt.
+    pub sha256: Option<&'a str>,
     /// Query parameter `plugin_name`.
     pub plugin_name: &'a str,
     /// Query parameter `business_type`.
     pub business_type: &'a str,
+}
+
+/// One attempt: the verdict, and how much of the file went out.
+#[derive(Debug)]
+pub struct Attempt {
+    /// What to make of the attempt.
+    pub verdict: Verdict,
+    /// What the body sent; its hash is the one to report when it is complete.
+    pub sent: Sent,
+    /// The file changed since it was checked (the verdict says how): it is no longer the file
+    /// that was hashed.
+    pub changed: bool,
 }
 
 /// Why the HTTP client could not be built.
@@ -185,24 +210,76 @@ impl Uploader {
         &self.auth
     }
 
-    /// Makes one attempt and classifies its outcome. Never panics, never retries.
-    pub async fn attempt(&self, package: Package<'_>) -> Verdict {
+    /// Makes one attempt and classifies its outcome, with what was sent. Never panics, never
+    /// retries.
+    pub async fn attempt(&self, package: Package<'_>) -> Attempt {
         let file = match crate::store::open_payload(package.path) {
             Ok(file) => tokio::fs::File::from_std(file),
             Err(e) => {
-                return Verdict::Transient {
+                let verdict = Verdict::Transient {
                     answer: None,
                     why: format!("cannot open the file for reading: {e}"),
                     retry_after: None,
                 };
+                return self.judge(package, verdict, Sent::Partial).await;
             }
         };
+        let (reader, tally) = sent::SentReader::new(file, package.checked.size);
+        let verdict = self.send(package, reader).await;
+        self.judge(package, verdict, tally.sent()).await
+    }
+
+    /// The verdict of an attempt once the file is compared with what was checked: a file that
+    /// changed is refused for good, whatever the server or the network said, because what went
+    /// out (or would go out again) is not what was checked.
+    async fn judge(&self, package: Package<'_>, verdict: Verdict, sent: Sent) -> Attempt {
+        // Credentials that could not be put on the request: nothing was read, nothing judged.
+        if matches!(verdict, Verdict::NoCredentials(_)) {
+            return Attempt {
+                verdict,
+                sent,
+                changed: false,
+            };
+        }
+        let now = tokio::fs::symlink_metadata(package.path)
+            .await
+            .ok()
+            .map(|meta| Snapshot::of(&meta));
+        let Some(reason) = sent::changed(&package.checked, package.sha256, &sent, now.as_ref())
+        else {
+            return Attempt {
+                verdict,
+                sent,
+                changed: false,
+            };
+        };
+        let answer = match verdict {
+            Verdict::Uploaded(answer)
+            | Verdict::Rejected { answer, .. }
+            | Verdict::Unauthorized { answer, .. } => answer,
+            Verdict::Transient { answer, .. } => answer.unwrap_or_default(),
+            Verdict::NoCredentials(_) => Answer::default(),
+        };
+        Attempt {
+            verdict: Verdict::Rejected { answer, reason },
+            sent,
+            changed: true,
+        }
+    }
+
+    /// Sends the request with `reader` as the file's content, and classifies the answer.
+    async fn send(
+        &self,
+        package: Package<'_>,
+        reader: sent::SentReader<tokio::fs::File>,
+    ) -> Verdict {
+        // Large reads: fewer trips to the blocking pool for a file of hundreds of megabytes.
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-            file,
-            64 * 1024,
+            reader,
+            256 * 1024,
         ));
-        let part = reqwest::multipart::Part::stream_with_length(body, package.size)
-            .file_name(package.file_name.to_owned());
+        let part = reqwest::multipart::Part::stream_with_length(body, package.checked.size)
+            .file_name(encode_filename(package.file_name));
         let form = reqwest::multipart::Form::new().part("upload_file", part);
         let url = match reqwest::Url::parse_with_params(
             &self.url,

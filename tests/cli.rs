@@ -239,3 +239,26 @@ fn upload_sends_one_file_and_reports_by_exit_code() {
     ]);
     assert_eq!(out.status.code(), Some(1), "fatal");
 }
+
+/// Regression (issue 7, defect 5): `done` as a symbolic link to the inbox passed `check`, and
+/// `run` then uploaded every file twice.
+#[test]
+fn check_refuses_a_done_that_links_to_the_inbox() {
+    let s = Sandbox::new();
+    std::fs::remove_dir(s.path("done")).expect("remove done");
+    std::os::unix::fs::symlink(s.path("inbox"), s.path("done")).expect("link");
+    let out = s.run(&["check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = s
+        .config_text()
+        .lines()
+        .position(|l| l.starts_with("done = "))
+        .expect("line")
+        + 1;
+    assert!(
+        err.contains(&format!("config.toml:{line}:8: watch[0].done: ")),
+        "{err}"
+    );
+    assert!(err.contains("is the inbox itself"), "{err}");
+}

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod changing;
 mod cli;
 mod crash;
 mod credentials;

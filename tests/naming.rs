@@ -275,3 +275,24 @@ proptest::proptest! {
         proptest::prop_assert!(shown.contains(" 0 in progress"), "{}", shown);
     }
 }
+
+/// Regression (issue 7, defect 7): reqwest escapes a CR in the multipart `filename` as a
+/// backslash and the raw CR, so a name holding `"` and CR LF broke the part header on the wire.
+/// The name now goes percent-encoded, as browsers send it.
+#[test]
+fn a_name_with_quotes_and_line_breaks_is_sent_encoded() {
+    let mut s = Sandbox::new();
+    // The default rule needs `__`; this one's `*` takes any characters.
+    s.rules = "[[watch.rule]]\ntemplate = \"{plugin_name}-{business_type}-*.zip\"".to_owned();
+    let name = "demo_task-Build-say \"hi\"\r\nForged: yes.zip";
+    s.drop_package(name, "demo_task", "Build");
+    let (code, log) = s.once();
+    assert_eq!(code, 0, "{log}");
+    let uploads = s.stub.uploads();
+    assert_eq!(uploads.len(), 1, "{log}");
+    assert_eq!(
+        uploads[0].filename.as_deref(),
+        Some("demo_task-Build-say %22hi%22%0D%0AForged: yes.zip")
+    );
+    assert_eq!(s.report("done", name)["outcome"], "done");
+}

@@ -429,3 +429,72 @@ fn codearts_values_point_at_the_value() {
         "metrics.listen",
     );
 }
+
+/// Parses `text` as if read from `dir/config.toml`, so that relative folders are in `dir`.
+fn error_in(dir: &Path, text: &str) -> String {
+    match Config::parse(text, &dir.join("config.toml")) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Regression (issue 7, defect 5): `done` as a symbolic link to the inbox passed `check`, and
+/// every file was uploaded twice.
+#[test]
+fn a_done_that_links_to_the_inbox_is_the_inbox() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir(dir.path().join("in"))?;
+    std::os::unix::fs::symlink(dir.path().join("in"), dir.path().join("done"))?;
+    let e = error_in(dir.path(), BASE);
+    let expected = format!(
+        "{}:12:8: watch[0].done: ",
+        dir.path().join("config.toml").display()
+    );
+    assert!(e.starts_with(&expected), "{e}");
+    assert!(e.contains("is the inbox itself"), "{e}");
+
+    // A link into the inbox of a recursive watch, through a folder not made yet.
+    let text = BASE.replace(
+        "failed = \"failed\"",
+        "failed = \"failed\"\nrecursive = true",
+    );
+    std::fs::remove_file(dir.path().join("done"))?;
+    std::os::unix::fs::symlink("in/later", dir.path().join("done"))?;
+    let e = error_in(dir.path(), &text);
+    assert!(e.contains("watch[0].done"), "{e}");
+    assert!(e.contains("inside the inbox of a recursive watch"), "{e}");
+    Ok(())
+}
+
+/// Regression (issue 7, defect 5): `failed = "<inbox>/.extdrop"` passed `check`, and `status`
+/// counted each failure twice (as a failure and as a claim).
+#[test]
+fn the_work_folder_is_neither_done_nor_failed() {
+    for folder in ["in/.extdrop", "in/.extdrop/failed", "in/sub/../.extdrop"] {
+        assert_refused_at(
+            &BASE.replace("failed = \"failed\"", &format!("failed = \"{folder}\"")),
+            "13:10",
+            "watch[0].failed",
+        );
+    }
+    let e = error(&BASE.replace("done = \"done\"", "done = \"in/.extdrop\""));
+    assert!(e.contains("watch[0].done"), "{e}");
+    assert!(e.contains("work folder"), "{e}");
+    // A subfolder of the inbox of a flat watch is not watched: it stays allowed.
+    assert!(parse(&BASE.replace("done = \"done\"", "done = \"in/done\"")).is_ok());
+}
+
+/// Regression (issue 7, defect 5): another watch's folder that links into an inbox is in it.
+#[test]
+fn a_link_into_another_watchs_inbox_is_inside_it() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir(dir.path().join("in"))?;
+    std::os::unix::fs::symlink(dir.path().join("in"), dir.path().join("elsewhere"))?;
+    let e = error_in(
+        dir.path(),
+        &two_watches("inbox = \"in2\"\ndone = \"elsewhere/d2\"\nfailed = \"f2\""),
+    );
+    assert!(e.contains("watch[0].inbox"), "{e}");
+    assert!(e.contains("resolves to"), "{e}");
+    Ok(())
+}
