@@ -910,11 +910,17 @@ async fn upload(
     let mut schedule = Schedule::new(&policy, claim.record.attempts);
     let claimed_at =
         humantime::parse_rfc3339(&claim.record.claimed_at).unwrap_or_else(|_| SystemTime::now());
-    // Time on the file's own account: since its claim, less any wait for credentials.
-    let spent = |claim: &Claim| {
+    // Time on the file's own account: since its claim, less any wait for credentials. The wall
+    // clock only bridges a restart; within this process the monotonic clock counts, so that a
+    // clock stepped forward (NTP, an operator) does not fail every file in backoff at once.
+    let (resumed, before) = (
+        Instant::now(),
         SystemTime::now()
             .duration_since(claimed_at)
-            .unwrap_or_default()
+            .unwrap_or_default(),
+    );
+    let spent = |claim: &Claim| {
+        (before + resumed.elapsed())
             .saturating_sub(Duration::from_secs(claim.record.credential_wait_secs))
     };
     // A claim resumed after a stop may have spent its budget already (its last attempt cut off

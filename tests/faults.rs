@@ -217,3 +217,46 @@ fn a_read_only_done_folder_keeps_the_file_until_it_is_writable() {
     assert_eq!(s.stub.uploads().len(), 1);
     drop(daemon);
 }
+
+/// Where Debian's `faketime` package puts the library that fakes the wall clock.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[test]
+fn a_clock_stepped_forward_does_not_spend_the_retry_budget() {
+    if !Path::new(LIBFAKETIME).exists() {
+        eprintln!("skipped: {LIBFAKETIME} is missing (Debian: faketime)");
+        return;
+    }
+    let mut s = Sandbox::new();
+    // The wall clock as the daemon sees it: stepped by writing this file; the monotonic clock
+    // is left alone, as an NTP step leaves it.
+    let offset = s.path("clock-offset");
+    std::fs::write(&offset, "+0").expect("offset");
+    s.env.extend(
+        [
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", offset.to_str().expect("utf-8")),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    s.retry = "initial_delay = \"200ms\"\nmax_delay = \"300ms\"\njitter = 0.0\nmax_attempts = 10\nmax_elapsed = \"1m\"".to_owned();
+    s.faults((0..6).map(|_| Fault::status(503)));
+    let daemon = s.start();
+    s.drop_named("stepped", "Build");
+    s.wait_until("the first attempt", Some(&daemon), || {
+        s.stub.uploads_started() >= 1
+    });
+    std::fs::write(&offset, "+3h").expect("step the clock");
+    s.wait_until("the file filed", Some(&daemon), || {
+        s.files("done").len() + s.files("failed").len() == 1
+    });
+    assert_eq!(
+        s.files("done"),
+        ["stepped__Build.zip"],
+        "a clock step is not time spent; log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(s.report("done", "stepped__Build.zip")["attempts"], 7);
+}
