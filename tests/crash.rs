@@ -204,3 +204,128 @@ fn a_claim_resumed_with_its_budget_spent_goes_to_failed_without_another_attempt(
     let reason = report["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("max_attempts"), "{reason}");
 }
+
+/// Crash anywhere: rounds of a burst of files with random server faults, each round ended by
+/// `kill -9` at a random moment, then a restart. In the end every package is in done exactly
+/// once or in failed with a reason, no claim is left, and a package accepted twice by the
+/// server was accepted the first time just before a kill: the one window README documents
+/// (the server committed the upload, the daemon died before writing the decision down).
+///
+/// `EXTDROP_CRASH_ROUNDS` sets the number of rounds (CI runs the short default) and
+/// `EXTDROP_CRASH_SEED` replays a run; the seed is printed when it fails.
+#[test]
+fn killed_at_random_moments_every_package_still_lands_exactly_once() {
+    let rounds: usize = std::env::var("EXTDROP_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let seed: u64 = std::env::var("EXTDROP_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut s = Sandbox::new();
+    s.upload = "concurrency = 3".to_owned();
+    s.settle = "50ms".to_owned();
+    s.retry = "initial_delay = \"20ms\"\nmax_delay = \"100ms\"\njitter = 0.0\nmax_attempts = 50\nmax_elapsed = \"5m\"".to_owned();
+    let mut names = Vec::new();
+    let mut kills = Vec::new();
+    let mut logs = Vec::new();
+    // Rounds whose kill left work behind (claims or files waiting): the test is vacuous
+    // without them.
+    let mut interrupted = 0;
+    for round in 0..rounds {
+        let mut daemon = s.start();
+        s.faults((0..rng.usize(0..6)).map(|_| match rng.u8(0..4) {
+            0 => Fault::status(503),
+            1 => Fault::Drop,
+            2 => Fault::Delay(std::time::Duration::from_millis(rng.u64(50..400))),
+            _ => Fault::status(429),
+        }));
+        for i in 0..rng.usize(8..24) {
+            let name = format!("crash{round}x{i}");
+            s.drop_named(&name, "Build");
+            names.push(name);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(rng.u64(0..250)));
+        daemon.kill9();
+        // After the process is gone: whatever it sent, it sent before this.
+        kills.push(std::time::Instant::now());
+        logs.push(daemon.log());
+        if s.claims() > 0 || !s.files("inbox").is_empty() {
+            interrupted += 1;
+        }
+    }
+    let daemon = s.start();
+    let total = names.len();
+    s.wait_until("every package filed", Some(&daemon), || {
+        s.files("done").len() + s.files("failed").len() == total
+            && s.claims() == 0
+            && s.files("inbox").is_empty()
+    });
+    let context = format!("seed {seed} (EXTDROP_CRASH_SEED={seed} replays it)");
+    eprintln!("{interrupted} of {rounds} kills interrupted work; {context}");
+    assert!(
+        interrupted * 3 >= rounds,
+        "only {interrupted} of {rounds} kills interrupted work; {context}"
+    );
+    let mut filed: Vec<String> = s.files("done");
+    filed.extend(s.files("failed"));
+    filed.sort();
+    let mut expected: Vec<String> = names.iter().map(|n| format!("{n}__Build.zip")).collect();
+    expected.sort();
+    assert_eq!(
+        filed, expected,
+        "each package filed once, under its own name; {context}"
+    );
+    for name in s.files("failed") {
+        let reason = s.report("failed", &name)["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            !reason.is_empty(),
+            "{name} failed without a reason; {context}"
+        );
+    }
+    let uploads = s.stub.uploads();
+    for name in &names {
+        let accepted: Vec<_> = uploads
+            .iter()
+            .filter(|u| u.plugin_name.as_deref() == Some(name.as_str()))
+            .collect();
+        for (earlier, twice) in accepted.iter().zip(accepted.iter().skip(1)) {
+            // The earlier acceptance raced a kill: the daemon that sent it died before it could
+            // write its decision down (no daemon ever filed it), and it was sent before that
+            // kill (the stand-in may read a dead client's last bytes a moment later).
+            let answered = earlier.answered.expect("an accepted upload was answered");
+            let never_filed = !logs
+                .iter()
+                .chain(std::iter::once(&daemon.log()))
+                .any(|log| log.contains(&format!("request_id=\"{}\"", earlier.request_id)));
+            let in_window = never_filed
+                && kills.iter().any(|kill| {
+                    earlier.received <= *kill + std::time::Duration::from_millis(500)
+                        && (answered >= *kill
+                            || kill.duration_since(answered) < std::time::Duration::from_secs(2))
+                });
+            let kills_after: Vec<_> = kills
+                .iter()
+                .map(|k| format!("{:?}", k.checked_duration_since(earlier.received)))
+                .collect();
+            assert!(
+                in_window,
+                "{name} accepted again ({}) although its earlier acceptance (answered {:?} after it was received) did not race a kill (kills after its receipt: {kills_after:?}); {context}\nthe last daemon's log of it:\n{}",
+                twice.request_id,
+                answered.duration_since(earlier.received),
+                daemon
+                    .log()
+                    .lines()
+                    .filter(|l| l.contains(name.as_str()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+    drop(daemon);
+}
