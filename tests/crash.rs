@@ -30,13 +30,7 @@ fn kill_9_during_uploads_then_restart_files_everything_exactly_once() {
     assert!(s.files("inbox").is_empty());
     assert_eq!(s.claims(), 0);
     for name in &names {
-        let accepted = s
-            .stub
-            .uploads()
-            .iter()
-            .filter(|u| u.plugin_name.as_deref() == Some(name))
-            .count();
-        assert_eq!(accepted, 1, "{name} accepted exactly once");
+        assert_eq!(s.accepted(name), 1, "{name} accepted exactly once");
     }
 }
 

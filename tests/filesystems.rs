@@ -53,17 +53,21 @@ impl Drop for FuseMount {
     }
 }
 
+/// Mounts the folder `behind` over the sandbox's inbox; `None` (the test skips, saying why)
+/// where FUSE cannot be mounted.
+fn fuse_inbox(s: &Sandbox, behind: &Path) -> Option<FuseMount> {
+    std::fs::create_dir_all(behind).expect("folder behind the mount");
+    FuseMount::bind(behind, &s.path("inbox"))
+        .map_err(|why| eprintln!("skipped: cannot mount FUSE here: {why}"))
+        .ok()
+}
+
 #[test]
 fn an_inbox_behind_fuse_is_polled_and_files_written_behind_it_are_uploaded() {
     let mut s = Sandbox::new();
     let behind = s.path("behind");
-    std::fs::create_dir_all(&behind).expect("folder behind the mount");
-    let _mount = match FuseMount::bind(&behind, &s.path("inbox")) {
-        Ok(mount) => mount,
-        Err(why) => {
-            eprintln!("skipped: cannot mount FUSE here: {why}");
-            return;
-        }
+    let Some(_mount) = fuse_inbox(&s, &behind) else {
+        return;
     };
     s.watch_extra = "poll_interval = \"200ms\"".to_owned();
     let daemon = s.start();
@@ -89,13 +93,8 @@ fn an_inbox_behind_fuse_is_polled_and_files_written_behind_it_are_uploaded() {
 fn poll_set_explicitly_is_obeyed_on_fuse() {
     let mut s = Sandbox::new();
     let behind = s.path("behind");
-    std::fs::create_dir_all(&behind).expect("folder behind the mount");
-    let _mount = match FuseMount::bind(&behind, &s.path("inbox")) {
-        Ok(mount) => mount,
-        Err(why) => {
-            eprintln!("skipped: cannot mount FUSE here: {why}");
-            return;
-        }
+    let Some(_mount) = fuse_inbox(&s, &behind) else {
+        return;
     };
     s.watch_extra = "poll = false".to_owned();
     let out = s.run(&["check"]);

@@ -347,6 +347,15 @@ template = "{{plugin_name}}__{{business_type}}.zip"
             .unwrap_or(0)
     }
 
+    /// How many uploads of `plugin_name` the stand-in accepted.
+    pub fn accepted(&self, plugin_name: &str) -> usize {
+        self.stub
+            .uploads()
+            .iter()
+            .filter(|u| u.plugin_name.as_deref() == Some(plugin_name))
+            .count()
+    }
+
     /// Upload requests the stand-in received.
     pub fn requests(&self) -> Vec<UploadRecord> {
         self.stub.requests()

@@ -63,13 +63,7 @@ fn a_standby_takes_over_when_the_active_one_dies_and_every_file_lands_once() {
     );
     assert!(s.files("failed").is_empty() && s.files("inbox").is_empty());
     for name in ["first", "inflight1", "inflight2", "after"] {
-        let accepted = s
-            .stub
-            .uploads()
-            .iter()
-            .filter(|u| u.plugin_name.as_deref() == Some(name))
-            .count();
-        assert_eq!(accepted, 1, "{name} accepted exactly once");
+        assert_eq!(s.accepted(name), 1, "{name} accepted exactly once");
     }
     assert!(
         standby.log().contains("resuming a claimed file"),
