@@ -345,7 +345,8 @@ template = "{{plugin_name}}__{{business_type}}.zip"
 /// Whether `name` is the hidden temporary extdrop writes a report (or a claim record) to
 /// before renaming it into place: counting it made "one file in done" come true too early.
 fn is_being_written(name: &str) -> bool {
-    name.starts_with('.') && name.contains(".tmp-")
+    name.starts_with(extdrop::store::TEMP_PREFIX)
+        || (name.starts_with('.') && name.contains(".tmp-"))
 }
 
 /// A running `extdrop run`; killed when dropped.

@@ -6,6 +6,7 @@ mod harness;
 mod cli;
 mod crash;
 mod credentials;
+mod faults;
 mod lifecycle;
 mod naming;
 mod server;

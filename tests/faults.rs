@@ -1,0 +1,192 @@
+//! Never stuck (issue 11) and long names (issue 7, defect 2): I/O errors and panics injected
+//! into the running daemon — debug builds honour `EXTDROP_FAULTS`, see `extdrop::store::fault`
+//! — and every claimed file still reaches done or failed with its report, without a restart.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::Sandbox;
+
+/// A sandbox whose daemon runs with these injected faults.
+fn with_faults(rules: &str) -> Sandbox {
+    let mut s = Sandbox::new();
+    s.env.push(("EXTDROP_FAULTS".to_owned(), rules.to_owned()));
+    s
+}
+
+/// How many times the stand-in accepted `plugin_name`.
+fn accepted(s: &Sandbox, plugin_name: &str) -> usize {
+    s.stub
+        .uploads()
+        .iter()
+        .filter(|u| u.plugin_name.as_deref() == Some(plugin_name))
+        .count()
+}
+
+/// `extdrop status --json` of the main watch, without injected faults.
+fn status(s: &mut Sandbox) -> Value {
+    s.env.clear();
+    let out = s.run(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let status: Value = serde_json::from_slice(&out.stdout).expect("json");
+    status[0].clone()
+}
+
+#[test]
+fn regression_a_package_that_crashes_the_check_is_failed_with_the_reason() {
+    let s = with_faults("point=check,path=crash,panic");
+    let daemon = s.start();
+    s.drop_named("crash", "Build");
+    s.drop_named("fine", "Build");
+    s.wait_until("both filed", Some(&daemon), || {
+        s.files("failed") == ["crash__Build.zip"] && s.files("done") == ["fine__Build.zip"]
+    });
+    let report = s.report("failed", "crash__Build.zip");
+    let reason = report["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("the package check crashed: "),
+        "{reason}"
+    );
+    assert_eq!(accepted(&s, "crash"), 0, "never uploaded\n{}", daemon.log());
+    // The claim folder goes just after the file lands.
+    s.wait_until("no claim left", Some(&daemon), || s.claims() == 0);
+}
+
+#[test]
+fn regression_a_handler_that_panics_has_its_claim_taken_up_again() {
+    let s = with_faults("point=handler,path=boom,nth=1,panic");
+    let daemon = s.start();
+    s.drop_named("boom", "Build");
+    s.wait_until("the file in done", Some(&daemon), || {
+        s.files("done") == ["boom__Build.zip"]
+    });
+    assert!(daemon.log().contains("taken up again"), "{}", daemon.log());
+    assert_eq!(accepted(&s, "boom"), 1);
+    // The claim folder goes just after the file lands.
+    s.wait_until("no claim left", Some(&daemon), || s.claims() == 0);
+}
+
+#[test]
+fn regression_a_failed_sync_after_the_claim_does_not_strand_the_file() {
+    let s = with_faults("point=claim.sync,times=3");
+    let daemon = s.start();
+    s.drop_named("synced", "Build");
+    s.wait_until("the file in done", Some(&daemon), || {
+        s.files("done") == ["synced__Build.zip"]
+    });
+    assert!(!daemon.log().contains("it stays in the inbox"));
+    assert_eq!(accepted(&s, "synced"), 1);
+    // The claim folder goes just after the file lands.
+    s.wait_until("no claim left", Some(&daemon), || s.claims() == 0);
+}
+
+#[test]
+fn regression_an_attempt_count_that_cannot_be_saved_is_retried() {
+    // The claim record's second write (its first in the claim folder is the claim itself) is
+    // the attempt count saved before the upload.
+    let s = with_faults("point=write,path=.extdrop/,nth=2");
+    let daemon = s.start();
+    s.drop_named("count", "Build");
+    s.wait_until("the file in done", Some(&daemon), || {
+        s.files("done") == ["count__Build.zip"]
+    });
+    assert!(
+        daemon
+            .log()
+            .contains("the upload is tried again after a pause"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(s.report("done", "count__Build.zip")["attempts"], 1);
+    assert_eq!(accepted(&s, "count"), 1);
+    // The claim folder goes just after the file lands.
+    s.wait_until("no claim left", Some(&daemon), || s.claims() == 0);
+}
+
+#[test]
+fn regression_a_claim_that_fails_is_tried_again_without_a_restart() {
+    let s = with_faults("point=claim.rename,times=2");
+    let daemon = s.start();
+    s.drop_named("again", "Build");
+    s.wait_until("the file in done", Some(&daemon), || {
+        s.files("done") == ["again__Build.zip"]
+    });
+    assert!(daemon.log().contains("tried again after a pause"));
+    // The claim folder goes just after the file lands.
+    s.wait_until("no claim left", Some(&daemon), || s.claims() == 0);
+}
+
+/// Issue 7, defect 2: a name of 244 bytes or more was never filed (its report's name passed
+/// 255 bytes), and stayed "in progress" forever.
+#[test]
+fn regression_names_of_244_and_255_bytes_are_filed_with_their_report() {
+    let long = format!("{}__Build.zip", "l".repeat(244));
+    let edge = format!("{}__Build.zip", "e".repeat(233));
+    assert_eq!((long.len(), edge.len()), (255, 244));
+    let s = Sandbox::new();
+    s.drop_bytes(&long, b"not a package");
+    s.drop_bytes(&edge, b"not a package");
+    let (code, log) = s.once();
+    assert_eq!(code, 2, "{log}");
+    let failed = s.files("failed");
+    assert_eq!(failed.len(), 2, "{failed:?}\n{log}");
+    let mut originals: Vec<String> = failed
+        .iter()
+        .map(|name| {
+            assert!(name.len() + ".result.json".len() <= 255, "{name}");
+            assert!(name.ends_with(".zip"), "{name}");
+            s.report("failed", name)["file"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    originals.sort();
+    let mut expected = vec![edge, long];
+    expected.sort();
+    assert_eq!(originals, expected, "the report keeps the name as dropped");
+    assert_eq!(s.claims(), 0);
+    assert!(s.files("inbox").is_empty());
+}
+
+/// Issue 11: many files through random I/O errors at every point of the store. Each ends in
+/// done with its report within the run, none is uploaded twice, and `status` shows nothing in
+/// progress at the end.
+#[test]
+fn many_files_through_random_io_errors_all_end_filed_once() {
+    const FILES: usize = 400;
+    let mut s = with_faults("point=*,chance=0.05,seed=11");
+    s.upload = "concurrency = 4".to_owned();
+    let daemon = s.start();
+    for i in 0..FILES {
+        s.drop_named(&format!("many{i}"), "Build");
+    }
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while s.files("done").len() + s.files("failed").len() < FILES {
+        assert!(
+            Instant::now() < deadline,
+            "done {} failed {} claims {}\n{}",
+            s.files("done").len(),
+            s.files("failed").len(),
+            s.claims(),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.files("done").len(), FILES, "{:?}", s.files("failed"));
+    let log = daemon.log();
+    assert!(log.contains("injected I/O error"), "faults were injected");
+    for i in 0..FILES {
+        let name = format!("many{i}");
+        assert_eq!(accepted(&s, &name), 1, "{name} uploaded once");
+        assert_eq!(
+            s.report("done", &format!("{name}__Build.zip"))["plugin_name"],
+            name.as_str()
+        );
+    }
+    assert!(s.files("inbox").is_empty());
+    s.wait_until("no claim left", Some(&daemon), || s.claims() == 0);
+    drop(daemon);
+    assert_eq!(status(&mut s)["in_progress"], 0);
+}
