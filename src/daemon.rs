@@ -484,6 +484,10 @@ pub async fn run(
     let mut current = config.clone();
     let (nudge_tx, mut nudges) = mpsc::unbounded_channel();
     ctx.lock_inboxes(&config.watches)?;
+    // Before the start-up scan, so that a file a retry had committed is found with the rest.
+    for watch in &config.watches {
+        store::recover_retries(watch);
+    }
     let mut watching = Watching::new(config, mode, &ctx.busy, &nudge_tx)?;
     let mut tasks = JoinSet::new();
     // Files a previous run claimed: they were dropped earliest. Nothing else claims in these

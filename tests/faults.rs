@@ -190,3 +190,69 @@ fn many_files_through_random_io_errors_all_end_filed_once() {
     drop(daemon);
     assert_eq!(status(&mut s)["in_progress"], 0);
 }
+
+/// A sandbox whose `failed` folder is on another file system (a tmpfs), or `None` (with a
+/// message) where there is none to use.
+fn with_failed_elsewhere() -> Option<(Sandbox, tempfile::TempDir)> {
+    use std::os::unix::fs::MetadataExt;
+    let s = Sandbox::new();
+    let Ok(elsewhere) = tempfile::Builder::new()
+        .prefix("extdrop-failed-")
+        .tempdir_in("/dev/shm")
+    else {
+        eprintln!("skipped: /dev/shm is not usable for a second file system");
+        return None;
+    };
+    let dev = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    if dev(elsewhere.path()) == dev(s.root()) {
+        eprintln!("skipped: /dev/shm is on the same file system as the sandbox");
+        return None;
+    }
+    std::fs::remove_dir(s.path("failed")).expect("failed folder");
+    std::os::unix::fs::symlink(elsewhere.path(), s.path("failed")).expect("link");
+    Some((s, elsewhere))
+}
+
+/// Issue 11.4: a kill between placing the copy in the inbox and removing the source left the
+/// file in both places, and a second `retry` sent it twice. Now the source's removal is the
+/// one commit point: a kill before it is undone, a kill after it is completed.
+#[test]
+fn regression_sigkill_inside_a_retry_across_file_systems_never_duplicates() {
+    for point in ["retry.staged", "retry.committed"] {
+        let Some((mut s, _elsewhere)) = with_failed_elsewhere() else {
+            return;
+        };
+        s.drop_package("k__Build.zip", "wrong", "Build");
+        assert_eq!(s.once().0, 2, "filed in failed across file systems");
+        assert_eq!(s.files("failed"), ["k__Build.zip"]);
+        extdrop::package::write_sample(&s.path("failed/k__Build.zip"), "k", "Build", "1.0.0")
+            .expect("fix the package");
+
+        s.env = vec![("EXTDROP_FAULTS".to_owned(), format!("point={point},kill"))];
+        let out = s.run(&["retry", "--all"]);
+        assert_eq!(out.status.code(), None, "{point}: killed");
+        s.env.clear();
+        let out = s.run(&["retry", "--all"]);
+        assert_eq!(out.status.code(), Some(0), "{point}");
+        assert_eq!(
+            s.files("inbox"),
+            ["k__Build.zip"],
+            "{point}: in the inbox once"
+        );
+        assert!(s.files("failed").is_empty(), "{point}");
+        assert!(
+            !s.path("failed/k__Build.zip.result.json").exists(),
+            "{point}"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(s.path("inbox/.extdrop"))
+            .expect("work folder")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".extdrop-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{point}: {leftovers:?}");
+        assert_eq!(s.once().0, 0);
+        assert_eq!(s.files("done"), ["k__Build.zip"]);
+        assert_eq!(accepted(&s, "k"), 1, "{point}: uploaded once");
+    }
+}

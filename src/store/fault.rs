@@ -13,7 +13,8 @@
 //! `point` (exact, or a prefix ending in `*`; `*` alone matches every point), `path` (a
 //! substring the path must contain), `nth` (fail only the n-th matching call, counting from 1),
 //! `times` (fail the first n matching calls), `chance` (fail each matching call with this
-//! probability, 0–1), `seed` (for `chance`) and the flag `panic` (panic instead of failing).
+//! probability, 0–1), `seed` (for `chance`) and the flags `panic` (panic instead of failing)
+//! and `kill` (the process sends itself SIGKILL: a crash at exactly that point).
 //! With neither `nth`, `times` nor `chance`, every matching call fails.
 //! Example: `point=claim.sync,nth=1;point=check,path=CRASH,panic`.
 
@@ -35,6 +36,8 @@ pub struct Rule {
     pub chance: Option<f64>,
     /// Panic instead of returning EIO.
     pub panic: bool,
+    /// SIGKILL the process instead of returning EIO.
+    pub kill: bool,
 }
 
 impl Rule {
@@ -114,8 +117,8 @@ mod active {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether a rule fires for this call, and whether it panics.
-    pub(super) fn fires(point: &str, path: &Path, exact: bool) -> Option<bool> {
+    /// Whether a rule fires for this call, and which.
+    pub(super) fn fires(point: &str, path: &Path, exact: bool) -> Option<Rule> {
         let mut state = state();
         let State { rules, rng, .. } = &mut *state;
         for (_, rule, calls) in rules.iter_mut() {
@@ -130,7 +133,7 @@ mod active {
                 _ => true,
             };
             if fire {
-                return Some(rule.panic);
+                return Some(rule.clone());
             }
         }
         None
@@ -154,6 +157,7 @@ fn parse(text: &str) -> (Vec<Rule>, u64) {
                 "chance" => rule.chance = value.parse().ok(),
                 "seed" => seed = value.parse().unwrap_or(0),
                 "panic" => rule.panic = true,
+                "kill" => rule.kill = true,
                 _ => {}
             }
         }
@@ -167,15 +171,12 @@ fn parse(text: &str) -> (Vec<Rule>, u64) {
 #[inline]
 pub fn hit(point: &str, path: &Path) -> io::Result<()> {
     #[cfg(any(test, debug_assertions))]
-    match active::fires(point, path, false) {
-        Some(true) => panic!("injected panic at {point} ({})", path.display()),
-        Some(false) => {
-            return Err(io::Error::other(format!(
-                "injected I/O error at {point} (os error {})",
-                rustix::io::Errno::IO.raw_os_error()
-            )));
-        }
-        None => {}
+    if let Some(rule) = active::fires(point, path, false) {
+        act(&rule, point, path);
+        return Err(io::Error::other(format!(
+            "injected I/O error at {point} (os error {})",
+            rustix::io::Errno::IO.raw_os_error()
+        )));
     }
     let _ = (point, path);
     Ok(())
@@ -187,10 +188,23 @@ pub fn hit(point: &str, path: &Path) -> io::Result<()> {
 #[inline]
 pub fn crash_point(point: &str, subject: &Path) {
     #[cfg(any(test, debug_assertions))]
-    if active::fires(point, subject, true).is_some() {
+    if let Some(rule) = active::fires(point, subject, true) {
+        act(&rule, point, subject);
         panic!("injected panic at {point} ({})", subject.display());
     }
     let _ = (point, subject);
+}
+
+/// Panics or kills the process if the rule says so.
+#[cfg(any(test, debug_assertions))]
+fn act(rule: &Rule, point: &str, path: &Path) {
+    if rule.kill {
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    }
+    if rule.panic {
+        panic!("injected panic at {point} ({})", path.display());
+    }
 }
 
 /// Removes its rule when dropped (unit tests).
