@@ -17,8 +17,8 @@
 //! [`FILING_RETRY`] (or `retry.max_delay` if shorter), like filing; a file that cannot be
 //! claimed stays in the inbox and is tried again the same way. A panic in the package check is
 //! a refusal of that package ("the package check crashed: …"). A handler that panics elsewhere
-//! leaves its claim behind ([`Handling`]'s drop notes it), and the main loop takes that claim up
-//! again after the same pause; after [`HANDLER_CRASHES`] crashes on one undecided file, the
+//! leaves its claim behind (the drop of its `Handling` notes it, by task), and the main loop
+//! takes that claim up again after the same pause; after [`HANDLER_CRASHES`] crashes on one undecided file, the
 //! file is filed in `failed` rather than crash the handler forever. Panics are caught per task
 //! (tokio unwinds the task) rather than with `catch_unwind` around each step, so that no step
 //! can be forgotten.
@@ -169,11 +169,19 @@ struct Context {
     errors: AtomicU64,
     waiting: AtomicU64,
     trouble: CredentialTrouble,
-    /// Claims whose handler panicked, noted by [`Handling`]'s drop during the unwind, for the
-    /// main loop to take up again.
-    crashed: Mutex<Vec<(Arc<Watch>, PathBuf)>>,
+    /// Claims whose handler panicked, noted by [`Handling`]'s drop during the unwind with the
+    /// task's id, for the main loop to take up again when it joins that task.
+    crashed: Mutex<Vec<Crashed>>,
     /// How many times each claim's handler has crashed.
     crashes: Mutex<HashMap<PathBuf, u32>>,
+}
+
+/// A claim whose handler panicked.
+struct Crashed {
+    /// The handler's task.
+    task: Option<tokio::task::Id>,
+    watch: Arc<Watch>,
+    dir: PathBuf,
 }
 
 /// A handler's hold on a claim: it owns the claim folder and counts as in progress for its
@@ -198,7 +206,11 @@ impl Drop for Handling<'_> {
                 .crashed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((self.watch.clone(), self.dir.clone()));
+                .push(Crashed {
+                    task: tokio::task::try_id(),
+                    watch: self.watch.clone(),
+                    dir: self.dir.clone(),
+                });
         }
     }
 }
@@ -675,14 +687,22 @@ async fn file_orphan(ctx: &Context, watch: &Arc<Watch>, path: PathBuf, why: Stri
 /// A handler task ended with an error (a panic): the claims it held are taken up again after
 /// a pause, in the running process.
 fn take_up_crashed(ctx: &Arc<Context>, error: tokio::task::JoinError, tasks: &mut JoinSet<()>) {
+    let task = error.id();
     let why = panic_message(error);
-    let crashed = std::mem::take(&mut *ctx.crashed.lock().unwrap_or_else(|e| e.into_inner()));
+    let crashed: Vec<_> = {
+        let mut all = ctx.crashed.lock().unwrap_or_else(|e| e.into_inner());
+        let (this, others) = std::mem::take(&mut *all)
+            .into_iter()
+            .partition(|c| c.task.is_none_or(|id| id == task));
+        *all = others;
+        this
+    };
     if crashed.is_empty() {
         // Crashed before it held a claim: its file is still in the inbox, for the next scan.
         tracing::error!(error = %why, "a file handler crashed before it claimed its file");
         ctx.error();
     }
-    for (watch, dir) in crashed {
+    for Crashed { watch, dir, .. } in crashed {
         tracing::error!(watch = %watch.name, claim = %dir.display(), error = %why, "a file handler crashed; its claim is taken up again after a pause");
         tasks.spawn(take_up_again(ctx.clone(), watch, dir, Some(why.clone())));
     }
@@ -887,8 +907,12 @@ async fn carry_on(
     };
     // Tests make handlers panic here (debug builds only, see `store::fault`).
     store::fault::crash_point("handler", std::path::Path::new(&claim.record.rel_path));
-    if !claim.dir().exists() {
-        return; // filed by the handler that had it, between the resume's look and now
+    if let Err(e) = std::fs::symlink_metadata(claim.dir())
+        && e.kind() == std::io::ErrorKind::NotFound
+    {
+        // Filed by the handler that had it, between the resume's look and now. (Any other
+        // error is not taken for "gone": the steps below meet it and retry or refuse.)
+        return;
     }
     // A decided claim was interrupted while being filed: finish that, never upload again.
     if let Some(decision) = claim.record.decided.clone() {

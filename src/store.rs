@@ -874,7 +874,7 @@ pub fn unfail(watch: &Watch, failed_file: &Path) -> Result<PathBuf, StoreError> 
         }
     };
     loop {
-        let dest = match free_name(&folder, &base) {
+        let dest = match inbox_name(&folder, &base) {
             Ok(free) => folder.join(free),
             Err(e) => {
                 put_back();
@@ -905,6 +905,16 @@ pub fn unfail(watch: &Watch, failed_file: &Path) -> Result<PathBuf, StoreError> 
             }
         }
     }
+}
+
+/// The name a retried file goes back under: the name it was dropped with if free (an inbox
+/// file has no report, so a long name needs no shortening), else a numbered free one.
+fn inbox_name(folder: &Path, base: &str) -> Result<String, StoreError> {
+    let path = folder.join(base);
+    if !exists("retry.stat", &path).map_err(StoreError::new("inspect", &path))? {
+        return Ok(base.to_owned());
+    }
+    free_name(folder, base)
 }
 
 /// Prefix, in the inbox's work folder, of a retry across file systems in progress:
@@ -1008,7 +1018,9 @@ fn complete_retry(
         }
     }
     loop {
-        let dest = intent.folder.join(free_name(&intent.folder, &intent.base)?);
+        let dest = intent
+            .folder
+            .join(inbox_name(&intent.folder, &intent.base)?);
         match rename_noreplace(&intent.staged, &dest) {
             Ok(()) => {
                 sync_dir(&intent.folder)?;

@@ -256,3 +256,24 @@ fn regression_sigkill_inside_a_retry_across_file_systems_never_duplicates() {
         assert_eq!(accepted(&s, "k"), 1, "{point}: uploaded once");
     }
 }
+
+/// Issue 11.1: a file that crashes its handler every time is not taken up forever: after
+/// `HANDLER_CRASHES` crashes it is filed in failed with the panic's message.
+#[test]
+fn a_file_that_always_crashes_its_handler_is_filed_in_failed() {
+    let s = with_faults("point=handler,path=always,panic");
+    let daemon = s.start();
+    s.drop_named("always", "Build");
+    s.drop_named("fine", "Build");
+    s.wait_until("both filed", Some(&daemon), || {
+        s.files("failed") == ["always__Build.zip"] && s.files("done") == ["fine__Build.zip"]
+    });
+    let report = s.report("failed", "always__Build.zip");
+    let reason = report["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("crashed 3 times") && reason.contains("injected panic"),
+        "{reason}"
+    );
+    assert_eq!(accepted(&s, "always"), 0);
+    s.wait_until("no claim left", Some(&daemon), || s.claims() == 0);
+}
