@@ -883,6 +883,7 @@ pub fn unfail(watch: &Watch, failed_file: &Path) -> Result<PathBuf, StoreError> 
         };
         match fault::hit("retry.move", &dest).and_then(|()| rename_noreplace(failed_file, &dest)) {
             Ok(()) => {
+                fault::crash_point("retry.moved", failed_file);
                 sync_dir(&folder)?;
                 if set_aside {
                     match fs::remove_file(&aside) {

@@ -277,3 +277,35 @@ fn a_file_that_always_crashes_its_handler_is_filed_in_failed() {
     assert_eq!(accepted(&s, "always"), 0);
     s.wait_until("no claim left", Some(&daemon), || s.claims() == 0);
 }
+
+/// Issue 11.4: a kill between moving a failed file back and removing its report left a stale
+/// report that blocked the name in `failed`. The report is set aside first now; what a kill
+/// leaves is a temporary file, swept at the next start.
+#[test]
+fn regression_sigkill_inside_a_retry_leaves_no_stale_report() {
+    let mut s = Sandbox::new();
+    s.drop_package("k__Build.zip", "wrong", "Build");
+    assert_eq!(s.once().0, 2);
+    extdrop::package::write_sample(&s.path("failed/k__Build.zip"), "k", "Build", "1.0.0")
+        .expect("fix the package");
+    s.env = vec![(
+        "EXTDROP_FAULTS".to_owned(),
+        "point=retry.moved,kill".to_owned(),
+    )];
+    let out = s.run(&["retry", "--all"]);
+    assert_eq!(out.status.code(), None, "killed");
+    s.env.clear();
+    assert_eq!(s.files("inbox"), ["k__Build.zip"]);
+    assert!(
+        !s.path("failed/k__Build.zip.result.json").exists(),
+        "no stale report"
+    );
+    assert_eq!(s.once().0, 0);
+    assert_eq!(s.files("done"), ["k__Build.zip"]);
+    let left: Vec<_> = std::fs::read_dir(s.path("failed"))
+        .expect("failed")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "swept at the start: {left:?}");
+}

@@ -74,6 +74,7 @@ impl Rule {
         self
     }
 
+    #[cfg(any(test, debug_assertions))]
     fn matches(&self, point: &str, path: &Path, exact: bool) -> bool {
         let point_ok = match self.point.strip_suffix('*') {
             Some(prefix) => !exact && point.starts_with(prefix),
