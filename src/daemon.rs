@@ -18,10 +18,10 @@
 //! claimed stays in the inbox and is tried again the same way. A panic in the package check is
 //! a refusal of that package ("the package check crashed: …"). A handler that panics elsewhere
 //! leaves its claim behind (the drop of its `Handling` notes it, by task), and the main loop
-//! takes that claim up again after the same pause; after [`HANDLER_CRASHES`] crashes on one undecided file, the
-//! file is filed in `failed` rather than crash the handler forever. Panics are caught per task
-//! (tokio unwinds the task) rather than with `catch_unwind` around each step, so that no step
-//! can be forgotten.
+//! takes that claim up again after the same pause; after [`HANDLER_CRASHES`] crashes on one
+//! undecided file, the file is filed in `failed` rather than crash its handler forever. Panics
+//! are caught per task (tokio unwinds the task) rather than with `catch_unwind` around each
+//! step, so that no step can be forgotten.
 //!
 //! Credentials: a file is never failed because the credentials are unusable (IAM down or
 //! refusing the password, a token the server refused that cannot be renewed): that is the
@@ -774,7 +774,17 @@ async fn take_up_again(ctx: Arc<Context>, watch: Arc<Watch>, dir: PathBuf, crash
                 return;
             }
         }
-        carry_on(ctx, watch, *claim, None).await;
+        carry_on(ctx.clone(), watch, *claim, None).await;
+        if crash.is_some()
+            && std::fs::symlink_metadata(&dir)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            // Filed: its count of crashes is no longer needed.
+            ctx.crashes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&dir);
+        }
         return;
     }
 }

@@ -24,8 +24,9 @@
 //! - A move across file systems copies to a hidden temporary name, fsyncs, renames into place
 //!   and only then removes the source. Directories are fsynced after renames.
 //!
-//! Everything here is blocking file-system work; async callers use `spawn_blocking`. Every
-//! file operation passes through [`fault::hit`], where tests inject I/O errors.
+//! Everything here is blocking file-system work; async callers use `spawn_blocking`. The steps
+//! of claiming, resuming and filing pass through [`fault::hit`] (a named point each), where
+//! tests inject I/O errors.
 
 pub mod fault;
 
