@@ -309,3 +309,47 @@ fn regression_sigkill_inside_a_retry_leaves_no_stale_report() {
         .collect();
     assert!(left.is_empty(), "swept at the start: {left:?}");
 }
+
+/// Issue 11.3: two processes filing the same names into one `done` at the same moment. Every
+/// file keeps a report of its own (its `sha256` is the file's), none is lost or overwritten.
+#[test]
+fn regression_two_daemons_filing_the_same_names_into_one_folder_keep_every_report() {
+    use sha2::Digest;
+    const NAMES: usize = 25;
+    let a = Sandbox::new();
+    let b = Sandbox::new();
+    std::fs::remove_dir(b.path("done")).expect("done of b");
+    std::os::unix::fs::symlink(a.path("done"), b.path("done")).expect("shared done");
+    let (da, db) = (a.start(), b.start());
+    for i in 0..NAMES {
+        for (s, version) in [(&a, "1.0.0"), (&b, "2.0.0")] {
+            let name = format!("same{i}__Build.zip");
+            let staged = s.path("staging").join(&name);
+            extdrop::package::write_sample(&staged, &format!("same{i}"), "Build", version)
+                .expect("sample");
+            s.drop_file(&name, &staged);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.files("done").len() < 2 * NAMES {
+        assert!(
+            Instant::now() < deadline,
+            "done {:?}\n{}\n{}",
+            a.files("done"),
+            da.log(),
+            db.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.wait_until("no claim left", Some(&da), || a.claims() == 0);
+    b.wait_until("no claim left", Some(&db), || b.claims() == 0);
+    for name in a.files("done") {
+        let bytes = std::fs::read(a.path("done").join(&name)).expect("file");
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        assert_eq!(
+            a.report("done", &name)["sha256"],
+            sha.as_str(),
+            "{name}'s own report"
+        );
+    }
+}
