@@ -11,6 +11,18 @@
 //! (a resume at a reload skips claims a live handler holds), and a file's outcome is written
 //! into its claim before any work on its destination, so a decided file is only ever filed.
 //!
+//! Never stuck: a claimed file always progresses, waits for a retry after a pause, or is filed
+//! in `failed` with the reason, in the running process. An I/O error on a claim (the attempt
+//! count that cannot be saved, a folder that cannot be read at resume) is tried again after
+//! [`FILING_RETRY`] (or `retry.max_delay` if shorter), like filing; a file that cannot be
+//! claimed stays in the inbox and is tried again the same way. A panic in the package check is
+//! a refusal of that package ("the package check crashed: …"). A handler that panics elsewhere
+//! leaves its claim behind (the drop of its `Handling` notes it, by task), and the main loop
+//! takes that claim up again after the same pause; after [`HANDLER_CRASHES`] crashes on one
+//! undecided file, the file is filed in `failed` rather than crash its handler forever. Panics
+//! are caught per task (tokio unwinds the task) rather than with `catch_unwind` around each
+//! step, so that no step can be forgotten.
+//!
 //! Credentials: a file is never failed because the credentials are unusable (IAM down or
 //! refusing the password, a token the server refused that cannot be renewed): that is the
 //! operator's to fix, not the file's. Such a file waits, its attempt uncounted, and tries
@@ -48,6 +60,10 @@ pub const CREDENTIALS_PAUSE: Duration = Duration::from_secs(30);
 /// How often a filing that failed (permissions, a full disk) is tried again (or
 /// `retry.max_delay` if shorter).
 pub const FILING_RETRY: Duration = Duration::from_secs(30);
+
+/// How many times a handler may crash on one undecided file before the file is filed in
+/// `failed` (with the panic's message) instead of being taken up again.
+pub const HANDLER_CRASHES: u32 = 3;
 
 /// How often `once` waits for briefly unusable credentials (IAM unreachable) before leaving a
 /// file claimed for the next run: a one-shot run should not hang for long on an outage.
@@ -154,13 +170,27 @@ struct Context {
     errors: AtomicU64,
     waiting: AtomicU64,
     trouble: CredentialTrouble,
+    /// Claims whose handler panicked, noted by [`Handling`]'s drop during the unwind with the
+    /// task's id, for the main loop to take up again when it joins that task.
+    crashed: Mutex<Vec<Crashed>>,
+    /// How many times each claim's handler has crashed.
+    crashes: Mutex<HashMap<PathBuf, u32>>,
+}
+
+/// A claim whose handler panicked.
+struct Crashed {
+    /// The handler's task.
+    task: Option<tokio::task::Id>,
+    watch: Arc<Watch>,
+    dir: PathBuf,
 }
 
 /// A handler's hold on a claim: it owns the claim folder and counts as in progress for its
-/// watch until dropped.
+/// watch until dropped. Dropped by a panic's unwind, it notes the claim as crashed so that the
+/// main loop takes it up again.
 struct Handling<'a> {
     ctx: &'a Context,
-    watch: String,
+    watch: Arc<Watch>,
     dir: PathBuf,
 }
 
@@ -171,13 +201,24 @@ impl Drop for Handling<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.dir);
-        self.ctx.count_in_progress(&self.watch, false);
+        self.ctx.count_in_progress(&self.watch.name, false);
+        if std::thread::panicking() {
+            self.ctx
+                .crashed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Crashed {
+                    task: tokio::task::try_id(),
+                    watch: self.watch.clone(),
+                    dir: self.dir.clone(),
+                });
+        }
     }
 }
 
 impl Context {
     /// Takes hold of a claim, unless another handler already has it.
-    fn handle(&self, watch: &str, claim: &Claim) -> Option<Handling<'_>> {
+    fn handle(&self, watch: &Arc<Watch>, claim: &Claim) -> Option<Handling<'_>> {
         let dir = claim.dir().to_owned();
         if !self
             .owned
@@ -187,10 +228,10 @@ impl Context {
         {
             return None;
         }
-        self.count_in_progress(watch, true);
+        self.count_in_progress(&watch.name, true);
         Some(Handling {
             ctx: self,
-            watch: watch.to_owned(),
+            watch: watch.clone(),
             dir,
         })
     }
@@ -233,6 +274,11 @@ impl Context {
         let n = map.entry(watch.to_owned()).or_default();
         *n = if up { *n + 1 } else { n.saturating_sub(1) };
         self.metrics.set_in_progress(watch, *n);
+    }
+
+    /// How long a claim that met an I/O error waits before it is tried again.
+    fn io_retry_delay(&self) -> Duration {
+        self.settings().retry.max_delay.min(FILING_RETRY)
     }
 
     fn settings(&self) -> Arc<Settings> {
@@ -460,6 +506,8 @@ pub async fn run(
         errors: AtomicU64::new(0),
         waiting: AtomicU64::new(0),
         trouble: CredentialTrouble::default(),
+        crashed: Mutex::new(Vec::new()),
+        crashes: Mutex::new(HashMap::new()),
     });
     config
         .watches
@@ -480,6 +528,10 @@ pub async fn run(
     }
     let mut current = config.clone();
     let (nudge_tx, mut nudges) = mpsc::unbounded_channel();
+    // Before the start-up scan, so that a file a retry had committed is found with the rest.
+    for watch in &config.watches {
+        store::recover_retries(watch);
+    }
     let mut watching = Watching::new(config, mode, &ctx.busy, &nudge_tx)?;
     let mut tasks = JoinSet::new();
     // Files a previous run claimed: they were dropped earliest. Nothing else claims in these
@@ -532,8 +584,7 @@ pub async fn run(
             },
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = joined {
-                    tracing::error!(error = %e, "a file handler failed; its file stays claimed and is resumed at the next start");
-                    ctx.error();
+                    take_up_crashed(&ctx, e, &mut tasks);
                 }
             }
             _ = tick.tick() => {
@@ -647,33 +698,143 @@ async fn resume_claims(
                     tracing::info!(watch = %watch.name, file = %claim.record.rel_path, attempts = claim.record.attempts, "resuming a claimed file");
                     tasks.spawn(carry_on(ctx.clone(), watch.clone(), *claim, None));
                 }
-                Resumed::Orphan { path, why } => {
-                    tracing::warn!(watch = %watch.name, file = %path.display(), why = %why, "work folder holds a file without a claim record");
-                    let owner = watch.clone();
-                    let filed = tokio::task::spawn_blocking(move || {
-                        store::file_orphan(&owner, &path, &why)
-                    })
-                    .await;
-                    match filed {
-                        Ok(Ok(dest)) => {
-                            ctx.failed.fetch_add(1, Ordering::Relaxed);
-                            ctx.metrics.file_filed(&watch.name, "failed");
-                            tracing::info!(file = %dest.display(), outcome = "failed", "filed an orphan from the work folder");
-                        }
-                        Ok(Err(e)) => {
-                            tracing::error!(watch = %watch.name, error = %e, "cannot file an orphan from the work folder; it stays there");
-                            ctx.error();
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "orphan filing task failed");
-                            ctx.error();
-                        }
-                    }
+                Resumed::Orphan { path, why } => file_orphan(ctx, watch, path, why).await,
+                Resumed::Unsure { dir, error } => {
+                    // Neither removed nor taken for empty: looked at again after a pause.
+                    tracing::warn!(watch = %watch.name, claim = %dir.display(), error = %error, "cannot read a claim folder; it is looked at again after a pause");
+                    tasks.spawn(take_up_again(ctx.clone(), watch.clone(), dir, None));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Files an orphan (a work-folder file without a usable claim record) in `failed`.
+async fn file_orphan(ctx: &Context, watch: &Arc<Watch>, path: PathBuf, why: String) {
+    tracing::warn!(watch = %watch.name, file = %path.display(), why = %why, "work folder holds a file without a claim record");
+    let owner = watch.clone();
+    let filed = tokio::task::spawn_blocking(move || store::file_orphan(&owner, &path, &why)).await;
+    match filed {
+        Ok(Ok(dest)) => {
+            ctx.failed.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.file_filed(&watch.name, "failed");
+            tracing::info!(file = %dest.display(), outcome = "failed", "filed an orphan from the work folder");
+        }
+        Ok(Err(e)) => {
+            tracing::error!(watch = %watch.name, error = %e, "cannot file an orphan from the work folder; it stays there");
+            ctx.error();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "orphan filing task failed");
+            ctx.error();
+        }
+    }
+}
+
+/// A handler task ended with an error (a panic): the claims it held are taken up again after
+/// a pause, in the running process.
+fn take_up_crashed(ctx: &Arc<Context>, error: tokio::task::JoinError, tasks: &mut JoinSet<()>) {
+    let task = error.id();
+    let why = panic_message(error);
+    let crashed: Vec<_> = {
+        let mut all = ctx.crashed.lock().unwrap_or_else(|e| e.into_inner());
+        let (this, others) = std::mem::take(&mut *all)
+            .into_iter()
+            .partition(|c| c.task.is_none_or(|id| id == task));
+        *all = others;
+        this
+    };
+    if crashed.is_empty() {
+        // Crashed before it held a claim: its file is still in the inbox, for the next scan.
+        tracing::error!(error = %why, "a file handler crashed before it claimed its file");
+        ctx.error();
+    }
+    for Crashed { watch, dir, .. } in crashed {
+        tracing::error!(watch = %watch.name, claim = %dir.display(), error = %why, "a file handler crashed; its claim is taken up again after a pause");
+        tasks.spawn(take_up_again(ctx.clone(), watch, dir, Some(why.clone())));
+    }
+}
+
+/// The message of a panic that ended a task (or why else it ended).
+fn panic_message(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned()),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// Takes up a claim nobody handles any more after a pause: one whose handler crashed
+/// (`crash` holds why), or whose folder could not be read. Looks again after every pause while
+/// the folder cannot be read; at shutdown the claim waits for the next start.
+async fn take_up_again(ctx: Arc<Context>, watch: Arc<Watch>, dir: PathBuf, crash: Option<String>) {
+    let mut logged = false;
+    loop {
+        if !ctx.pause(ctx.io_retry_delay()).await {
+            return;
+        }
+        let inspected = {
+            let (watch, dir) = (watch.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || store::inspect(&watch, &dir, false))
+                .await
+                .unwrap_or_else(|e| Err(join_error(e)))
+        };
+        let claim = match inspected {
+            Ok(None) => return, // filed meanwhile, or never claimed after all
+            Ok(Some(Resumed::Claim(claim))) => claim,
+            Ok(Some(Resumed::Orphan { path, why })) => {
+                file_orphan(&ctx, &watch, path, why).await;
+                return;
+            }
+            Ok(Some(Resumed::Unsure { error, .. })) | Err(error) => {
+                if !logged {
+                    tracing::error!(watch = %watch.name, claim = %dir.display(), error = %error, "cannot read a claim folder; it is looked at again after a pause");
+                    logged = true;
+                }
+                continue;
+            }
+        };
+        if let Some(why) = &crash {
+            let crashes = {
+                let mut map = ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
+                let n = map.entry(dir.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            if crashes >= HANDLER_CRASHES && claim.record.decided.is_none() {
+                // The file crashes its handler every time: refused, not tried forever.
+                let Some(_handling) = ctx.handle(&watch, &claim) else {
+                    return;
+                };
+                ctx.crashes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&dir);
+                let report = Draft::new(&watch, &claim).failed(
+                    format!("extdrop crashed {crashes} times while handling this file: {why}"),
+                    None,
+                );
+                file(&ctx, &watch, *claim, report).await;
+                return;
+            }
+        }
+        carry_on(ctx.clone(), watch, *claim, None).await;
+        if crash.is_some()
+            && std::fs::symlink_metadata(&dir)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            // Filed: its count of crashes is no longer needed.
+            ctx.crashes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&dir);
+        }
+        return;
+    }
 }
 
 /// Applies a new configuration: builds and arms everything new first, and only then swaps it
@@ -767,38 +928,52 @@ async fn life_of_a_file(ctx: Arc<Context>, found: Found) {
     let path = found.path.clone();
     // Ready → claimed: only with an upload slot, so that unclaimed files wait in the inbox
     // (where an operator can still take them back) rather than in the work folder.
-    let Some(permit) = ctx.slot().await else {
-        ctx.busy.release(&path);
-        return;
-    };
-    let claimed = {
-        let found = found.clone();
-        tokio::task::spawn_blocking(move || {
-            store::claim_at(
-                &found.watch,
-                &found.path,
-                &found.rel_path,
-                found.exact_name,
-                found.first_seen,
-            )
-        })
-        .await
+    // A claim that fails leaves the file in the inbox; it is tried again after a pause, the
+    // path held meanwhile so that no second handler takes it.
+    let mut failures = 0u32;
+    let (claim, permit) = loop {
+        let Some(permit) = ctx.slot().await else {
+            ctx.busy.release(&path);
+            return;
+        };
+        let claimed = {
+            let found = found.clone();
+            tokio::task::spawn_blocking(move || {
+                store::claim_at(
+                    &found.watch,
+                    &found.path,
+                    &found.rel_path,
+                    found.exact_name,
+                    found.first_seen,
+                )
+            })
+            .await
+        };
+        let error = match claimed {
+            Ok(Ok(Some(claim))) => break (claim, permit),
+            Ok(Ok(None)) => {
+                // Gone, or replaced by something that is not a file.
+                ctx.busy.release(&path);
+                return;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("the claim task failed: {e}"),
+        };
+        drop(permit);
+        if failures == 0 {
+            tracing::error!(watch = %found.watch.name, file = %found.rel_path, error = %error, "cannot claim file; it stays in the inbox and is tried again after a pause");
+        }
+        failures += 1;
+        if ctx.mode == Mode::Once || !ctx.pause(ctx.io_retry_delay()).await {
+            ctx.error();
+            ctx.busy.release(&path);
+            return;
+        }
     };
     ctx.busy.release(&path);
-    let claim = match claimed {
-        Ok(Ok(Some(claim))) => claim,
-        Ok(Ok(None)) => return, // gone, or replaced by something that is not a file
-        Ok(Err(e)) => {
-            tracing::error!(watch = %found.watch.name, file = %found.rel_path, error = %e, "cannot claim file; it stays in the inbox");
-            ctx.error();
-            return;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "claim task failed");
-            ctx.error();
-            return;
-        }
-    };
+    if !claim.unsynced().is_empty() {
+        tracing::warn!(watch = %found.watch.name, file = %found.rel_path, "claimed, but the folders could not be synced; they are synced again before the upload");
+    }
     tracing::debug!(watch = %found.watch.name, file = %found.rel_path, "claimed");
     carry_on(ctx, found.watch, claim, Some(permit)).await;
 }
@@ -811,11 +986,17 @@ async fn carry_on(
     mut claim: Claim,
     permit: Option<OwnedSemaphorePermit>,
 ) {
-    let Some(_handling) = ctx.handle(&watch.name, &claim) else {
+    let Some(_handling) = ctx.handle(&watch, &claim) else {
         return; // another handler has this claim
     };
-    if !claim.dir().exists() {
-        return; // filed by the handler that had it, between the resume's look and now
+    // Tests make handlers panic here (debug builds only, see `store::fault`).
+    store::fault::crash_point("handler", std::path::Path::new(&claim.record.rel_path));
+    if let Err(e) = std::fs::symlink_metadata(claim.dir())
+        && e.kind() == std::io::ErrorKind::NotFound
+    {
+        // Filed by the handler that had it, between the resume's look and now. (Any other
+        // error is not taken for "gone": the steps below meet it and retry or refuse.)
+        return;
     }
     // A decided claim was interrupted while being filed: finish that, never upload again.
     if let Some(decision) = claim.record.decided.clone() {
@@ -863,7 +1044,13 @@ async fn carry_on(
             settings.validate_package,
         );
         let (p, b) = (plugin_name.clone(), business_type.clone());
-        tokio::task::spawn_blocking(move || examine(&path, limit, validate, &p, &b)).await
+        let rel = claim.record.rel_path.clone();
+        tokio::task::spawn_blocking(move || {
+            // Tests make the check panic here (debug builds only, see `store::fault`).
+            store::fault::crash_point("check", std::path::Path::new(&rel));
+            examine(&path, limit, validate, &p, &b)
+        })
+        .await
     };
     let facts = match examined {
         Ok(Ok(facts)) => {
@@ -878,7 +1065,16 @@ async fn carry_on(
             file(&ctx, &watch, claim, draft.failed(reason, None)).await;
             return;
         }
+        Err(e) if e.is_panic() => {
+            // A package that crashes the check would crash it at every try: a refusal.
+            let why = panic_message(e);
+            drop(permit);
+            let reason = format!("the package check crashed: {why}");
+            file(&ctx, &watch, claim, draft.failed(reason, None)).await;
+            return;
+        }
         Err(e) => {
+            // Cancelled: only at shutdown, when the claim waits for the next start anyway.
             tracing::error!(error = %e, "check task failed; the file stays claimed");
             ctx.error();
             return;
@@ -955,9 +1151,17 @@ async fn upload(
         claim.record.attempts += 1;
         draft.attempts = claim.record.attempts;
         if let Err(e) = save(claim).await {
-            tracing::error!(error = %e, "cannot update the claim record; the file stays claimed");
-            ctx.error();
-            return None;
+            // No upload without its attempt on record (a crash would not count it): the
+            // attempt is taken back and tried again after a pause, without a slot meanwhile.
+            claim.record.attempts -= 1;
+            draft.attempts = claim.record.attempts;
+            tracing::error!(watch = %watch.name, file = %claim.record.rel_path, error = %e, "cannot update the claim record; the upload is tried again after a pause");
+            permit = None;
+            if ctx.mode == Mode::Once || !ctx.pause(ctx.io_retry_delay()).await {
+                ctx.error();
+                return None;
+            }
+            continue;
         }
         let attempt = claim.record.attempts;
         tracing::info!(watch = %watch.name, file = %claim.record.rel_path, plugin_name = %plugin_name, business_type = %business_type, attempt, "uploading");
@@ -1082,12 +1286,22 @@ async fn uncount(claim: &mut Claim) {
     }
 }
 
-async fn save(claim: &Claim) -> Result<(), String> {
-    let (dir, record) = (claim.dir().to_owned(), claim.record.clone());
-    tokio::task::spawn_blocking(move || store::save_record(&dir, &record))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+/// Saves the claim's record, after syncing the folders its claim could not sync.
+async fn save(claim: &mut Claim) -> Result<(), String> {
+    let (dir, record, unsynced) = (
+        claim.dir().to_owned(),
+        claim.record.clone(),
+        claim.unsynced().to_vec(),
+    );
+    tokio::task::spawn_blocking(move || {
+        store::sync_folders(&unsynced)?;
+        store::save_record(&dir, &record)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    claim.synced();
+    Ok(())
 }
 
 /// Writes the outcome down and moves the file to done or failed.
@@ -1141,7 +1355,7 @@ async fn file(ctx: &Context, watch: &Arc<Watch>, claim: Claim, report: Report) {
                     tracing::error!(watch = %watch.name, file = %name, error = %e, "cannot file; the file stays claimed and filing is tried again until it works");
                 }
                 failures += 1;
-                let wait = ctx.settings().retry.max_delay.min(FILING_RETRY);
+                let wait = ctx.io_retry_delay();
                 if ctx.mode == Mode::Once || !ctx.pause(wait).await {
                     ctx.error();
                     return;

@@ -458,6 +458,8 @@ pub fn retry(path: &Path, files: &[PathBuf], all: bool, only: Option<&str>) -> u
         eprintln!("extdrop: no watch is named \"{name}\"");
         return EXIT_FATAL;
     }
+    // A retry across file systems that a kill interrupted is completed or undone first.
+    watches.iter().for_each(|w| store::recover_retries(w));
     // The failed files asked for, each once, whichever watches share its folder.
     let mut missing = false;
     let mut wanted: Vec<PathBuf> = Vec::new();

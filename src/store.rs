@@ -9,15 +9,26 @@
 //!   leaves the claim folder. A file whose record has an outcome is never uploaded again; after
 //!   a crash its filing is simply completed.
 //! - Nothing is overwritten: a destination name is chosen free of both the file and its report
-//!   while holding the folder's lock (filings into one folder take turns in this process), the
-//!   report is written first, and the file is moved in with a no-replace rename; a collision
-//!   with another process picks the next free name (`name~2.zip`, `name~3.zip`, …).
+//!   while holding the folder's lock (filings into one folder take turns in this process). The
+//!   name is then *taken* by placing the report with a no-replace rename, so of two writers
+//!   racing for one name (two processes, or two spellings of one folder) exactly one gets it
+//!   and the other never touches the winner's report; the file follows with a no-replace
+//!   rename. A collision picks the next free name (`name~2.zip`, `name~3.zip`, …).
+//! - A destination name leaves room for `~N` and `.result.json` within 255 bytes (a long stem is
+//!   shortened; the report's `file` keeps the name as dropped), and temporary files have short
+//!   names starting with [`TEMP_PREFIX`], which the start-up sweep removes when a kill left them.
+//! - An error is never taken for absence: a path whose state cannot be read is "try again
+//!   later", never "nothing there" (which would lead to deleting or filing twice).
 //! - A resumed filing whose file already stands at its destination (a copy across file systems
 //!   that finished just before a crash) is recognised by its content and not filed twice.
 //! - A move across file systems copies to a hidden temporary name, fsyncs, renames into place
 //!   and only then removes the source. Directories are fsynced after renames.
 //!
-//! Everything here is blocking file-system work; async callers use `spawn_blocking`.
+//! Everything here is blocking file-system work; async callers use `spawn_blocking`. The steps
+//! of claiming, resuming and filing pass through [`fault::hit`] (a named point each), where
+//! tests inject I/O errors.
+
+pub mod fault;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -40,6 +51,13 @@ const PAYLOAD: &str = "file";
 const LOCK: &str = "lock";
 /// Suffix of the report written beside a filed file.
 pub const REPORT_SUFFIX: &str = ".result.json";
+/// Prefix of every temporary file extdrop writes (reports and claim records before they are
+/// placed, copies across file systems), followed by the writer's pid: short, so that a
+/// 255-byte name still fits, and recognisable, so that the start-up sweep finds those a kill
+/// left behind.
+pub const TEMP_PREFIX: &str = ".extdrop-tmp-";
+/// The longest file name Linux file systems take, in bytes.
+const NAME_MAX: usize = 255;
 
 /// A file-system step that failed, with what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +124,9 @@ pub struct Claim {
     dir: PathBuf,
     /// The durable record.
     pub record: ClaimRecord,
+    /// Folders whose fsync failed after the claim's rename: the file is claimed all the same,
+    /// and they are synced again before the upload and the filing.
+    unsynced: Vec<PathBuf>,
 }
 
 impl Claim {
@@ -131,6 +152,17 @@ impl Claim {
     /// The claim folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Folders to fsync before the claim may be relied on after a power cut (empty unless an
+    /// fsync failed right after the claim).
+    pub fn unsynced(&self) -> &[PathBuf] {
+        &self.unsynced
+    }
+
+    /// The folders of [`Claim::unsynced`] have been synced (with [`sync_folders`]).
+    pub fn synced(&mut self) {
+        self.unsynced.clear();
     }
 
     /// The claim's id: its folder's name, unique among claims.
@@ -172,7 +204,10 @@ pub fn ensure_folders(watch: &Watch) -> Result<(), StoreError> {
 /// Claims `rel_path` (relative to the watch's inbox) by renaming it into a fresh claim folder.
 ///
 /// Returns `Ok(None)` when the file is gone or is no longer a regular file (someone else took
-/// it, or it was replaced by a link): there is nothing to do then.
+/// it, or it was replaced by a link): there is nothing to do then. An error means the file was
+/// not claimed and is still in the inbox; once the rename has succeeded the claim is returned
+/// whatever fails after it (folders whose fsync failed are listed in [`Claim::unsynced`]), so a
+/// claimed file is never reported as left in the inbox and forgotten.
 pub fn claim(
     watch: &Watch,
     rel_path: &str,
@@ -207,7 +242,7 @@ pub fn claim_at(
     ensure_folder(&work)?;
     let dir = new_claim_dir(&work)?;
     let now = SystemTime::now();
-    let claim = Claim {
+    let mut claim = Claim {
         dir,
         record: ClaimRecord {
             watch: watch.name.clone(),
@@ -220,14 +255,24 @@ pub fn claim_at(
             decided: None,
             name_not_utf8: !exact_name,
         },
+        unsynced: Vec::new(),
     };
-    claim.save()?;
-    match fs::rename(&source, claim.payload()) {
+    if let Err(e) = claim.save() {
+        // A claim folder without a record is garbage; the file was never touched.
+        let _ = fs::remove_dir_all(&claim.dir);
+        return Err(e);
+    }
+    match fault::hit("claim.rename", &source).and_then(|()| fs::rename(&source, claim.payload())) {
         Ok(()) => {
-            sync_dir(&claim.dir)?;
-            sync_dir(&work)?;
-            if let Some(parent) = source.parent() {
-                sync_dir(parent)?;
+            // The file is claimed from here on. A folder that cannot be synced now is synced
+            // again before the upload: until then a power cut could only undo the rename,
+            // which puts the file back in the inbox (its record alone is swept at start-up).
+            let mut folders = vec![claim.dir.clone(), work];
+            folders.extend(source.parent().map(Path::to_owned));
+            for folder in folders {
+                if sync_folder("claim.sync", &folder).is_err() {
+                    claim.unsynced.push(folder);
+                }
             }
             Ok(Some(claim))
         }
@@ -241,6 +286,13 @@ pub fn claim_at(
             }
         }
     }
+}
+
+/// fsyncs each folder (those of [`Claim::unsynced`]).
+pub fn sync_folders(folders: &[PathBuf]) -> Result<(), StoreError> {
+    folders
+        .iter()
+        .try_for_each(|folder| sync_folder("claim.sync", folder))
 }
 
 /// Makes a new, empty claim folder with a name no other claim has used.
@@ -265,7 +317,7 @@ fn new_claim_dir(work: &Path) -> Result<PathBuf, StoreError> {
 /// folder is gone, that is, the filing was complete after all.
 pub fn reopen(dir: &Path) -> Result<Option<Claim>, StoreError> {
     let path = dir.join(RECORD);
-    let bytes = match fs::read(&path) {
+    let bytes = match fault::hit("resume.read", &path).and_then(|()| fs::read(&path)) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StoreError::new("read", &path)(e)),
@@ -278,6 +330,7 @@ pub fn reopen(dir: &Path) -> Result<Option<Claim>, StoreError> {
     Ok(Some(Claim {
         dir: dir.to_owned(),
         record,
+        unsynced: Vec::new(),
     }))
 }
 
@@ -379,12 +432,21 @@ pub enum Resumed {
         /// Why its record is unusable.
         why: String,
     },
+    /// A claim folder whose state could not be read (an I/O error): look again later with
+    /// [`inspect`]; it is neither removed nor taken for empty meanwhile.
+    Unsure {
+        /// The claim folder.
+        dir: PathBuf,
+        /// What failed.
+        error: StoreError,
+    },
 }
 
 /// Lists the claims a previous run left in the watch's work folder. With `clean_up`, also
-/// removes the leftovers of claims that were never completed — only safe while nothing else
-/// claims in this inbox (at start-up, under the inbox lock), since a claim in the making looks
-/// the same.
+/// removes the leftovers of claims that were never completed and temporary files a kill left
+/// (see [`sweep_temporaries`]) — only safe while nothing else claims in this inbox (at
+/// start-up, under the inbox lock), since a claim in the making looks the same. A leftover that
+/// cannot be removed is logged and skipped: it costs that one folder, not the watch.
 pub fn resume(watch: &Watch, clean_up: bool) -> Result<Vec<Resumed>, StoreError> {
     let work = watch.work_dir();
     let entries = match fs::read_dir(&work) {
@@ -392,53 +454,156 @@ pub fn resume(watch: &Watch, clean_up: bool) -> Result<Vec<Resumed>, StoreError>
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(StoreError::new("list", &work)(e)),
     };
+    if clean_up {
+        sweep_temporaries(watch);
+    }
     let mut found = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(StoreError::new("list", &work))?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(watch = %watch.name, folder = %work.display(), error = %e, "cannot list the work folder completely");
+                break;
+            }
+        };
         let dir = entry.path();
-        if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            continue;
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => {}
+            Ok(_) => continue,
+            Err(e) => {
+                found.push(Resumed::Unsure {
+                    error: StoreError::new("inspect", &dir)(e),
+                    dir,
+                });
+                continue;
+            }
         }
-        let payload = dir.join(PAYLOAD);
-        let has_payload = fs::symlink_metadata(&payload).is_ok();
-        let record = fs::read(dir.join(RECORD))
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                serde_json::from_slice::<ClaimRecord>(&bytes).map_err(|e| e.to_string())
-            });
-        match record {
-            Ok(record) => {
-                if has_payload || record.decided.is_some() {
-                    // A name chosen before the stop stays this claim's.
-                    if let Some(decision) = &record.decided
-                        && let Some(name) = &decision.dest_name
-                    {
-                        let dest_dir = match decision.report.outcome {
-                            Outcome::Done => &watch.done,
-                            Outcome::Failed => &watch.failed,
-                        };
-                        reserve(dest_dir, name);
-                    }
-                    found.push(Resumed::Claim(Box::new(Claim { dir, record })));
-                } else if clean_up {
-                    // Claimed on paper only: the rename never happened.
-                    fs::remove_dir_all(&dir).map_err(StoreError::new("remove", &dir))?;
-                }
-            }
-            Err(why) if has_payload => found.push(Resumed::Orphan { path: payload, why }),
-            Err(_) if clean_up => {
-                fs::remove_dir_all(&dir).map_err(StoreError::new("remove", &dir))?;
-            }
-            Err(_) => {}
+        match inspect(watch, &dir, clean_up) {
+            Ok(Some(item)) => found.push(item),
+            Ok(None) => {}
+            Err(error) => found.push(Resumed::Unsure { dir, error }),
         }
     }
     Ok(found)
 }
 
-/// Files a claimed file: records the decision, writes the report and moves the file into
-/// `done` or `failed` under a free name. Safe to call again on a claim whose filing was cut
-/// short by a crash. Returns where the file now is.
+/// What one claim folder holds: a claim to carry on with, an orphan, or `None` (nothing: a
+/// claim that never happened, or a folder that is gone). With `clean_up`, a claim that never
+/// happened is removed (see [`resume`]). An error means the folder's state is unknown: try
+/// again later.
+pub fn inspect(watch: &Watch, dir: &Path, clean_up: bool) -> Result<Option<Resumed>, StoreError> {
+    let payload = dir.join(PAYLOAD);
+    let has_payload =
+        exists("resume.stat", &payload).map_err(StoreError::new("inspect", &payload))?;
+    let record_path = dir.join(RECORD);
+    let record = match fault::hit("resume.read", &record_path).and_then(|()| fs::read(&record_path))
+    {
+        Ok(bytes) => serde_json::from_slice::<ClaimRecord>(&bytes).map_err(|e| e.to_string()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(e.to_string()),
+        Err(e) => return Err(StoreError::new("read", &record_path)(e)),
+    };
+    match record {
+        Ok(record) if has_payload || record.decided.is_some() => {
+            // A name chosen before the stop stays this claim's.
+            if let Some(decision) = &record.decided
+                && let Some(name) = &decision.dest_name
+            {
+                let dest_dir = match decision.report.outcome {
+                    Outcome::Done => &watch.done,
+                    Outcome::Failed => &watch.failed,
+                };
+                reserve(dest_dir, name);
+            }
+            Ok(Some(Resumed::Claim(Box::new(Claim {
+                dir: dir.to_owned(),
+                record,
+                unsynced: Vec::new(),
+            }))))
+        }
+        Err(why) if has_payload => Ok(Some(Resumed::Orphan { path: payload, why })),
+        _ => {
+            // Claimed on paper only: the rename never happened (or the folder is gone).
+            if clean_up
+                && let Err(e) =
+                    fault::hit("resume.remove", dir).and_then(|()| fs::remove_dir_all(dir))
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(watch = %watch.name, folder = %dir.display(), error = %e, "cannot remove the leftover of a claim that never happened; it is skipped");
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Removes the temporary files ([`TEMP_PREFIX`], and the `partial-<pid>` of older versions)
+/// that a killed extdrop left in the watch's work folder, its claim folders, `done` and
+/// `failed`. A file is removed only when its writer is gone: its pid is this process's (at
+/// start-up nothing of ours is being written yet) or no longer a live process here. On a
+/// folder shared with another host a pid says nothing, so a file of a live writer there may be
+/// swept; that writer's step then fails and is retried, nothing is lost. Best effort: what
+/// cannot be removed is logged and left.
+pub fn sweep_temporaries(watch: &Watch) {
+    let work = watch.work_dir();
+    let mut folders = vec![work.clone(), watch.done.clone(), watch.failed.clone()];
+    if let Ok(entries) = fs::read_dir(&work) {
+        folders.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+    }
+    for folder in folders {
+        let Ok(entries) = fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let pid = name
+                .strip_prefix(TEMP_PREFIX)
+                .or_else(|| name.strip_prefix("partial-").filter(|_| folder == work))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<i32>().ok());
+            let Some(pid) = pid else { continue };
+            if writer_alive(pid) {
+                continue;
+            }
+            let path = entry.path();
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(watch = %watch.name, file = %path.display(), "removed a temporary file a stopped extdrop left")
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(watch = %watch.name, file = %path.display(), error = %e, "cannot remove a temporary file a stopped extdrop left")
+                }
+            }
+        }
+    }
+}
+
+/// Whether the process that wrote a temporary file may still be writing it.
+fn writer_alive(pid: i32) -> bool {
+    if pid == std::process::id() as i32 {
+        return false;
+    }
+    match rustix::process::Pid::from_raw(pid) {
+        Some(pid) => !matches!(
+            rustix::process::test_kill_process(pid),
+            Err(rustix::io::Errno::SRCH)
+        ),
+        None => false,
+    }
+}
+
+/// Files a claimed file: records the decision, takes a free name, places the report and moves
+/// the file into `done` or `failed`. Safe to call again on a claim whose filing was cut short by
+/// a crash or an error. Returns where the file now is.
 pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, StoreError> {
+    // Filing removes the claim: the rename that made it must be durable first.
+    sync_folders(&claim.unsynced)?;
+    claim.unsynced.clear();
     // The outcome is written down before anything else: from here on the file is only filed,
     // never uploaded again, whatever fails below.
     if claim.record.decided.is_none() {
@@ -463,50 +628,89 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
     let lock = folder_lock(dest_dir);
     let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
     let payload = claim.payload();
-    let has_payload = fs::symlink_metadata(&payload).is_ok();
+    let has_payload =
+        exists("file.stat", &payload).map_err(StoreError::new("inspect", &payload))?;
+    // The report's bytes are the same at every try (the report is in the record), which is how
+    // a report already standing at our name is told to be ours.
+    let report_bytes = report_bytes(&decision.report);
     loop {
         // A name chosen by an earlier, interrupted filing of this claim is kept while it is
         // still ours; otherwise a free one is taken and written down.
         let name = match decision.dest_name.clone() {
-            Some(name) if still_ours(dest_dir, &name, &payload, has_payload) => name,
+            Some(name) if still_ours(dest_dir, &name, &payload, has_payload, &report_bytes)? => {
+                name
+            }
             _ => {
-                let name = free_name(dest_dir, claim.file_name());
+                let name = free_name(dest_dir, claim.file_name())?;
                 reserve(dest_dir, &name);
                 decision.dest_name = Some(name.clone());
                 claim.record.decided = Some(decision.clone());
-                claim.save()?;
+                if let Err(e) = claim.save() {
+                    // Not ours unless written down: a retry chooses again (often this name).
+                    release(dest_dir, &name);
+                    return Err(e);
+                }
                 name
             }
         };
         let dest = dest_dir.join(&name);
-        // The report first, so that whoever watches the folder finds it with the file.
+        // The report first, so that whoever watches the folder finds it with the file; placed
+        // without replacing, it is what takes the name.
         let report = report_path(&dest);
-        write_atomic(&report, &report_bytes(&decision.report))?;
+        match place_report(&report, &report_bytes) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let ours =
+                    same_bytes(&report, &report_bytes).map_err(StoreError::new("read", &report))?;
+                if !ours {
+                    // Another writer took this name first: its report stays untouched.
+                    release(dest_dir, &name);
+                    decision.dest_name = None;
+                    continue;
+                }
+            }
+            Err(e) => return Err(StoreError::new("write", &report)(e)),
+        }
         if has_payload {
-            let partial = dest_dir.join(format!(".extdrop-partial-{}", claim.id()));
-            let moved = if same_content(&payload, &dest).unwrap_or(false) {
+            let moved = match same_content(&payload, &dest) {
                 // Moved before a crash (a finished copy, or the hard-link fallback): only the
                 // source is left to remove.
-                fs::remove_file(&payload)
-            } else {
-                move_noreplace(&payload, &dest, &partial)
+                Ok(true) => {
+                    fault::hit("file.remove", &payload).and_then(|()| fs::remove_file(&payload))
+                }
+                Ok(false) => move_noreplace(&payload, &dest, dest_dir),
+                Err(e) => Err(e),
             };
             match moved {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    // The name was taken from outside this process: take back our report and
-                    // choose again.
-                    let _ = fs::remove_file(&report);
+                    // A file was put at this name without a report, from outside extdrop: our
+                    // report (placed by us just now, so ours to take back) goes, and another
+                    // name is chosen.
+                    match fault::hit("file.remove", &report).and_then(|()| fs::remove_file(&report))
+                    {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StoreError::new("remove", &report)(e)),
+                    }
+                    release(dest_dir, &name);
                     decision.dest_name = None;
                     continue;
                 }
                 Err(e) => return Err(StoreError::new("move", &payload)(e)),
             }
         }
-        sync_dir(dest_dir)?;
-        fs::remove_dir_all(&claim.dir).map_err(StoreError::new("remove", &claim.dir))?;
+        sync_folder("file.sync", dest_dir)?;
+        match fault::hit("file.remove", &claim.dir).and_then(|()| fs::remove_dir_all(&claim.dir)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::new("remove", &claim.dir)(e)),
+        }
+        // The filing is complete: a failed sync here is not an error to retry (the claim is
+        // gone), and if a power cut brings the claim folder back, filing it again finds the
+        // file at its destination and only removes the folder.
         if let Some(work) = claim.dir.parent() {
-            sync_dir(work)?;
+            let _ = sync_folder("file.sync", work);
         }
         release(dest_dir, &name);
         return Ok(dest);
@@ -514,14 +718,30 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
 }
 
 /// Whether a destination name an interrupted filing chose is still this claim's: nothing
-/// stands there, or our file does (moved, or copied before a crash). Its report, if any, was
-/// written by us: the name was reserved from the moment it was chosen.
-fn still_ours(dest_dir: &Path, name: &str, payload: &Path, has_payload: bool) -> bool {
+/// stands there but perhaps our own report, or our file does (moved, or copied before a
+/// crash). An error is not an answer: the filing is tried again later.
+fn still_ours(
+    dest_dir: &Path,
+    name: &str,
+    payload: &Path,
+    has_payload: bool,
+    report_bytes: &[u8],
+) -> Result<bool, StoreError> {
     let dest = dest_dir.join(name);
-    match fs::symlink_metadata(&dest) {
-        Err(_) => true,
-        Ok(_) if !has_payload => true,
-        Ok(_) => same_content(payload, &dest).unwrap_or(false),
+    let report = report_path(&dest);
+    let report_ours = || match same_bytes(&report, report_bytes) {
+        Ok(ours) => Ok(ours),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(StoreError::new("read", &report)(e)),
+    };
+    match stat("file.stat", &dest).map_err(StoreError::new("inspect", &dest))? {
+        None => report_ours(),
+        // The file has left the claim, so what stands at its name is ours.
+        Some(_) if !has_payload => Ok(true),
+        Some(_) => Ok(
+            same_content(payload, &dest).map_err(StoreError::new("compare", &dest))?
+                && report_ours()?,
+        ),
     }
 }
 
@@ -545,8 +765,12 @@ fn reserve(dir: &Path, name: &str) {
 }
 
 fn release(dir: &Path, name: &str) {
-    if let Some(names) = reserved().get_mut(dir) {
+    let mut reserved = reserved();
+    if let Some(names) = reserved.get_mut(dir) {
         names.remove(name);
+        if names.is_empty() {
+            reserved.remove(dir);
+        }
     }
 }
 
@@ -567,14 +791,16 @@ fn folder_lock(dir: &Path) -> Arc<Mutex<()>> {
 }
 
 /// Whether `b` is `a` (a hard link) or holds the same bytes: the sign that a move into `b` was
-/// done before a crash and only the removal of `a` is left.
+/// done before a crash and only the removal of `a` is left. `false` when `b` does not exist;
+/// any other failure is an error, never a "no" (which would file a second copy).
 fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
-    let (meta_a, meta_b) = match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
-        (Ok(x), Ok(y)) => (x, y),
-        _ => return Ok(false),
+    let Some(meta_b) = stat("file.stat", b)? else {
+        return Ok(false);
     };
+    fault::hit("file.read", a)?;
+    let meta_a = fs::symlink_metadata(a)?;
     if (meta_a.dev(), meta_a.ino()) == (meta_b.dev(), meta_b.ino()) {
         return Ok(true);
     }
@@ -593,6 +819,12 @@ fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
             return Ok(false);
         }
     }
+}
+
+/// Whether the file at `path` holds exactly `bytes` (NotFound is an error for the caller).
+fn same_bytes(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    fault::hit("file.read", path)?;
+    Ok(fs::read(path)? == bytes)
 }
 
 /// Moves an orphan (a work-folder file without a usable record) to `failed` with a report, so
@@ -617,6 +849,7 @@ pub fn file_orphan(watch: &Watch, payload: &Path, why: &str) -> Result<PathBuf, 
             decided: None,
             name_not_utf8: false,
         },
+        unsynced: Vec::new(),
     };
     let report = Report {
         file: name,
@@ -643,7 +876,17 @@ pub fn file_orphan(watch: &Watch, payload: &Path, why: &str) -> Result<PathBuf, 
 /// Moves a failed file back into its inbox under the name it was dropped with (from its
 /// report, else its name without the `~n` suffix filing may have added) and removes its report,
 /// so the daemon takes it again. Returns the file's new path.
+///
+/// Within one file system the file moves with one no-replace rename; its report is set aside
+/// under a temporary name first and removed after (or put back if the move fails), so a kill
+/// never leaves a stale report blocking the name — at worst the file stays in `failed` without
+/// its report, still retryable, and the temporary is swept at the daemon's next start.
+///
+/// Across file systems see [`recover_retries`]: the copy is staged in the inbox's work folder
+/// under a written intent, and the removal of the source is the one commit point, so a kill at
+/// any moment is completed or undone by the next `retry` or daemon start, never duplicated.
 pub fn unfail(watch: &Watch, failed_file: &Path) -> Result<PathBuf, StoreError> {
+    recover_retries(watch);
     let report_file = report_path(failed_file);
     let name = failed_file
         .file_name()
@@ -666,25 +909,248 @@ pub fn unfail(watch: &Watch, failed_file: &Path) -> Result<PathBuf, StoreError> 
         .and_then(|n| n.to_str())
         .unwrap_or(&name)
         .to_owned();
-    // A copy across file systems goes through the inbox's work folder, which rules never see.
-    let work = watch.work_dir();
-    ensure_folder(&work)?;
-    let partial = work.join(format!("partial-{}", std::process::id()));
+    ensure_folder(&watch.work_dir())?;
+    let failed_dir = failed_file.parent().unwrap_or(Path::new(".")).to_owned();
+    let aside = temp_path(&failed_dir);
+    let set_aside = match fs::rename(&report_file, &aside) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(StoreError::new("set aside", &report_file)(e)),
+    };
+    let put_back = || {
+        if set_aside {
+            let _ = rename_noreplace(&aside, &report_file);
+        }
+    };
     loop {
-        let dest = folder.join(free_name(&folder, &base));
-        match move_noreplace(failed_file, &dest, &partial) {
+        let dest = match inbox_name(&folder, &base) {
+            Ok(free) => folder.join(free),
+            Err(e) => {
+                put_back();
+                return Err(e);
+            }
+        };
+        match fault::hit("retry.move", &dest).and_then(|()| rename_noreplace(failed_file, &dest)) {
             Ok(()) => {
+                fault::crash_point("retry.moved", failed_file);
                 sync_dir(&folder)?;
-                match fs::remove_file(&report_file) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::new("remove", &report_file)(e)),
+                if set_aside {
+                    match fs::remove_file(&aside) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StoreError::new("remove", &aside)(e)),
+                    }
                 }
-                sync_dir(&watch.failed)?;
+                sync_dir(&failed_dir)?;
                 return Ok(dest);
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(StoreError::new("move back", failed_file)(e)),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+                put_back();
+                return unfail_across(watch, failed_file, &report_file, &folder, &base);
+            }
+            Err(e) => {
+                put_back();
+                return Err(StoreError::new("move back", failed_file)(e));
+            }
+        }
+    }
+}
+
+/// The name a retried file goes back under: the name it was dropped with if free (an inbox
+/// file has no report, so a long name needs no shortening), else a numbered free one.
+fn inbox_name(folder: &Path, base: &str) -> Result<String, StoreError> {
+    let path = folder.join(base);
+    if !exists("retry.stat", &path).map_err(StoreError::new("inspect", &path))? {
+        return Ok(base.to_owned());
+    }
+    free_name(folder, base)
+}
+
+/// Prefix, in the inbox's work folder, of a retry across file systems in progress:
+/// `<prefix><pid>-<n>` is the staged copy and `<prefix><pid>-<n>.json` its [`RetryIntent`].
+const RETRY_PREFIX: &str = ".extdrop-retry-";
+
+/// What a retry across file systems is doing, written before the copy is made.
+#[derive(Debug, Serialize, Deserialize)]
+struct RetryIntent {
+    /// The failed file; its removal is the commit point.
+    source: PathBuf,
+    /// Its device and inode, to tell it from a later file filed under the same name.
+    source_id: (u64, u64),
+    /// Its report, removed once the source is gone.
+    report: PathBuf,
+    /// The copy, in the inbox's work folder (same file system as the inbox).
+    staged: PathBuf,
+    /// The inbox folder the file goes back to, and the name it goes back under.
+    folder: PathBuf,
+    base: String,
+}
+
+/// The cross-file-system half of [`unfail`]: intent, staged copy, commit (removal of the
+/// source), then placing the copy in the inbox.
+fn unfail_across(
+    watch: &Watch,
+    source: &Path,
+    report: &Path,
+    folder: &Path,
+    base: &str,
+) -> Result<PathBuf, StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let work = watch.work_dir();
+    let id = format!(
+        "{RETRY_PREFIX}{}-{:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let meta = fs::symlink_metadata(source).map_err(StoreError::new("inspect", source))?;
+    let intent = RetryIntent {
+        source: source.to_owned(),
+        source_id: (meta.dev(), meta.ino()),
+        report: report.to_owned(),
+        staged: work.join(&id),
+        folder: folder.to_owned(),
+        base: base.to_owned(),
+    };
+    let intent_path = work.join(format!("{id}.json"));
+    let bytes = serde_json::to_vec_pretty(&intent).map_err(|e| StoreError {
+        action: "encode retry intent",
+        path: intent_path.clone(),
+        source: io::Error::other(e),
+    })?;
+    write_atomic(&intent_path, &bytes)?;
+    let undo = || {
+        let _ = fs::remove_file(&intent.staged);
+        let _ = fs::remove_file(&intent_path);
+    };
+    // The copy is complete and synced before the source may go.
+    let copied = fault::hit("retry.copy", &intent.staged).and_then(|()| {
+        let mut src = open_payload(source)?;
+        let mut dst = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(&intent.staged)?;
+        io::copy(&mut src, &mut dst)?;
+        dst.sync_all()?;
+        File::open(&work)?.sync_all()
+    });
+    if let Err(e) = copied {
+        undo();
+        return Err(StoreError::new("copy", source)(e));
+    }
+    fault::crash_point("retry.staged", source);
+    // The commit point: from here the staged copy is the file.
+    if let Err(e) = fault::hit("retry.commit", source).and_then(|()| fs::remove_file(source)) {
+        undo();
+        return Err(StoreError::new("remove", source)(e));
+    }
+    if let Some(failed_dir) = source.parent() {
+        let _ = sync_dir(failed_dir);
+    }
+    fault::crash_point("retry.committed", source);
+    complete_retry(&intent, &intent_path, true)
+}
+
+/// Finishes a committed retry: removes the stale report (with `remove_report`) and places the
+/// staged copy in the inbox under a free name.
+fn complete_retry(
+    intent: &RetryIntent,
+    intent_path: &Path,
+    remove_report: bool,
+) -> Result<PathBuf, StoreError> {
+    if remove_report {
+        match fs::remove_file(&intent.report) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::new("remove", &intent.report)(e)),
+        }
+    }
+    loop {
+        let dest = intent
+            .folder
+            .join(inbox_name(&intent.folder, &intent.base)?);
+        match rename_noreplace(&intent.staged, &dest) {
+            Ok(()) => {
+                sync_dir(&intent.folder)?;
+                match fs::remove_file(intent_path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::new("remove", intent_path)(e)),
+                }
+                return Ok(dest);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(StoreError::new("move back", &intent.staged)(e)),
+        }
+    }
+}
+
+/// Completes or undoes the retries across file systems that a killed `extdrop retry` left in
+/// the watch's work folder (those whose process is gone). The source still there, the same
+/// file (device and inode) → not committed: the staged copy goes and the file stays failed.
+/// Otherwise the source was removed → committed: its report goes and the copy is placed in the
+/// inbox. Called by `retry` and at the daemon's start; best effort, logged.
+pub fn recover_retries(watch: &Watch) {
+    use std::os::unix::fs::MetadataExt;
+    let work = watch.work_dir();
+    let Ok(entries) = fs::read_dir(&work) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name
+            .strip_prefix(RETRY_PREFIX)
+            .and_then(|r| r.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
+        if pid.is_none_or(writer_alive) {
+            continue;
+        }
+        let intent_path = entry.path();
+        let intent = match fs::read(&intent_path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<RetryIntent>(&b).map_err(|e| e.to_string()))
+        {
+            Ok(intent) => intent,
+            Err(e) => {
+                tracing::warn!(watch = %watch.name, file = %intent_path.display(), error = %e, "cannot read an interrupted retry; it is left");
+                continue;
+            }
+        };
+        let source = match stat("retry.stat", &intent.source) {
+            Ok(source) => source,
+            Err(e) => {
+                tracing::warn!(watch = %watch.name, file = %intent.source.display(), error = %e, "cannot check an interrupted retry; it is left for later");
+                continue;
+            }
+        };
+        let committed = source
+            .as_ref()
+            .is_none_or(|m| (m.dev(), m.ino()) != intent.source_id);
+        if !committed {
+            let _ = fs::remove_file(&intent.staged);
+            let _ = fs::remove_file(&intent_path);
+            tracing::info!(watch = %watch.name, file = %intent.source.display(), "undid an interrupted retry; the file stays failed");
+            continue;
+        }
+        if !exists("retry.stat", &intent.staged).unwrap_or(true) {
+            // Placed already; only the intent was left.
+            let _ = fs::remove_file(&intent_path);
+            continue;
+        }
+        // A later failure may have taken the name since: then the report there is its own.
+        match complete_retry(&intent, &intent_path, source.is_none()) {
+            Ok(dest) => {
+                tracing::info!(watch = %watch.name, file = %dest.display(), "completed an interrupted retry")
+            }
+            Err(e) => {
+                tracing::warn!(watch = %watch.name, error = %e, "cannot complete an interrupted retry; it is tried again later")
+            }
         }
     }
 }
@@ -702,29 +1168,77 @@ fn report_bytes(report: &Report) -> Vec<u8> {
     bytes
 }
 
-/// The first of `name`, `stem~2.ext`, `stem~3.ext`, … that neither exists in `dir`, nor has a
-/// report there, nor is reserved by a filing in progress.
-pub fn free_name(dir: &Path, name: &str) -> String {
-    (1u64..)
-        .map(|n| numbered(name, n))
-        .find(|candidate| {
-            let path = dir.join(candidate);
-            fs::symlink_metadata(&path).is_err()
-                && fs::symlink_metadata(report_path(&path)).is_err()
-                && !is_reserved(dir, candidate)
-        })
-        .unwrap_or_else(|| name.to_owned())
+/// A free name for `name` in `dir`: `name` itself if free, else one of `stem~2.ext`,
+/// `stem~3.ext`, … that neither exists in `dir`, nor has a report there, nor is reserved by a
+/// filing in progress. Probing continues after the number last given for this name in this
+/// folder, so the k-th drop of one name does not probe k names under the folder's lock; a
+/// number freed since is simply not reused. An error reading the folder is an error, never
+/// "free".
+pub fn free_name(dir: &Path, name: &str) -> Result<String, StoreError> {
+    let is_free = |candidate: &str| -> Result<bool, StoreError> {
+        let path = dir.join(candidate);
+        let report = report_path(&path);
+        Ok(!is_reserved(dir, candidate)
+            && !exists("name.stat", &path).map_err(StoreError::new("inspect", &path))?
+            && !exists("name.stat", &report).map_err(StoreError::new("inspect", &report))?)
+    };
+    let plain = numbered(name, 1);
+    if is_free(&plain)? {
+        return Ok(plain);
+    }
+    static LAST: OnceLock<Mutex<HashMap<(PathBuf, String), u64>>> = OnceLock::new();
+    let last = || {
+        LAST.get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    };
+    let key = (dir.to_owned(), name.to_owned());
+    let start = last().get(&key).map_or(2, |n| n + 1);
+    for n in start.. {
+        let candidate = numbered(name, n);
+        if is_free(&candidate)? {
+            let mut last = last();
+            // A bound on the memory, not on correctness: forgetting only means probing again.
+            if last.len() >= 4096 {
+                last.clear();
+            }
+            last.insert(key, n);
+            return Ok(candidate);
+        }
+    }
+    Ok(plain)
 }
 
-/// `name` for n = 1, else the name with `~n` before its extension.
+/// `name` for n = 1, else the name with `~n` before its extension; shortened (at a character
+/// boundary, keeping a short extension) so that it and its report's name, with `~n`, fit in
+/// 255 bytes.
 pub fn numbered(name: &str, n: u64) -> String {
-    if n == 1 {
-        return name.to_owned();
+    let suffix = if n == 1 {
+        String::new()
+    } else {
+        format!("~{n}")
+    };
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
+        _ => (name, ""),
+    };
+    let budget = NAME_MAX - REPORT_SUFFIX.len();
+    if stem.len() + suffix.len() + ext.len() <= budget {
+        return format!("{stem}{suffix}{ext}");
     }
-    match name.rfind('.') {
-        Some(dot) if dot > 0 => format!("{}~{n}{}", &name[..dot], &name[dot..]),
-        _ => format!("{name}~{n}"),
+    // A very long "extension" is part of the name, not a type worth keeping whole.
+    let (stem, ext) = if ext.len() <= 32 {
+        (stem, ext)
+    } else {
+        (name, "")
+    };
+    let mut cut = budget
+        .saturating_sub(suffix.len() + ext.len())
+        .min(stem.len());
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
     }
+    format!("{}{suffix}{ext}", &stem[..cut])
 }
 
 /// Strips a `~n` suffix added by [`numbered`], giving back the name as dropped.
@@ -741,57 +1255,107 @@ pub fn unnumbered(name: &str) -> String {
     }
 }
 
+/// A fresh temporary path in `dir` (see [`TEMP_PREFIX`]).
+fn temp_path(dir: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{TEMP_PREFIX}{}-{n:x}", std::process::id()))
+}
+
+/// Writes `bytes` to a new temporary file in `dir` and fsyncs it; removes it on failure.
+fn write_temp(point: &str, dir: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    let tmp = temp_path(dir);
+    let result = fault::hit(point, &tmp).and_then(|()| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Places a report at `path` without ever replacing one (`AlreadyExists` then): written to a
+/// temporary file, fsynced, then renamed into place with no-replace.
+fn place_report(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = write_temp("report.write", dir, bytes)?;
+    let placed = fault::hit("report.place", path).and_then(|()| rename_noreplace(&tmp, path));
+    if placed.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    placed
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same folder, so readers see the
 /// old content or the new, never half of it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(path.file_name().unwrap_or_default());
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o640)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(StoreError::new("write", path)(e));
-    }
+    let result = write_temp("write", dir, bytes).and_then(|tmp| {
+        fs::rename(&tmp, path).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+    });
+    result.map_err(StoreError::new("write", path))?;
     sync_dir(dir)
 }
 
 /// fsyncs a folder so that renames into and out of it survive a power cut.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
+    sync_folder("sync", dir)
+}
+
+/// [`sync_dir`] at a named fault point.
+fn sync_folder(point: &str, dir: &Path) -> Result<(), StoreError> {
+    fault::hit(point, dir)
+        .and_then(|()| File::open(dir))
         .and_then(|d| d.sync_all())
         .map_err(StoreError::new("sync folder", dir))
 }
 
+/// A path's metadata, `None` when nothing is there; any other failure is an error.
+fn stat(point: &str, path: &Path) -> io::Result<Option<fs::Metadata>> {
+    fault::hit(point, path)?;
+    match fs::symlink_metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether something is at `path`; an error is not a "no".
+fn exists(point: &str, path: &Path) -> io::Result<bool> {
+    Ok(stat(point, path)?.is_some())
+}
+
 /// Moves `from` to `to` without ever replacing an existing `to`. Across file systems the file
-/// is copied to `partial` (a hidden name on `to`'s file system, fixed per claim so that a
-/// crashed copy is overwritten by the retry rather than left twice), fsynced, renamed into
+/// is copied to a temporary file in `temp_dir` (on `to`'s file system), fsynced, renamed into
 /// place, and only then removed from `from`.
-fn move_noreplace(from: &Path, to: &Path, partial: &Path) -> io::Result<()> {
+fn move_noreplace(from: &Path, to: &Path, temp_dir: &Path) -> io::Result<()> {
+    fault::hit("file.move", to)?;
     match rename_noreplace(from, to) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
-            copy_across(from, to, partial)
+            copy_across(from, to, &temp_path(temp_dir))
         }
         Err(e) => Err(e),
     }
 }
 
-/// The cross-file-system half of [`move_noreplace`].
+/// The cross-file-system half of [`move_noreplace`]. The partial copy is removed whatever
+/// fails (a full disk), so failed tries leave nothing behind.
 fn copy_across(from: &Path, to: &Path, partial: &Path) -> io::Result<()> {
     let dest_dir = to.parent().unwrap_or(Path::new("."));
-    {
+    let copied = (|| {
+        fault::hit("file.copy", partial)?;
         let mut src = open_payload(from)?;
         let mut dst = OpenOptions::new()
             .write(true)
@@ -801,8 +1365,9 @@ fn copy_across(from: &Path, to: &Path, partial: &Path) -> io::Result<()> {
             .open(partial)?;
         io::copy(&mut src, &mut dst)?;
         dst.sync_all()?;
-    }
-    if let Err(e) = rename_noreplace(partial, to) {
+        rename_noreplace(partial, to)
+    })();
+    if let Err(e) = copied {
         let _ = fs::remove_file(partial);
         return Err(e);
     }
@@ -822,7 +1387,7 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
                 Ok(()) => fs::remove_file(from),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
                 Err(_) => {
-                    if fs::symlink_metadata(to).is_ok() {
+                    if exists("file.stat", to)? {
                         Err(io::Error::from(io::ErrorKind::AlreadyExists))
                     } else {
                         fs::rename(from, to)
@@ -898,6 +1463,341 @@ template = "{business_type}/{plugin_name}.zip"
         Ok(claim(watch, rel, SystemTime::now())?.ok_or("not claimed")?)
     }
 
+    /// Files `claim`, reading it back and trying again after every error, as the daemon does.
+    fn file_until_done(
+        watch: &Watch,
+        claim: Claim,
+        report: Report,
+    ) -> Result<PathBuf, Box<dyn std::error::Error>> {
+        let dir = claim.dir().to_owned();
+        let mut claim = Some(claim);
+        for _ in 0..1000 {
+            let next = match claim.take() {
+                Some(claim) => claim,
+                None => match reopen(&dir) {
+                    Ok(Some(claim)) => claim,
+                    Ok(None) => return Err("the claim vanished without being filed".into()),
+                    Err(_) => continue,
+                },
+            };
+            if let Ok(dest) = file(watch, next, report.clone()) {
+                return Ok(dest);
+            }
+        }
+        Err("never filed".into())
+    }
+
+    /// Regression (issue 11.1): the claim's rename succeeded but a folder sync failed, and the
+    /// daemon was told "it stays in the inbox" while the file sat claimed and forgotten.
+    #[test]
+    fn regression_a_sync_failure_after_the_claim_rename_still_returns_the_claim()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        fs::write(watch.inbox.join("a.zip"), b"x")?;
+        let guard = fault::inject(fault::Rule::new("claim.sync", dir.path()).times(3));
+        let claimed = claim(&watch, "a.zip", SystemTime::now())?.ok_or("not claimed")?;
+        drop(guard);
+        assert_eq!(claimed.unsynced().len(), 3);
+        assert!(claimed.payload().exists());
+        assert!(!watch.inbox.join("a.zip").exists());
+        let filed = file(&watch, claimed, report_for("a.zip"))?;
+        assert_eq!(fs::read(&filed)?, b"x");
+        Ok(())
+    }
+
+    /// Regression (issue 11.2): an I/O error reading a claim's payload at start-up was taken
+    /// for "no file", and the claim folder, file and all, was removed as garbage.
+    #[test]
+    fn regression_an_unreadable_payload_is_not_taken_for_absent_at_resume()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        let held = claimed(&watch, "Build/a.zip", b"payload")?;
+        let claim_dir = held.dir().to_owned();
+        drop(held);
+        let guard = fault::inject(fault::Rule::new("resume.stat", &claim_dir));
+        let resumed = resume(&watch, true)?;
+        drop(guard);
+        assert!(
+            matches!(resumed.as_slice(), [Resumed::Unsure { .. }]),
+            "{resumed:?}"
+        );
+        assert_eq!(
+            fs::read(claim_dir.join(PAYLOAD))?,
+            b"payload",
+            "not removed"
+        );
+        let resumed = inspect(&watch, &claim_dir, true)?;
+        assert!(matches!(resumed, Some(Resumed::Claim(_))), "{resumed:?}");
+        Ok(())
+    }
+
+    /// Regression (issue 11.2): a read error while comparing a resumed payload with what stands
+    /// at its destination was taken for "different", filing a second copy without a report.
+    #[test]
+    fn regression_a_read_error_while_comparing_is_not_a_second_copy()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        let mut claim = claimed(&watch, "Build/x.zip", b"payload")?;
+        claim.record.decided = Some(Decision {
+            report: report_for("Build/x.zip"),
+            dest_name: Some("x.zip".to_owned()),
+        });
+        claim.save()?;
+        fs::copy(claim.payload(), watch.done.join("x.zip"))?;
+        let guard = fault::inject(fault::Rule::new("file.read", dir.path()).times(1));
+        let report = report_for("Build/x.zip");
+        assert!(
+            file(&watch, claim, report.clone()).is_err(),
+            "an error, not a guess"
+        );
+        drop(guard);
+        let Some(Resumed::Claim(claim)) = resume(&watch, true)?.into_iter().next() else {
+            return Err("not a claim".into());
+        };
+        let filed = file(&watch, *claim, report)?;
+        assert_eq!(filed, watch.done.join("x.zip"));
+        assert!(!watch.done.join("x~2.zip").exists(), "not filed twice");
+        assert!(report_path(&filed).exists());
+        Ok(())
+    }
+
+    /// Regression (issue 11.3): two writers racing for one name (two processes, or two
+    /// spellings of one folder, which take different in-process locks) each wrote the report
+    /// with a replacing rename, and the loser of the file's rename deleted the winner's report.
+    #[test]
+    fn regression_two_writers_racing_for_one_name_each_keep_their_report()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        let mut other = watch.clone();
+        other.done = dir.path().join("done-link");
+        std::os::unix::fs::symlink(&watch.done, &other.done)?;
+        for round in 0..40 {
+            let a = claimed(&watch, &format!("Build/r{round}.zip"), b"from Build")?;
+            let b = claimed(&watch, &format!("Deploy/r{round}.zip"), b"from Deploy")?;
+            let (wa, wb) = (watch.clone(), other.clone());
+            let (ra, rb) = (
+                report_for(&format!("Build/r{round}.zip")),
+                report_for(&format!("Deploy/r{round}.zip")),
+            );
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let (ba, bb) = (barrier.clone(), barrier);
+            let ta = std::thread::spawn(move || {
+                ba.wait();
+                file(&wa, a, ra)
+            });
+            let tb = std::thread::spawn(move || {
+                bb.wait();
+                file(&wb, b, rb)
+            });
+            ta.join().map_err(|_| "panic")??;
+            tb.join().map_err(|_| "panic")??;
+            for origin in ["Build", "Deploy"] {
+                let with_report = fs::read_dir(&watch.done)?
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| !p.to_string_lossy().ends_with(REPORT_SUFFIX))
+                    .filter(|p| fs::read(p).is_ok_and(|b| b == format!("from {origin}").as_bytes()))
+                    .filter(|p| {
+                        fs::read(report_path(p))
+                            .ok()
+                            .and_then(|b| serde_json::from_slice::<Report>(&b).ok())
+                            .is_some_and(|r| r.file.starts_with(origin))
+                    })
+                    .count();
+                assert_eq!(
+                    with_report,
+                    round + 1,
+                    "round {round}: every {origin} file has its own report"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Regression (issue 11.5): a name reserved by a filing whose record could not be saved
+    /// stayed reserved, so each retry took `N~2`, `N~3`, …
+    #[test]
+    fn regression_a_reserved_name_is_released_when_saving_fails()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        let claim = claimed(&watch, "a.zip", b"x")?;
+        let claim_dir = claim.dir().to_owned();
+        // The record's second write is the one that names the destination.
+        let guard = fault::inject(fault::Rule::new("write", &claim_dir).nth(2));
+        assert!(file(&watch, claim, report_for("a.zip")).is_err());
+        drop(guard);
+        let claim = reopen(&claim_dir)?.ok_or("claim gone")?;
+        let filed = file(&watch, claim, report_for("a.zip"))?;
+        assert_eq!(filed, watch.done.join("a.zip"));
+        Ok(())
+    }
+
+    /// Regression (issue 11.5): `free_name` probed from 1 on every filing.
+    #[test]
+    fn free_name_continues_after_the_last_number_given() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        for name in ["a.zip", "a~2.zip", "a~3.zip"] {
+            fs::write(dir.path().join(name), b"x")?;
+        }
+        assert_eq!(free_name(dir.path(), "a.zip")?, "a~4.zip");
+        fs::write(dir.path().join("a~4.zip"), b"x")?;
+        fs::remove_file(dir.path().join("a~2.zip"))?;
+        assert_eq!(
+            free_name(dir.path(), "a.zip")?,
+            "a~5.zip",
+            "no probing from 1"
+        );
+        Ok(())
+    }
+
+    /// Regression (issue 11.4/11.5): temporary files a kill left were never swept.
+    #[test]
+    fn regression_temporaries_a_kill_left_are_swept_at_start_up()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        let held = claimed(&watch, "a.zip", b"x")?;
+        let mut child = std::process::Command::new("true").spawn()?;
+        let dead = child.id();
+        child.wait()?;
+        let stale = [
+            watch.done.join(format!("{TEMP_PREFIX}{dead}-1")),
+            watch.failed.join(format!("{TEMP_PREFIX}{dead}-2")),
+            watch.work_dir().join(format!("{TEMP_PREFIX}{dead}-3")),
+            watch.work_dir().join(format!("partial-{dead}")),
+            held.dir().join(format!("{TEMP_PREFIX}{dead}-4")),
+        ];
+        // pid 1 is alive: its file may be in the making.
+        let live = watch.done.join(format!("{TEMP_PREFIX}1-1"));
+        for path in stale.iter().chain([&live]) {
+            fs::write(path, b"left")?;
+        }
+        let resumed = resume(&watch, true)?;
+        assert_eq!(resumed.len(), 1);
+        for path in &stale {
+            assert!(!path.exists(), "{} swept", path.display());
+        }
+        assert!(live.exists());
+        assert!(held.payload().exists());
+        Ok(())
+    }
+
+    /// Regression (issue 11.5): one leftover that could not be removed at start-up failed the
+    /// whole resume, and with it every watch.
+    #[test]
+    fn regression_an_unremovable_leftover_does_not_stop_the_resume()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        let garbage = claimed(&watch, "gone.zip", b"x")?;
+        fs::remove_file(garbage.payload())?; // a record whose rename never happened
+        let real = claimed(&watch, "real.zip", b"y")?;
+        let guard = fault::inject(fault::Rule::new("resume.remove", garbage.dir()));
+        let resumed = resume(&watch, true)?;
+        drop(guard);
+        assert_eq!(resumed.len(), 1);
+        assert!(matches!(&resumed[0], Resumed::Claim(c) if c.dir() == real.dir()));
+        Ok(())
+    }
+
+    /// Issue 7 defect 2: a name of 244 bytes or more was never filed (its report's name passed
+    /// 255 bytes).
+    #[test]
+    fn numbered_names_leave_room_for_the_number_and_the_report() {
+        let ascii = format!("{}.zip", "n".repeat(251));
+        let wide = format!("{}.zip", "é".repeat(125)); // 254 bytes
+        let no_ext = "x".repeat(255);
+        for name in [&ascii, &wide, &no_ext] {
+            for n in [1, 2, 99_999] {
+                let numbered = numbered(name, n);
+                assert!(
+                    numbered.len() + REPORT_SUFFIX.len() <= NAME_MAX,
+                    "{} bytes",
+                    numbered.len()
+                );
+                if name.ends_with(".zip") {
+                    assert!(numbered.ends_with(".zip"), "{numbered}");
+                }
+                if n > 1 {
+                    assert!(numbered.contains(&format!("~{n}")));
+                }
+            }
+        }
+        assert_eq!(numbered("short.zip", 2), "short~2.zip");
+    }
+
+    /// Issue 7 defect 2, end to end in the store: a 255-byte name is filed with its report,
+    /// twice, and the report keeps the name as dropped.
+    #[test]
+    fn regression_a_255_byte_name_is_filed_with_its_report()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        let name = format!("{}.zip", "n".repeat(251));
+        assert_eq!(name.len(), 255);
+        for _ in 0..2 {
+            let claim = claimed(&watch, &name, b"x")?;
+            let filed = file(&watch, claim, report_for(&name))?;
+            let report: Report = serde_json::from_slice(&fs::read(report_path(&filed))?)?;
+            assert_eq!(report.file, name);
+        }
+        assert_eq!(fs::read_dir(&watch.done)?.count(), 4);
+        Ok(())
+    }
+
+    /// Issue 11: many files through random I/O errors at every point of the store: each ends
+    /// in `done` exactly once with its report, and nothing is left claimed or half-written.
+    #[test]
+    fn many_files_through_random_io_errors_are_all_filed_once()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        let guard = fault::inject(fault::Rule::new("*", dir.path()).chance(0.15));
+        const FILES: usize = 300;
+        for i in 0..FILES {
+            let rel = format!("Build/f{}.zip", i % 37);
+            fs::create_dir_all(watch.inbox.join("Build"))?;
+            fs::write(watch.inbox.join(&rel), format!("content {i}"))?;
+            let claim = loop {
+                match claim(&watch, &rel, SystemTime::now()) {
+                    Ok(Some(claim)) => break claim,
+                    Ok(None) => return Err(format!("{rel} lost").into()),
+                    Err(_) => assert!(watch.inbox.join(&rel).exists(), "an error leaves it"),
+                }
+            };
+            file_until_done(&watch, claim, report_for(&rel))?;
+        }
+        drop(guard);
+        let mut files = 0;
+        let mut contents = std::collections::HashSet::new();
+        for entry in fs::read_dir(&watch.done)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            assert!(!name.starts_with(TEMP_PREFIX), "left behind: {name}");
+            if name.ends_with(REPORT_SUFFIX) {
+                continue;
+            }
+            files += 1;
+            assert!(report_path(&path).exists(), "{name} has its report");
+            assert!(contents.insert(fs::read(&path)?), "{name} filed once");
+        }
+        assert_eq!(files, FILES);
+        let left: Vec<_> = fs::read_dir(watch.work_dir())?
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .collect();
+        assert!(left.is_empty(), "claims left: {left:?}");
+        Ok(())
+    }
+
     #[test]
     fn same_names_filed_at_once_each_keep_their_report() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
@@ -966,10 +1866,10 @@ template = "{business_type}/{plugin_name}.zip"
     #[test]
     fn free_name_skips_taken_names_and_reports() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        assert_eq!(free_name(dir.path(), "a.zip"), "a.zip");
+        assert_eq!(free_name(dir.path(), "a.zip")?, "a.zip");
         fs::write(dir.path().join("a.zip"), b"x")?;
         fs::write(dir.path().join("a~2.zip.result.json"), b"{}")?;
-        assert_eq!(free_name(dir.path(), "a.zip"), "a~3.zip");
+        assert_eq!(free_name(dir.path(), "a.zip")?, "a~3.zip");
         Ok(())
     }
 

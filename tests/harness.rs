@@ -227,7 +227,10 @@ template = "{{plugin_name}}__{{business_type}}.zip"
         for name in CREDENTIAL_VARIABLES {
             cmd.env_remove(name);
         }
-        cmd.env_remove("RUST_LOG")
+        // A panic's backtrace, symbolised from a debug build's DWARF, costs over 100 MiB: the
+        // tests that inject panics would exceed the memory bound for that alone.
+        cmd.env("RUST_BACKTRACE", "0")
+            .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_PID")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
@@ -388,7 +391,8 @@ template = "{{plugin_name}}__{{business_type}}.zip"
 /// Whether `name` is the hidden temporary extdrop writes a report (or a claim record) to
 /// before renaming it into place: counting it made "one file in done" come true too early.
 fn is_being_written(name: &str) -> bool {
-    name.starts_with('.') && name.contains(".tmp-")
+    name.starts_with(extdrop::store::TEMP_PREFIX)
+        || (name.starts_with('.') && name.contains(".tmp-"))
 }
 
 /// A running `extdrop run`; killed when dropped. Every daemon's CPU time and peak memory are

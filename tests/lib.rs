@@ -10,6 +10,7 @@ mod credentials;
 mod faults;
 mod filesystems;
 mod idle;
+mod io_faults;
 mod lifecycle;
 mod naming;
 mod server;
