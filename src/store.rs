@@ -416,7 +416,14 @@ pub fn claimed(watch: &Watch) -> usize {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| fs::symlink_metadata(e.path().join(PAYLOAD)).is_ok())
+        // A payload that cannot be looked at is still claimed: only "not found" is absence.
+        .filter(|e| {
+            !matches!(
+                fs::symlink_metadata(e.path().join(PAYLOAD)),
+                Err(err) if err.kind() == io::ErrorKind::NotFound
+            )
+        })
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .count()
 }
 
