@@ -1,0 +1,156 @@
+//! The file-system primitives filing is built on: atomic writes, folder fsyncs, no-replace
+//! renames and moves across file systems, each passing its fault point.
+
+use super::*;
+
+/// A fresh temporary path in `dir` (see [`TEMP_PREFIX`]).
+pub(super) fn temp_path(dir: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{TEMP_PREFIX}{}-{n:x}", std::process::id()))
+}
+
+/// Writes `bytes` to a new temporary file in `dir` and fsyncs it; removes it on failure.
+pub(super) fn write_temp(point: &str, dir: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    let tmp = temp_path(dir);
+    let result = fault::hit(point, &tmp).and_then(|()| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Places a report at `path` without ever replacing one (`AlreadyExists` then): written to a
+/// temporary file, fsynced, then renamed into place with no-replace.
+pub(super) fn place_report(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = write_temp("report.write", dir, bytes)?;
+    let placed = fault::hit("report.place", path).and_then(|()| rename_noreplace(&tmp, path));
+    if placed.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    placed
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, so readers see the
+/// old content or the new, never half of it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let result = write_temp("write", dir, bytes).and_then(|tmp| {
+        fs::rename(&tmp, path).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+    });
+    result.map_err(StoreError::new("write", path))?;
+    sync_dir(dir)
+}
+
+/// fsyncs a folder so that renames into and out of it survive a power cut.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    sync_folder("sync", dir)
+}
+
+/// [`sync_dir`] at a named fault point.
+pub(super) fn sync_folder(point: &str, dir: &Path) -> Result<(), StoreError> {
+    fault::hit(point, dir)
+        .and_then(|()| File::open(dir))
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::new("sync folder", dir))
+}
+
+/// A path's metadata, `None` when nothing is there; any other failure is an error.
+pub(super) fn stat(point: &str, path: &Path) -> io::Result<Option<fs::Metadata>> {
+    fault::hit(point, path)?;
+    match fs::symlink_metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether something is at `path`; an error is not a "no".
+pub(super) fn exists(point: &str, path: &Path) -> io::Result<bool> {
+    Ok(stat(point, path)?.is_some())
+}
+
+/// Moves `from` to `to` without ever replacing an existing `to`. Across file systems the file
+/// is copied to a temporary file in `temp_dir` (on `to`'s file system), fsynced, renamed into
+/// place, and only then removed from `from`.
+pub(super) fn move_noreplace(from: &Path, to: &Path, temp_dir: &Path) -> io::Result<()> {
+    fault::hit("file.move", to)?;
+    match rename_noreplace(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+            copy_across(from, to, &temp_path(temp_dir))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The cross-file-system half of [`move_noreplace`]. The partial copy is removed whatever
+/// fails (a full disk), so failed tries leave nothing behind.
+pub(super) fn copy_across(from: &Path, to: &Path, partial: &Path) -> io::Result<()> {
+    let dest_dir = to.parent().unwrap_or(Path::new("."));
+    let copied = (|| {
+        fault::hit("file.copy", partial)?;
+        let mut src = open_payload(from)?;
+        let mut dst = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(partial)?;
+        io::copy(&mut src, &mut dst)?;
+        dst.sync_all()?;
+        rename_noreplace(partial, to)
+    })();
+    if let Err(e) = copied {
+        let _ = fs::remove_file(partial);
+        return Err(e);
+    }
+    File::open(dest_dir)?.sync_all()?;
+    fs::remove_file(from)
+}
+
+/// `rename` that fails with `AlreadyExists` instead of replacing the target.
+pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        // File systems without RENAME_NOREPLACE (some network ones): a hard link is just as
+        // exclusive, and where even that is missing, check-then-rename is the best left.
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            match fs::hard_link(from, to) {
+                Ok(()) => fs::remove_file(from),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+                Err(_) => {
+                    if exists("file.stat", to)? {
+                        Err(io::Error::from(io::ErrorKind::AlreadyExists))
+                    } else {
+                        fs::rename(from, to)
+                    }
+                }
+            }
+        }
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// Opens a claimed file for reading without following a symbolic link.
+pub fn open_payload(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
