@@ -173,7 +173,33 @@ pub fn check_package(
     plugin_name: &str,
     business_type: &str,
 ) -> Result<Manifest, PackageError> {
-    let manifest = read_manifest(path)?;
+    agrees(read_manifest(path)?, plugin_name, business_type)
+}
+
+/// [`check_package`] on a package held in memory: the same checks and the same errors, for
+/// callers (the fuzz targets) that have bytes rather than a file.
+pub fn check_package_bytes(
+    bytes: &[u8],
+    plugin_name: &str,
+    business_type: &str,
+) -> Result<Manifest, PackageError> {
+    if bytes.is_empty() {
+        return Err(PackageError::Empty);
+    }
+    agrees(
+        manifest_of(io::Cursor::new(bytes))?,
+        plugin_name,
+        business_type,
+    )
+}
+
+/// The manifest, if it agrees with the names derived from the file name and has a valid
+/// version.
+fn agrees(
+    manifest: Manifest,
+    plugin_name: &str,
+    business_type: &str,
+) -> Result<Manifest, PackageError> {
     if manifest.name != plugin_name {
         return Err(PackageError::NameMismatch {
             manifest: manifest.name,
@@ -204,7 +230,12 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, PackageError> {
     if file.metadata().map_err(PackageError::Open)?.len() == 0 {
         return Err(PackageError::Empty);
     }
-    let mut archive = ZipArchive::new(BufReader::new(file)).map_err(archive_error)?;
+    manifest_of(BufReader::new(file))
+}
+
+/// Reads and parses the root manifest of a non-empty ZIP read from `reader`.
+fn manifest_of<R: Read + io::Seek>(reader: R) -> Result<Manifest, PackageError> {
+    let mut archive = ZipArchive::new(reader).map_err(archive_error)?;
 
     let Some(index) = archive.index_for_name(MANIFEST_NAME) else {
         return Err(explain_missing_manifest(&archive));
@@ -687,6 +718,28 @@ mod tests {
         let padding = " ".repeat(MAX_MANIFEST_SIZE as usize - base.len());
         let (_d, p) = with_manifest(&format!("{base}{padding}"));
         assert!(check(&p).is_ok());
+    }
+
+    #[test]
+    fn the_check_in_memory_answers_as_the_check_on_disk() {
+        let d = dir();
+        let good = d.path().join("good.zip");
+        write_sample(&good, "demo_task", "Deploy", "1.0.0").unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        let cases: [(&[u8], &str); 4] = [
+            (&bytes, "demo_task"),
+            (&bytes, "other_task"),
+            (&bytes[..bytes.len() - 30], "demo_task"),
+            (b"", "demo_task"),
+        ];
+        for (content, plugin_name) in cases {
+            let p = d.path().join("p.zip");
+            std::fs::write(&p, content).unwrap();
+            let on_disk = check_package(&p, plugin_name, "Deploy").map_err(|e| e.to_string());
+            let in_memory =
+                check_package_bytes(content, plugin_name, "Deploy").map_err(|e| e.to_string());
+            assert_eq!(on_disk, in_memory);
+        }
     }
 
     #[test]

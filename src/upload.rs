@@ -536,17 +536,22 @@ fn snippet(body: &str) -> String {
     line.replace(['\n', '\r'], " ")
 }
 
-/// `Retry-After` as seconds or as an HTTP date.
+/// The longest wait a server's `Retry-After` can ask for. A server that asks for more is
+/// mistaken or hostile; the retry policy's `max_elapsed` still decides whether to wait at all.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// `Retry-After` as seconds or as an HTTP date, at most [`MAX_RETRY_AFTER`].
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds.min(24 * 3600)));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(std::time::SystemTime::now())
             .unwrap_or_default(),
-    )
+    };
+    // Both forms share the cap: a date in the year 9999 must not ask for more than a number.
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -603,6 +608,29 @@ mod tests {
                 other => panic!("{status}: {other:?}"),
             }
         }
+    }
+
+    /// Found by the `classify` fuzz target: a `Retry-After` date far ahead asked for
+    /// thousands of years, while the same wait in seconds was capped at a day.
+    #[test]
+    fn a_retry_after_date_far_ahead_is_capped_like_seconds() {
+        for value in ["Fri, 31 Dec 9999 23:59:59 GMT", "99999999999999"] {
+            let h = headers(&[("retry-after", value)]);
+            match classify(503, &h, "", Stamp::default()) {
+                Verdict::Transient { retry_after, .. } => {
+                    assert_eq!(retry_after, Some(MAX_RETRY_AFTER), "{value}")
+                }
+                other => panic!("{value}: {other:?}"),
+            }
+        }
+        let past = headers(&[("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT")]);
+        assert!(matches!(
+            classify(503, &past, "", Stamp::default()),
+            Verdict::Transient {
+                retry_after: Some(Duration::ZERO),
+                ..
+            }
+        ));
     }
 
     #[test]
