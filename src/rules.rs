@@ -1109,6 +1109,21 @@ mod tests {
         .unwrap();
     }
 
+    /// Regression (found by fuzzing the rules): `(?i)` was refused, for want of the regex
+    /// crate's case tables.
+    #[test]
+    fn a_case_insensitive_regex_compiles_and_matches() {
+        let rule = Rule::compile(
+            Pattern::Regex(r"(?i)^(?P<plugin_name>[a-z_]+)\.ZIP$".into()),
+            Some("Build".into()),
+        )
+        .unwrap();
+        assert_eq!(
+            set(vec![rule]).derive("My_Task.zip"),
+            named("My_Task", "Build", 0)
+        );
+    }
+
     #[test]
     fn regex_needs_subfolders_is_conservative() {
         let needs = |r: &str| {
