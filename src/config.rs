@@ -7,6 +7,7 @@
 //! is — the line and column.
 
 mod raw;
+pub mod region;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -524,8 +525,32 @@ impl Builder<'_> {
         };
         let table = raw.span();
         let raw = raw.into_inner();
-        let Some(endpoint) = raw.endpoint else {
-            return Err(self.error("codearts.endpoint", Some(table), "missing: set the CodeArts endpoint, e.g. \"https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com\""));
+        // An unknown region is an error even when endpoint wins: it is a typo either way.
+        let from_region = match &raw.region {
+            None => None,
+            Some(region) => Some(region::endpoint(region.get_ref().trim()).ok_or_else(|| {
+                self.error(
+                    "codearts.region",
+                    Some(region.span()),
+                    format!(
+                        "\"{}\" is not a known region: use one of {} (or set endpoint)",
+                        region.get_ref(),
+                        region::known()
+                    ),
+                )
+            })?),
+        };
+        let endpoint = match (raw.endpoint, from_region) {
+            (Some(endpoint), _) => endpoint,
+            // The table's hosts are valid URLs; the checks below hold for them too.
+            (None, Some(url)) => Spanned::new(table.clone(), url),
+            (None, None) => {
+                return Err(self.error(
+                    "codearts.endpoint",
+                    Some(table),
+                    "missing: set region (e.g. \"cn-north-4\") or the CodeArts endpoint, e.g. \"https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com\"",
+                ));
+            }
         };
         let url = reqwest::Url::parse(endpoint.get_ref().trim()).map_err(|e| {
             self.error(
