@@ -632,6 +632,7 @@ impl Builder<'_> {
             ("access_key_file", raw.access_key_file.as_ref()),
             ("secret_key_file", raw.secret_key_file.as_ref()),
             ("security_token_file", raw.security_token_file.as_ref()),
+            ("metadata_endpoint", raw.metadata_endpoint.as_ref()),
         ];
         let allowed: &[&str] = match method {
             "token" => &["token_file", "token"],

@@ -23,8 +23,8 @@ pub enum AuthError {
         keys: String,
         /// The credential file name under `$CREDENTIALS_DIRECTORY`.
         credential: &'static str,
-        /// The environment variable.
-        env: &'static str,
+        /// The environment variable(s).
+        env: String,
     },
 
     /// A secret file exists (or was named) but cannot be read.
