@@ -23,6 +23,9 @@ use crate::rules::{Pattern, Rule, RuleSet};
 /// Default location of the configuration file when neither `-c` nor `$EXTDROP_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/extdrop/config.toml";
 
+/// The ECS metadata service, where `method = "agency"` gets its credentials by default.
+pub const DEFAULT_METADATA_ENDPOINT: &str = "http://169.254.169.254";
+
 /// The business types CodeArts uses today; a watch accepts these unless it says otherwise.
 pub const DEFAULT_BUSINESS_TYPES: [&str; 5] = ["Build", "Gate", "Deploy", "Test", "Normal"];
 
@@ -644,11 +647,12 @@ impl Builder<'_> {
                 "password_file",
             ],
             "aksk" => &["access_key_file", "secret_key_file", "security_token_file"],
+            "agency" => &["metadata_endpoint"],
             other => {
                 return Err(self.error(
                     "auth.method",
                     raw.method.as_ref().map(|m| m.span()),
-                    format!("\"{other}\" is not a method: use \"token\", \"password\" or \"aksk\""),
+                    format!("\"{other}\" is not a method: use \"token\", \"password\", \"aksk\" or \"agency\""),
                 ));
             }
         };
@@ -699,6 +703,28 @@ impl Builder<'_> {
                     domain_name: required("domain_name", raw.domain_name)?,
                     project: raw.project.map(Spanned::into_inner),
                     password_file: self.optional_path(raw.password_file),
+                }
+            }
+            "agency" => {
+                let (endpoint, span) = match raw.metadata_endpoint {
+                    Some(e) => (e.get_ref().trim().to_owned(), Some(e.span())),
+                    None => (DEFAULT_METADATA_ENDPOINT.to_owned(), None),
+                };
+                match reqwest::Url::parse(&endpoint) {
+                    Ok(url)
+                        if matches!(url.scheme(), "http" | "https")
+                            && url.host_str().is_some()
+                            && url.query().is_none() => {}
+                    _ => {
+                        return Err(self.error(
+                            "auth.metadata_endpoint",
+                            span,
+                            format!("\"{endpoint}\" is not an http:// URL such as \"{DEFAULT_METADATA_ENDPOINT}\""),
+                        ));
+                    }
+                }
+                AuthConfig::Agency {
+                    metadata_endpoint: endpoint.trim_end_matches('/').to_owned(),
                 }
             }
             _ => AuthConfig::Aksk {

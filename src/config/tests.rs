@@ -556,3 +556,40 @@ fn an_unknown_region_is_named_with_the_known_ones() {
     );
     assert!(error(&text).contains("set region"));
 }
+
+#[test]
+fn agency_takes_only_the_metadata_endpoint() -> Result<(), ConfigError> {
+    let config = parse(&BASE.replace("token = \"t\"", "method = \"agency\""))?;
+    assert_eq!(
+        config.auth,
+        AuthConfig::Agency {
+            metadata_endpoint: "http://169.254.169.254".to_owned()
+        }
+    );
+    let config = parse(&BASE.replace(
+        "token = \"t\"",
+        "method = \"agency\"\nmetadata_endpoint = \"http://127.0.0.1:8080/\"",
+    ))?;
+    assert_eq!(
+        config.auth,
+        AuthConfig::Agency {
+            metadata_endpoint: "http://127.0.0.1:8080".to_owned()
+        }
+    );
+    assert_refused_at(
+        &BASE.replace("token = \"t\"", "method = \"agency\"\nmetadata_endpoint = \"169.254.169.254\""),
+        "8:21",
+        "auth.metadata_endpoint",
+    );
+    assert_refused_at(
+        &BASE.replace("token = \"t\"", "method = \"agency\"\naccess_key_file = \"ak\""),
+        "8:19",
+        "auth.access_key_file",
+    );
+    assert_refused_at(
+        &BASE.replace("token = \"t\"", "metadata_endpoint = \"http://169.254.169.254\""),
+        "7:21",
+        "auth.metadata_endpoint",
+    );
+    Ok(())
+}
