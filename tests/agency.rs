@@ -317,3 +317,36 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+/// The shipped unit's sandbox must keep the ECS metadata service (169.254.169.254) reachable:
+/// IPv4 sockets allowed, no private network, and any address deny list allowing it.
+#[test]
+fn the_systemd_unit_lets_the_daemon_reach_the_metadata_service() {
+    let unit = include_str!("../systemd/extdrop.service");
+    let settings: Vec<(&str, &str)> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let values = |key: &str| -> Vec<&str> {
+        settings
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    let families = values("RestrictAddressFamilies").join(" ");
+    assert!(
+        families.split_whitespace().any(|f| f == "AF_INET") && !families.starts_with('~'),
+        "{families}"
+    );
+    assert!(values("PrivateNetwork").iter().all(|v| *v == "no"));
+    if !values("IPAddressDeny").is_empty() {
+        let allowed = values("IPAddressAllow").join(" ");
+        assert!(
+            allowed.contains("169.254.169.254") || allowed.contains("link-local"),
+            "IPAddressDeny without allowing the metadata service: {allowed}"
+        );
+    }
+}
