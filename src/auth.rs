@@ -33,9 +33,9 @@ mod token;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use agency::RENEW_BEFORE as AGENCY_RENEW_BEFORE;
 pub use error::AuthError;
 pub use secret::Secret;
-pub use agency::RENEW_BEFORE as AGENCY_RENEW_BEFORE;
 pub use sign::clock_skew_hint;
 
 use secret::EnvLookup;

@@ -104,11 +104,7 @@ fn uploads_are_signed_with_the_agencys_keys_and_renewed_before_expiry() {
         assert_eq!(s.report("done", &name)["attempts"], 1, "{name}");
     }
     assert!(s.files("failed").is_empty());
-    assert!(
-        !daemon.log().contains("uploads wait"),
-        "{}",
-        daemon.log()
-    );
+    assert!(!daemon.log().contains("uploads wait"), "{}", daemon.log());
 }
 
 #[test]
@@ -228,11 +224,16 @@ fn check_online_and_status_show_the_agency_and_its_expiry() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stdout.contains("auth agency"), "{stdout}");
     assert!(
-        stdout.contains("credentials: temporary AK/SK (cloud service agency) with access key AGEN…0001"),
+        stdout.contains(
+            "credentials: temporary AK/SK (cloud service agency) with access key AGEN…0001"
+        ),
         "{stdout}"
     );
     assert!(stdout.contains(", expires 20"), "{stdout}");
-    assert!(stdout.contains("accepted the agency credentials"), "{stdout}");
+    assert!(
+        stdout.contains("accepted the agency credentials"),
+        "{stdout}"
+    );
     assert!(s.stub.uploads().is_empty());
 
     let (stdout, _) = text(&s.run(&["status"]));
@@ -243,7 +244,11 @@ fn check_online_and_status_show_the_agency_and_its_expiry() {
     );
     // --json stays the list of watches that scripts parse.
     let (json, _) = text(&s.run(&["status", "--json"]));
-    assert!(serde_json::from_str::<serde_json::Value>(&json).expect("JSON").is_array());
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&json)
+            .expect("JSON")
+            .is_array()
+    );
     assert_eq!(meta.credentials_issued(), 2);
 }
 
@@ -275,7 +280,11 @@ fn no_temporary_secret_in_any_output_at_debug_level() {
         let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap_or_default()).into_owned();
         outputs.push((entry.display().to_string(), text));
     }
-    assert!(outputs.iter().any(|(what, _)| what.ends_with(".result.json")));
+    assert!(
+        outputs
+            .iter()
+            .any(|(what, _)| what.ends_with(".result.json"))
+    );
 
     let issued = meta.credentials_issued();
     assert!(issued >= 3, "{issued}");
@@ -294,7 +303,10 @@ fn no_temporary_secret_in_any_output_at_debug_level() {
             "{what} shows a secret:\n{text}"
         );
         for secret in &secrets {
-            assert!(!text.contains(secret.as_str()), "{what} shows {secret}:\n{text}");
+            assert!(
+                !text.contains(secret.as_str()),
+                "{what} shows {secret}:\n{text}"
+            );
         }
     }
 }
@@ -308,7 +320,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if !path.extension().is_some_and(|e| e == "zip")
+            } else if path.extension().is_none_or(|e| e != "zip")
                 && path.file_name().is_some_and(|n| n != "file")
             {
                 found.push(path);

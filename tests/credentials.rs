@@ -509,8 +509,14 @@ fn the_sdks_environment_names_are_picked_up() {
     s.env = vec![
         ("EXTDROP_ACCESS_KEY".to_owned(), ACCESS_KEY.to_owned()),
         ("EXTDROP_SECRET_KEY".to_owned(), SECRET_KEY.to_owned()),
-        ("HUAWEICLOUD_SDK_AK".to_owned(), "AKNOTTHISONE0000000".to_owned()),
-        ("HUAWEICLOUD_SDK_SK".to_owned(), "sk-not-this-one".to_owned()),
+        (
+            "HUAWEICLOUD_SDK_AK".to_owned(),
+            "AKNOTTHISONE0000000".to_owned(),
+        ),
+        (
+            "HUAWEICLOUD_SDK_SK".to_owned(),
+            "sk-not-this-one".to_owned(),
+        ),
     ];
     s.drop_named("own_names", "Build");
     let (code, log) = s.once();

@@ -284,10 +284,7 @@ impl AgencyAuth {
             if let Some(token) = &token {
                 request = request.header("X-Metadata-Token", sensitive(token.expose())?);
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|err| self.unreachable(&err))?;
+            let response = request.send().await.map_err(|err| self.unreachable(&err))?;
             let status = response.status();
             let answer = read_capped(response)
                 .await
@@ -329,7 +326,10 @@ impl AgencyAuth {
         let response = self
             .http
             .put(self.token_url.clone())
-            .header("X-Metadata-Token-Ttl-Seconds", TOKEN_TTL_SECONDS.to_string())
+            .header(
+                "X-Metadata-Token-Ttl-Seconds",
+                TOKEN_TTL_SECONDS.to_string(),
+            )
             .send()
             .await
             .map_err(|err| self.unreachable(&err))?;
@@ -389,8 +389,8 @@ impl AgencyAuth {
         let access_key = field("access")
             .filter(header_safe)
             .ok_or_else(|| bad("its answer has no usable credential.access"))?;
-        let secret_key = field("secret")
-            .ok_or_else(|| bad("its answer has no usable credential.secret"))?;
+        let secret_key =
+            field("secret").ok_or_else(|| bad("its answer has no usable credential.secret"))?;
         let security_token = field("securitytoken")
             .filter(header_safe)
             .ok_or_else(|| bad("its answer has no usable credential.securitytoken"))?;
@@ -500,7 +500,12 @@ mod tests {
         assert!(h["authorization"].is_sensitive() && h["x-security-token"].is_sensitive());
         let parsed =
             super::super::sign::parse_authorization(h["authorization"].to_str().unwrap()).unwrap();
-        assert!(parsed.signed_headers.iter().any(|n| n == "x-security-token"));
+        assert!(
+            parsed
+                .signed_headers
+                .iter()
+                .any(|n| n == "x-security-token")
+        );
         let token = h["x-security-token"].to_str().unwrap().to_owned();
         (parsed.access, token, stamp)
     }
@@ -529,7 +534,10 @@ mod tests {
         assert_eq!(stub.requested_ttls(), ["21600"]);
 
         let probe = auth.probe().await.unwrap();
-        assert!(probe.contains("AGEN…0002") && probe.contains(", expires 20"), "{probe}");
+        assert!(
+            probe.contains("AGEN…0002") && probe.contains(", expires 20"),
+            "{probe}"
+        );
         for secret in [metadata::secret_key(2), metadata::security_token(2)] {
             assert!(!probe.contains(&secret), "{probe}");
         }
@@ -637,7 +645,10 @@ mod tests {
     #[test]
     fn error_answers_are_quoted_short_and_html_is_not() {
         assert_eq!(message(b"<html>502</html>"), None);
-        assert_eq!(message(b" token\nexpired ").as_deref(), Some("token expired"));
+        assert_eq!(
+            message(b" token\nexpired ").as_deref(),
+            Some("token expired")
+        );
         assert_eq!(message(&[b'x'; 1000]).unwrap().len(), MAX_MESSAGE);
     }
 }

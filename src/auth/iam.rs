@@ -384,7 +384,9 @@ impl IamAuth {
 }
 
 /// Reads a response body, refusing to buffer more than [`MAX_ANSWER`].
-pub(super) async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+pub(super) async fn read_capped(
+    mut response: reqwest::Response,
+) -> Result<Vec<u8>, reqwest::Error> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         let room = MAX_ANSWER.saturating_sub(body.len());

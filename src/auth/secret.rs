@@ -490,7 +490,11 @@ mod tests {
         for (kind, value, name) in [
             (&ACCESS_KEY, "sdk-ak", "HUAWEICLOUD_SDK_AK"),
             (&SECRET_KEY, "sdk-sk", "HUAWEICLOUD_SDK_SK"),
-            (&SECURITY_TOKEN, "sdk-token", "HUAWEICLOUD_SDK_SECURITY_TOKEN"),
+            (
+                &SECURITY_TOKEN,
+                "sdk-token",
+                "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+            ),
         ] {
             let source = Source::resolve(kind, None, None, &env).unwrap();
             assert_eq!(source.value().expose(), value);

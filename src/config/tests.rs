@@ -508,7 +508,11 @@ fn region_resolves_every_row_of_the_table() -> Result<(), ConfigError> {
             &format!("region = \"{name}\""),
         );
         let config = parse(&text)?;
-        assert_eq!(config.codearts.endpoint, format!("https://{host}"), "{name}");
+        assert_eq!(
+            config.codearts.endpoint,
+            format!("https://{host}"),
+            "{name}"
+        );
     }
     // The five regions the old example's pattern got wrong.
     let text = BASE.replace(
@@ -524,10 +528,7 @@ fn region_resolves_every_row_of_the_table() -> Result<(), ConfigError> {
 
 #[test]
 fn endpoint_wins_over_region() -> Result<(), ConfigError> {
-    let text = BASE.replace(
-        "domain_id =",
-        "region = \"af-south-1\"\ndomain_id =",
-    );
+    let text = BASE.replace("domain_id =", "region = \"af-south-1\"\ndomain_id =");
     assert_eq!(
         parse(&text)?.codearts.endpoint,
         "https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com"
@@ -543,7 +544,12 @@ fn an_unknown_region_is_named_with_the_known_ones() {
     );
     assert_refused_at(&text, "3:10", "codearts.region");
     let e = error(&text);
-    for needle in ["\"cn-north-9\" is not a known region", "cn-north-1", "tr-west-1", "af-south-1"] {
+    for needle in [
+        "\"cn-north-9\" is not a known region",
+        "cn-north-1",
+        "tr-west-1",
+        "af-south-1",
+    ] {
         assert!(e.contains(needle), "{e:?} lacks {needle:?}");
     }
     // Even next to an endpoint, a misspelt region is refused.
@@ -577,17 +583,26 @@ fn agency_takes_only_the_metadata_endpoint() -> Result<(), ConfigError> {
         }
     );
     assert_refused_at(
-        &BASE.replace("token = \"t\"", "method = \"agency\"\nmetadata_endpoint = \"169.254.169.254\""),
+        &BASE.replace(
+            "token = \"t\"",
+            "method = \"agency\"\nmetadata_endpoint = \"169.254.169.254\"",
+        ),
         "8:21",
         "auth.metadata_endpoint",
     );
     assert_refused_at(
-        &BASE.replace("token = \"t\"", "method = \"agency\"\naccess_key_file = \"ak\""),
+        &BASE.replace(
+            "token = \"t\"",
+            "method = \"agency\"\naccess_key_file = \"ak\"",
+        ),
         "8:19",
         "auth.access_key_file",
     );
     assert_refused_at(
-        &BASE.replace("token = \"t\"", "metadata_endpoint = \"http://169.254.169.254\""),
+        &BASE.replace(
+            "token = \"t\"",
+            "metadata_endpoint = \"http://169.254.169.254\"",
+        ),
         "7:21",
         "auth.metadata_endpoint",
     );

@@ -60,7 +60,9 @@ pub fn security_token(n: usize) -> String {
 /// The (AK, SK) pairs of the first `count` credentials, for
 /// [`super::StubAuth::aksk`], so that the main stand-in verifies signatures made with them.
 pub fn accepted_keys(count: usize) -> Vec<(String, String)> {
-    (1..=count).map(|n| (access_key(n), secret_key(n))).collect()
+    (1..=count)
+        .map(|n| (access_key(n), secret_key(n)))
+        .collect()
 }
 
 /// How the metadata stand-in starts.
@@ -341,7 +343,12 @@ mod tests {
         assert_eq!(refused.status(), 401);
         assert!(!refused.text().await.unwrap().contains(NO_AGENCY));
 
-        let body = key(Some(token.clone())).await.unwrap().text().await.unwrap();
+        let body = key(Some(token.clone()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         let credential = &json["credential"];
         assert_eq!(credential["access"], access_key(1));
