@@ -1,16 +1,18 @@
 //! `method = "agency"` (SPEC §7) end to end: the real binary, the CodeArts stand-in verifying
 //! AK/SK signatures, and the ECS metadata stand-in handing out temporary credentials of a
 //! lifetime each test chooses. Uploads signed with the temporary keys and security token,
-//! renewal 40 minutes before expiry, an expired metadata token fetched again once, a service
-//! without metadata tokens, credentials the server refuses, "no agency" waited out with one log
-//! line, `check --online` and `status`, and no temporary secret in any output at debug level.
+//! renewal 40 minutes before expiry (an upload in flight keeping its keys), an expired metadata
+//! token fetched again once, a service without metadata tokens, credentials the server
+//! refuses, "no agency" waited out with one log line, `check --online` and `status`, the
+//! systemd unit reaching the metadata address, and no temporary secret in any output at debug
+//! level.
 
 use std::process::Output;
 use std::time::Duration;
 
 use extdrop::auth::AGENCY_RENEW_BEFORE;
 use extdrop::stub::metadata::{self, MetadataConfig, MetadataStub};
-use extdrop::stub::{AuthKind, StubAuth, StubConfig, UploadRecord};
+use extdrop::stub::{AuthKind, Fault, StubAuth, StubConfig, UploadRecord};
 
 use crate::harness::{DOMAIN, Sandbox};
 
@@ -105,6 +107,28 @@ fn uploads_are_signed_with_the_agencys_keys_and_renewed_before_expiry() {
     }
     assert!(s.files("failed").is_empty());
     assert!(!daemon.log().contains("uploads wait"), "{}", daemon.log());
+}
+
+#[test]
+fn an_upload_in_flight_keeps_the_credentials_it_started_with() {
+    let (s, meta) = agency_sandbox(due_after(Duration::from_millis(1500)));
+    // The first upload is still in flight when the credentials are renewed.
+    s.faults([Fault::Delay(Duration::from_secs(3))]);
+    let daemon = s.start();
+    s.drop_named("slow", "Build");
+    s.wait_until("the slow upload in flight", Some(&daemon), || {
+        s.stub.uploads_started() == 1
+    });
+    std::thread::sleep(Duration::from_millis(1700));
+    s.drop_named("quick", "Build");
+    s.wait_until("both in done", Some(&daemon), || s.files("done").len() == 2);
+    assert_eq!(credential_for(&s, "slow"), 1, "{}", daemon.log());
+    assert_eq!(credential_for(&s, "quick"), 2, "{}", daemon.log());
+    assert_eq!(meta.credentials_issued(), 2);
+    assert_eq!(s.requests().len(), 2, "nothing was sent twice");
+    for name in s.files("done") {
+        assert_eq!(s.report("done", &name)["attempts"], 1, "{name}");
+    }
 }
 
 #[test]
