@@ -1,12 +1,14 @@
 //! Credentials: who extdrop is when it talks to CodeArts.
 //!
 //! Job: turn the `[auth]` table into something every upload can use to authorize its request,
-//! and renew what the server refuses. Three methods (SPEC §2, §5):
+//! and renew what the server refuses. Four methods (SPEC §2, §5):
 //! - `token`: a ready IAM token sent as `X-Auth-Token` (`auth/token.rs`);
 //! - `password`: an IAM token obtained from IAM with the user's password, cached and renewed
 //!   ahead of expiry (`auth/iam.rs`);
 //! - `aksk`: every request signed with SDK-HMAC-SHA256 (`auth/aksk.rs`; [`sign`] holds the
-//!   algorithm itself).
+//!   algorithm itself);
+//! - `agency`: temporary AK/SK with a security token from the ECS metadata service, cached,
+//!   renewed ahead of expiry and signed like `aksk` (`auth/agency.rs`, SPEC §7).
 //!
 //! Secrets are looked up by `auth/secret.rs`; errors are [`AuthError`] (`auth/error.rs`).
 //!
@@ -20,6 +22,7 @@
 //!   and [`Auth::renew`] does nothing if they were replaced since, so a burst of 401s from
 //!   concurrent uploads causes one renewal.
 
+mod agency;
 mod aksk;
 mod error;
 mod iam;
@@ -30,6 +33,7 @@ mod token;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use agency::RENEW_BEFORE as AGENCY_RENEW_BEFORE;
 pub use error::AuthError;
 pub use secret::Secret;
 pub use sign::clock_skew_hint;
@@ -68,6 +72,23 @@ pub enum AuthConfig {
         /// `security_token_file`: a file holding the security token of temporary credentials.
         security_token_file: Option<PathBuf>,
     },
+    /// `method = "agency"`: temporary AK/SK from the ECS metadata service.
+    Agency {
+        /// `metadata_endpoint`, `http://169.254.169.254` unless a test or proxy says otherwise.
+        metadata_endpoint: String,
+    },
+}
+
+impl AuthConfig {
+    /// The method as written in `[auth] method`.
+    pub fn method_name(&self) -> &'static str {
+        match self {
+            AuthConfig::Token { .. } => "token",
+            AuthConfig::Password { .. } => "password",
+            AuthConfig::Aksk { .. } => "aksk",
+            AuthConfig::Agency { .. } => "agency",
+        }
+    }
 }
 
 /// Identifies the credentials a request was authorized with, to hand back to
@@ -98,6 +119,7 @@ enum Method {
     Token(token::TokenAuth),
     Password(iam::IamAuth),
     Aksk(aksk::AkskAuth),
+    Agency(agency::AgencyAuth),
 }
 
 impl Auth {
@@ -148,6 +170,9 @@ impl Auth {
                 security_token_file.as_deref(),
                 env,
             )?),
+            AuthConfig::Agency { metadata_endpoint } => {
+                Method::Agency(agency::AgencyAuth::new(metadata_endpoint)?)
+            }
         };
         Ok(Auth {
             method: Arc::new(method),
@@ -165,6 +190,7 @@ impl Auth {
             Method::Token(token) => token.authorize(request).await,
             Method::Password(iam) => iam.authorize(request).await,
             Method::Aksk(aksk) => aksk.authorize(request).await,
+            Method::Agency(agency) => agency.authorize(request).await,
         }
     }
 
@@ -181,11 +207,13 @@ impl Auth {
             Method::Token(token) => token.renew(stamp).await,
             Method::Password(iam) => iam.renew(stamp).await,
             Method::Aksk(aksk) => aksk.renew(stamp).await,
+            Method::Agency(agency) => agency.renew(stamp).await,
         }
     }
 
-    /// For `extdrop check --online`: `password` obtains a token from IAM; `token` and `aksk`
-    /// describe where their secrets come from (the endpoint judges them, see
+    /// For `extdrop check --online` (and `status`, for `agency`): `password` obtains a token
+    /// from IAM, `agency` temporary credentials from the metadata service (saying when they
+    /// expire); `token` and `aksk` describe where their secrets come from (the endpoint judges them, see
     /// [`crate::upload::Uploader::probe`]). Returns one line for the operator without any
     /// secret, e.g. "IAM token for user deployer in domain my-account obtained from
     /// `https://iam.myhuaweicloud.com`, expires 2026-11-29T01:02:03Z".
@@ -194,15 +222,18 @@ impl Auth {
             Method::Token(token) => Ok(token.probe().await),
             Method::Password(iam) => iam.probe().await,
             Method::Aksk(aksk) => Ok(aksk.probe().await),
+            Method::Agency(agency) => agency.probe().await,
         }
     }
 
-    /// The configured method as written in `[auth] method`: `token`, `password` or `aksk`.
+    /// The configured method as written in `[auth] method`: `token`, `password`, `aksk` or
+    /// `agency`.
     pub fn method_name(&self) -> &'static str {
         match &*self.method {
             Method::Token(_) => "token",
             Method::Password(_) => "password",
             Method::Aksk(_) => "aksk",
+            Method::Agency(_) => "agency",
         }
     }
 }

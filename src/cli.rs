@@ -334,12 +334,7 @@ pub fn explain_one(config: &Config, name: &str, only: Option<&str>) -> (String, 
 
 /// The `[auth] method` as written in the file.
 fn method_name(auth: &crate::auth::AuthConfig) -> &'static str {
-    use crate::auth::AuthConfig;
-    match auth {
-        AuthConfig::Token { .. } => "token",
-        AuthConfig::Password { .. } => "password",
-        AuthConfig::Aksk { .. } => "aksk",
-    }
+    auth.method_name()
 }
 
 /// Warnings for a secret written into a configuration file that others may read.

@@ -7,6 +7,7 @@
 //! is — the line and column.
 
 mod raw;
+pub mod region;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -21,6 +22,9 @@ use crate::rules::{Pattern, Rule, RuleSet};
 
 /// Default location of the configuration file when neither `-c` nor `$EXTDROP_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/extdrop/config.toml";
+
+/// The ECS metadata service, where `method = "agency"` gets its credentials by default.
+pub const DEFAULT_METADATA_ENDPOINT: &str = "http://169.254.169.254";
 
 /// The business types CodeArts uses today; a watch accepts these unless it says otherwise.
 pub const DEFAULT_BUSINESS_TYPES: [&str; 5] = ["Build", "Gate", "Deploy", "Test", "Normal"];
@@ -524,8 +528,32 @@ impl Builder<'_> {
         };
         let table = raw.span();
         let raw = raw.into_inner();
-        let Some(endpoint) = raw.endpoint else {
-            return Err(self.error("codearts.endpoint", Some(table), "missing: set the CodeArts endpoint, e.g. \"https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com\""));
+        // An unknown region is an error even when endpoint wins: it is a typo either way.
+        let from_region = match &raw.region {
+            None => None,
+            Some(region) => Some(region::endpoint(region.get_ref().trim()).ok_or_else(|| {
+                self.error(
+                    "codearts.region",
+                    Some(region.span()),
+                    format!(
+                        "\"{}\" is not a known region: use one of {} (or set endpoint)",
+                        region.get_ref(),
+                        region::known()
+                    ),
+                )
+            })?),
+        };
+        let endpoint = match (raw.endpoint, from_region) {
+            (Some(endpoint), _) => endpoint,
+            // The table's hosts are valid URLs; the checks below hold for them too.
+            (None, Some(url)) => Spanned::new(table.clone(), url),
+            (None, None) => {
+                return Err(self.error(
+                    "codearts.endpoint",
+                    Some(table),
+                    "missing: set region (e.g. \"cn-north-4\") or the CodeArts endpoint, e.g. \"https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com\"",
+                ));
+            }
         };
         let url = reqwest::Url::parse(endpoint.get_ref().trim()).map_err(|e| {
             self.error(
@@ -607,6 +635,7 @@ impl Builder<'_> {
             ("access_key_file", raw.access_key_file.as_ref()),
             ("secret_key_file", raw.secret_key_file.as_ref()),
             ("security_token_file", raw.security_token_file.as_ref()),
+            ("metadata_endpoint", raw.metadata_endpoint.as_ref()),
         ];
         let allowed: &[&str] = match method {
             "token" => &["token_file", "token"],
@@ -618,11 +647,12 @@ impl Builder<'_> {
                 "password_file",
             ],
             "aksk" => &["access_key_file", "secret_key_file", "security_token_file"],
+            "agency" => &["metadata_endpoint"],
             other => {
                 return Err(self.error(
                     "auth.method",
                     raw.method.as_ref().map(|m| m.span()),
-                    format!("\"{other}\" is not a method: use \"token\", \"password\" or \"aksk\""),
+                    format!("\"{other}\" is not a method: use \"token\", \"password\", \"aksk\" or \"agency\""),
                 ));
             }
         };
@@ -673,6 +703,28 @@ impl Builder<'_> {
                     domain_name: required("domain_name", raw.domain_name)?,
                     project: raw.project.map(Spanned::into_inner),
                     password_file: self.optional_path(raw.password_file),
+                }
+            }
+            "agency" => {
+                let (endpoint, span) = match raw.metadata_endpoint {
+                    Some(e) => (e.get_ref().trim().to_owned(), Some(e.span())),
+                    None => (DEFAULT_METADATA_ENDPOINT.to_owned(), None),
+                };
+                match reqwest::Url::parse(&endpoint) {
+                    Ok(url)
+                        if matches!(url.scheme(), "http" | "https")
+                            && url.host_str().is_some()
+                            && url.query().is_none() => {}
+                    _ => {
+                        return Err(self.error(
+                            "auth.metadata_endpoint",
+                            span,
+                            format!("\"{endpoint}\" is not an http:// URL such as \"{DEFAULT_METADATA_ENDPOINT}\""),
+                        ));
+                    }
+                }
+                AuthConfig::Agency {
+                    metadata_endpoint: endpoint.trim_end_matches('/').to_owned(),
                 }
             }
             _ => AuthConfig::Aksk {

@@ -24,11 +24,12 @@
 //! step, so that no step can be forgotten.
 //!
 //! Credentials: a file is never failed because the credentials are unusable (IAM down or
-//! refusing the password, a token the server refused that cannot be renewed): that is the
-//! operator's to fix, not the file's. Such a file waits, its attempt uncounted, and tries
-//! again every [`CREDENTIALS_PAUSE`] (or `retry.max_delay` if shorter); the trouble is logged
-//! once for all files, and once more when it changes or is over. `once` cannot wait for an
-//! operator: it leaves such files claimed for the next run and reports them.
+//! refusing the password, an ECS instance without an agency, a token the server refused that
+//! cannot be renewed): that is the operator's to fix, not the file's. Such a file waits, its
+//! attempt uncounted, and tries again every [`CREDENTIALS_PAUSE`] (or `retry.max_delay` if
+//! shorter); the trouble is logged once for all files, and once more when it changes or is
+//! over. `once` cannot wait for an operator: it leaves such files claimed for the next run and
+//! reports them.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

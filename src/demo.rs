@@ -1,6 +1,9 @@
 //! `extdrop demo`: a newcomer's first minute. Creates a sandbox folder with `inbox/ done/
-//! failed/`, a configuration and sample packages, starts the loopback stand-in of the CodeArts
-//! endpoint, and runs the real daemon against it until Ctrl-C.
+//! failed/`, a configuration and sample packages, starts the loopback stand-ins of the CodeArts
+//! endpoint and of the ECS metadata service, and runs the real daemon against them until
+//! Ctrl-C. The configuration uses `method = "agency"`, the recommended set-up on ECS, so the
+//! demo shows the whole path: temporary AK/SK from the metadata service, requests signed with
+//! them and checked by the stand-in's AK/SK verifier.
 //!
 //! Nothing the operator already has in the sandbox is deleted; the configuration is rewritten
 //! on every start because the stand-in's port changes.
@@ -10,14 +13,18 @@ use std::path::Path;
 use crate::cli::{EXIT_FATAL, EXIT_OK};
 use crate::config::Config;
 use crate::daemon::{self, Mode};
+use crate::stub::metadata::{self, MetadataConfig, MetadataStub};
 use crate::stub::{Stub, StubConfig};
 
 /// The made-up tenant of the sandbox.
 pub const DEMO_DOMAIN_ID: &str = "ce8df55870164338a72d7e828a966a2a";
-const DEMO_TOKEN: &str = "demo-token";
+/// How many of the metadata stand-in's successive credentials the CodeArts stand-in accepts:
+/// they live a day, so a demo would have to run for years to use them up.
+const DEMO_KEYS: usize = 1000;
 
-/// The sandbox configuration for a stand-in at `endpoint`.
-pub fn demo_config(endpoint: &str) -> String {
+/// The sandbox configuration for a CodeArts stand-in at `endpoint` and a metadata stand-in at
+/// `metadata_endpoint`.
+pub fn demo_config(endpoint: &str, metadata_endpoint: &str) -> String {
     format!(
         r#"# Written by `extdrop demo` for its loopback stand-in; rewritten at every demo start.
 [codearts]
@@ -25,8 +32,9 @@ endpoint = "{endpoint}"
 domain_id = "{DEMO_DOMAIN_ID}"
 
 [auth]
-method = "token"
-token = "{DEMO_TOKEN}"
+# On a real ECS instance, leave metadata_endpoint out (http://169.254.169.254).
+method = "agency"
+metadata_endpoint = "{metadata_endpoint}"
 
 [retry]
 initial_delay = "500ms"
@@ -67,8 +75,15 @@ pub fn run(dir: &Path) -> u8 {
         }
     };
     rt.block_on(async {
+        let metadata = match MetadataStub::start_background(MetadataConfig::default()) {
+            Ok(metadata) => metadata,
+            Err(e) => {
+                eprintln!("extdrop: cannot start the loopback metadata stand-in: {e}");
+                return EXIT_FATAL;
+            }
+        };
         let mut stub_config = StubConfig::new(DEMO_DOMAIN_ID);
-        stub_config.auth = crate::stub::StubAuth::Tokens(vec![DEMO_TOKEN.to_owned()]);
+        stub_config.auth = crate::stub::StubAuth::aksk(metadata::accepted_keys(DEMO_KEYS));
         let stub = match Stub::start(stub_config).await {
             Ok(stub) => stub,
             Err(e) => {
@@ -76,7 +91,7 @@ pub fn run(dir: &Path) -> u8 {
                 return EXIT_FATAL;
             }
         };
-        let config = match prepare(dir, &stub.endpoint()) {
+        let config = match prepare(dir, &stub.endpoint(), &metadata.endpoint()) {
             Ok(config) => config,
             Err(e) => {
                 eprintln!("extdrop: cannot prepare the demo folder {}: {e}", dir.display());
@@ -88,7 +103,8 @@ pub fn run(dir: &Path) -> u8 {
         let show = |p: &str| root.join(p).display().to_string();
         let announce = || {
             println!(
-                "\nextdrop demo is running: a stand-in CodeArts endpoint on {} and the daemon watching {}\n\n\
+                "\nextdrop demo is running: a stand-in CodeArts endpoint on {}, a stand-in ECS metadata service on {} \
+                 handing out temporary credentials (method = \"agency\"), and the daemon watching {}\n\n\
                  Try, in another terminal:\n  \
                  cp {} {}/                # a good package: watch it move to done/\n  \
                  cat {}\n  \
@@ -98,6 +114,7 @@ pub fn run(dir: &Path) -> u8 {
                  cargo run --release -- -c {} explain my_ext__Build.zip hello-1.0.0.zip notes.txt\n\n\
                  Ctrl-C stops the demo.\n",
                 stub.endpoint(),
+                metadata.endpoint(),
                 show("inbox"),
                 show("samples/demo_task__Deploy.zip"),
                 show("inbox"),
@@ -129,12 +146,16 @@ pub fn run(dir: &Path) -> u8 {
 }
 
 /// Creates the sandbox folders, the configuration and the sample packages.
-fn prepare(dir: &Path, endpoint: &str) -> Result<Config, Box<dyn std::error::Error>> {
+fn prepare(
+    dir: &Path,
+    endpoint: &str,
+    metadata_endpoint: &str,
+) -> Result<Config, Box<dyn std::error::Error>> {
     for sub in ["inbox", "done", "failed", "samples"] {
         crate::store::ensure_folder(&dir.join(sub))?;
     }
     let config_path = dir.join("config.toml");
-    std::fs::write(&config_path, demo_config(endpoint))?;
+    std::fs::write(&config_path, demo_config(endpoint, metadata_endpoint))?;
     let samples = dir.join("samples");
     crate::package::write_sample(
         &samples.join("demo_task__Deploy.zip"),

@@ -423,7 +423,32 @@ pub fn status(path: &Path, json: bool) -> u8 {
             );
         }
     }
+    if let Some(line) = agency_status(&config) {
+        println!("{line}");
+    }
     EXIT_OK
+}
+
+/// For `method = "agency"`, the line `status` adds: the credentials the metadata service hands
+/// out now and when they expire (SPEC §7), or why none can be had (no agency, no metadata
+/// service). `status` is a separate process from the daemon, so it asks the service itself;
+/// the daemon renews to what the service hands out 40 minutes before its own expire. Other
+/// methods have nothing that expires on its own schedule to show. `--json` stays the
+/// per-watch list that scripts parse.
+fn agency_status(config: &Config) -> Option<String> {
+    if !matches!(config.auth, crate::auth::AuthConfig::Agency { .. }) {
+        return None;
+    }
+    let rt = runtime()?;
+    let text = rt.block_on(async {
+        let client = crate::upload::http_client(&config.codearts).map_err(|e| e.to_string())?;
+        let auth = crate::auth::Auth::new(&config.auth, client).map_err(|e| e.to_string())?;
+        auth.probe().await.map_err(|e| e.to_string())
+    });
+    Some(match text {
+        Ok(text) => format!("credentials: {text}"),
+        Err(e) => format!("credentials: none: {e}"),
+    })
 }
 
 /// The watch a failed file belongs to: the one its report names, when several watches share

@@ -57,6 +57,8 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot, watch};
 
+pub mod metadata;
+
 /// The token accepted by a default [`StubConfig`].
 pub const DEFAULT_TOKEN: &str = "stub-token";
 /// The IAM user name of the default [`StubConfig`]'s only user.

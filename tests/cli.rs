@@ -196,6 +196,11 @@ fn demo_runs_a_sandbox_end_to_end() {
         out.contains("1 done, 1 failed, 1 upload(s) accepted"),
         "{out}"
     );
+    // The demo shows the recommended set-up: the upload was signed with the agency's
+    // temporary keys, which the stand-in's AK/SK verifier accepted.
+    assert!(out.contains("(method = \"agency\")"), "{out}");
+    let config = std::fs::read_to_string(sandbox.join("config.toml")).expect("config");
+    assert!(config.contains("method = \"agency\""), "{config}");
 }
 
 #[test]

@@ -470,3 +470,56 @@ fn secrets_never_reach_any_output() {
         }
     }
 }
+
+/// SPEC §7: the official SDK's variables work for `aksk` when extdrop's own are absent.
+#[test]
+fn the_sdks_environment_names_are_picked_up() {
+    let mut s = aksk_sandbox(SECRET_KEY);
+    s.auth = "method = \"aksk\"".to_owned();
+    s.env = vec![
+        ("HUAWEICLOUD_SDK_AK".to_owned(), ACCESS_KEY.to_owned()),
+        ("HUAWEICLOUD_SDK_SK".to_owned(), SECRET_KEY.to_owned()),
+        (
+            "HUAWEICLOUD_SDK_SECURITY_TOKEN".to_owned(),
+            SECURITY_TOKEN.to_owned(),
+        ),
+    ];
+    let out = s.run(&["check", "--online"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("environment variable HUAWEICLOUD_SDK_AK"),
+        "{}",
+        stdout(&out)
+    );
+    s.drop_named("sdk_names", "Build");
+    let (code, log) = s.once();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(s.files("done"), ["sdk_names__Build.zip"]);
+    let request = s.stub.uploads().pop().expect("one upload");
+    assert!(request.accepted, "{request:?}");
+    assert_eq!(
+        request.auth,
+        AuthKind::Signed {
+            access_key: ACCESS_KEY.to_owned()
+        }
+    );
+    assert_eq!(request.security_token.as_deref(), Some(SECURITY_TOKEN));
+
+    // extdrop's own variable wins over the SDK's: a wrong SDK key is not used.
+    s.env = vec![
+        ("EXTDROP_ACCESS_KEY".to_owned(), ACCESS_KEY.to_owned()),
+        ("EXTDROP_SECRET_KEY".to_owned(), SECRET_KEY.to_owned()),
+        (
+            "HUAWEICLOUD_SDK_AK".to_owned(),
+            "AKNOTTHISONE0000000".to_owned(),
+        ),
+        (
+            "HUAWEICLOUD_SDK_SK".to_owned(),
+            "sk-not-this-one".to_owned(),
+        ),
+    ];
+    s.drop_named("own_names", "Build");
+    let (code, log) = s.once();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(s.files("done").len(), 2);
+}

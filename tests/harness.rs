@@ -56,13 +56,16 @@ pub struct Sandbox {
 }
 
 /// Variables through which credentials could leak into a test from the caller's environment.
-const CREDENTIAL_VARIABLES: [&str; 6] = [
+const CREDENTIAL_VARIABLES: [&str; 9] = [
     "EXTDROP_TOKEN",
     "EXTDROP_PASSWORD",
     "EXTDROP_ACCESS_KEY",
     "EXTDROP_SECRET_KEY",
     "EXTDROP_SECURITY_TOKEN",
     "CREDENTIALS_DIRECTORY",
+    "HUAWEICLOUD_SDK_AK",
+    "HUAWEICLOUD_SDK_SK",
+    "HUAWEICLOUD_SDK_SECURITY_TOKEN",
 ];
 
 impl Sandbox {

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod agency;
 mod changing;
 mod cli;
 mod crash;

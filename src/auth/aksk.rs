@@ -53,10 +53,13 @@ struct Keys {
 }
 
 /// The values used for one signature, copied out so the lock is not held while signing.
-struct Snapshot {
-    access_key: Secret,
-    secret_key: Secret,
-    security_token: Option<Secret>,
+pub(super) struct Snapshot {
+    /// The access key (AK).
+    pub access_key: Secret,
+    /// The secret key (SK).
+    pub secret_key: Secret,
+    /// The security token of temporary credentials.
+    pub security_token: Option<Secret>,
 }
 
 impl AkskAuth {
@@ -153,7 +156,7 @@ impl AkskAuth {
 }
 
 /// Shows enough of an access key to tell keys apart, but not all of it.
-fn mask(access_key: &str) -> String {
+pub(super) fn mask(access_key: &str) -> String {
     let chars: Vec<char> = access_key.chars().collect();
     if chars.len() < 12 {
         return "***".to_owned();
@@ -175,7 +178,7 @@ fn sensitive(value: &str, url: &reqwest::Url) -> Result<HeaderValue, AuthError> 
 }
 
 /// Adds `Host`, `X-Sdk-Date`, `X-Sdk-Content-Sha256`, `X-Security-Token` and `Authorization`.
-fn sign_request(
+pub(super) fn sign_request(
     request: &mut reqwest::Request,
     keys: &Snapshot,
     now: SystemTime,

@@ -23,8 +23,8 @@ pub enum AuthError {
         keys: String,
         /// The credential file name under `$CREDENTIALS_DIRECTORY`.
         credential: &'static str,
-        /// The environment variable.
-        env: &'static str,
+        /// The environment variable(s).
+        env: String,
     },
 
     /// A secret file exists (or was named) but cannot be read.
@@ -146,6 +146,58 @@ pub enum AuthError {
         advice: &'static str,
     },
 
+    /// The ECS metadata service could not be reached, or did not answer in time.
+    #[error(
+        "cannot obtain temporary credentials from the ECS metadata service at {endpoint}: {reason}; method = \"agency\" works only on a Huawei Cloud ECS instance (or with metadata_endpoint pointing at a stand-in)"
+    )]
+    MetadataUnreachable {
+        /// The metadata endpoint.
+        endpoint: String,
+        /// The network failure, with its causes.
+        reason: String,
+    },
+
+    /// The instance has no cloud service agency: the metadata service said so.
+    #[error(
+        "this ECS instance has no cloud service agency (the metadata service at {endpoint} says \"Please configure Cloud Service Agency first\"): attach an agency that may use CodeArts Pipeline to the instance in the ECS console; waiting files go on by themselves once it is there"
+    )]
+    NoAgency {
+        /// The metadata endpoint.
+        endpoint: String,
+    },
+
+    /// The metadata service answered with an error status.
+    #[error("the ECS metadata service at {endpoint} refused {what} with HTTP {status}{}", detail(.message))]
+    MetadataRefused {
+        /// The metadata endpoint.
+        endpoint: String,
+        /// What was asked for ("a metadata token", "the temporary credentials").
+        what: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// The service's own words, if it sent a short text (never the credentials: only
+        /// error answers are quoted).
+        message: Option<String>,
+    },
+
+    /// The metadata service said yes but its answer is not usable credentials.
+    #[error(
+        "the ECS metadata service at {endpoint} answered HTTP 200 but {problem}; check that metadata_endpoint points at the metadata service"
+    )]
+    MetadataBadAnswer {
+        /// The metadata endpoint.
+        endpoint: String,
+        /// What is missing or malformed (never a value from the answer).
+        problem: String,
+    },
+
+    /// The HTTP client for the metadata service could not be built.
+    #[error("cannot set up the HTTP client for the ECS metadata service: {reason}")]
+    MetadataClient {
+        /// What reqwest said.
+        reason: String,
+    },
+
     /// A failure shared by every caller that asked while it was fresh (see the IAM token
     /// cache); it reads and judges exactly like the failure itself.
     #[error(transparent)]
@@ -159,7 +211,7 @@ pub enum AuthError {
     },
 }
 
-/// Formats IAM's message as a clause, or nothing.
+/// Formats a service's message as a clause, or nothing.
 fn detail(message: &Option<String>) -> String {
     match message {
         Some(message) => format!(": {message}"),
@@ -174,10 +226,16 @@ impl AuthError {
     pub fn is_transient(&self) -> bool {
         match self {
             AuthError::Shared(inner) => inner.is_transient(),
-            AuthError::IamUnreachable { .. } | AuthError::CredentialsRefused { .. } => true,
-            AuthError::IamRefused { status, .. } => {
+            AuthError::IamUnreachable { .. }
+            | AuthError::CredentialsRefused { .. }
+            | AuthError::MetadataUnreachable { .. } => true,
+            AuthError::IamRefused { status, .. } | AuthError::MetadataRefused { status, .. } => {
                 *status >= 500 || *status == 408 || *status == 429
             }
+            // Like missing credentials: the operator's to fix; the daemon waits for it.
+            AuthError::NoAgency { .. }
+            | AuthError::MetadataBadAnswer { .. }
+            | AuthError::MetadataClient { .. } => false,
             AuthError::MissingSecret { .. }
             | AuthError::UnreadableSecret { .. }
             | AuthError::EmptySecret { .. }

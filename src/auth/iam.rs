@@ -384,7 +384,9 @@ impl IamAuth {
 }
 
 /// Reads a response body, refusing to buffer more than [`MAX_ANSWER`].
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+pub(super) async fn read_capped(
+    mut response: reqwest::Response,
+) -> Result<Vec<u8>, reqwest::Error> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         let room = MAX_ANSWER.saturating_sub(body.len());
@@ -397,7 +399,7 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest
 }
 
 /// Parses IAM's ISO 8601 times ("2026-11-29T01:02:03.456000Z").
-fn parse_time(value: &str) -> Option<SystemTime> {
+pub(super) fn parse_time(value: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339(value)
         .or_else(|_| humantime::parse_rfc3339_weak(value))
         .ok()
@@ -405,7 +407,7 @@ fn parse_time(value: &str) -> Option<SystemTime> {
 
 /// A network error's causes, which say what actually went wrong (refused, DNS, TLS); the
 /// outermost message only repeats the URL the caller already names.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(err: &dyn std::error::Error) -> String {
     let Some(first) = err.source() else {
         return err.to_string();
     };

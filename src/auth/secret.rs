@@ -7,8 +7,10 @@
 //! - A secret is held only inside [`Secret`], whose `Debug` prints `Secret(***)` and which has
 //!   no `Display`, so it cannot reach a log line or an error message by accident.
 //! - The lookup order is fixed: the `*_file` key, then `$CREDENTIALS_DIRECTORY/<name>` (systemd
-//!   `LoadCredential=`), then the `EXTDROP_*` environment variable, then (token only) the inline
-//!   `token` key. The first place that is set wins; later places are not consulted.
+//!   `LoadCredential=`), then the `EXTDROP_*` environment variable, then (AK/SK only) the
+//!   official SDK's variable (`HUAWEICLOUD_SDK_AK`, `_SK`, `_SECURITY_TOKEN`, SPEC §7), then
+//!   (token only) the inline `token` key. The first place that is set wins; later places are
+//!   not consulted.
 //! - File contents lose their trailing whitespace (editors and `echo` add a newline); values
 //!   from the environment or the config file are used exactly as written.
 //! - Lookup never touches the process environment directly: callers pass an environment
@@ -59,6 +61,8 @@ pub(super) struct SecretKind {
     pub credential: &'static str,
     /// The environment variable.
     pub env: &'static str,
+    /// The official SDK's environment variable, read when `env` and the files are absent.
+    pub sdk_env: Option<&'static str>,
     /// Whether the value goes into an HTTP header and so must be visible ASCII.
     pub header_safe: bool,
 }
@@ -70,6 +74,7 @@ pub(super) const TOKEN: SecretKind = SecretKind {
     inline_key: Some("token"),
     credential: "token",
     env: "EXTDROP_TOKEN",
+    sdk_env: None,
     header_safe: true,
 };
 
@@ -80,6 +85,7 @@ pub(super) const PASSWORD: SecretKind = SecretKind {
     inline_key: None,
     credential: "password",
     env: "EXTDROP_PASSWORD",
+    sdk_env: None,
     // It travels inside a JSON body, which can carry any text.
     header_safe: false,
 };
@@ -91,6 +97,7 @@ pub(super) const ACCESS_KEY: SecretKind = SecretKind {
     inline_key: None,
     credential: "access_key",
     env: "EXTDROP_ACCESS_KEY",
+    sdk_env: Some("HUAWEICLOUD_SDK_AK"),
     // It is written into the Authorization header.
     header_safe: true,
 };
@@ -102,6 +109,7 @@ pub(super) const SECRET_KEY: SecretKind = SecretKind {
     inline_key: None,
     credential: "secret_key",
     env: "EXTDROP_SECRET_KEY",
+    sdk_env: Some("HUAWEICLOUD_SDK_SK"),
     // Only used as the HMAC key, never sent.
     header_safe: false,
 };
@@ -113,6 +121,7 @@ pub(super) const SECURITY_TOKEN: SecretKind = SecretKind {
     inline_key: None,
     credential: "security_token",
     env: "EXTDROP_SECURITY_TOKEN",
+    sdk_env: Some("HUAWEICLOUD_SDK_SECURITY_TOKEN"),
     header_safe: true,
 };
 
@@ -181,7 +190,10 @@ impl Source {
                 what: kind.what,
                 keys,
                 credential: kind.credential,
-                env: kind.env,
+                env: match kind.sdk_env {
+                    Some(sdk_env) => format!("{} (or the SDK's {sdk_env})", kind.env),
+                    None => kind.env.to_owned(),
+                },
             }
         })
     }
@@ -204,7 +216,7 @@ impl Source {
                 Some(Err(_)) | None => {
                     return Err(AuthError::SecretNotUnicode {
                         what: kind.what,
-                        env: kind.env,
+                        env: name,
                     });
                 }
             },
@@ -279,8 +291,12 @@ fn locate(
         }
     }
     // An empty variable is how shells and unit files "unset" a value, so it does not count.
-    if env(kind.env).is_some_and(|value| !value.is_empty()) {
-        return Ok(Some(Origin::Env(kind.env)));
+    // The SDK's name comes after extdrop's own, so that a value meant for extdrop wins over
+    // one the environment carries for other tools.
+    for name in std::iter::once(kind.env).chain(kind.sdk_env) {
+        if env(name).is_some_and(|value| !value.is_empty()) {
+            return Ok(Some(Origin::Env(name)));
+        }
     }
     if let (Some(key), Some(_)) = (kind.inline_key, inline) {
         return Ok(Some(Origin::Inline(key)));
@@ -460,5 +476,65 @@ mod tests {
         let env = env_of(&[("EXTDROP_TOKEN", "env")]);
         let mut source = Source::resolve(&TOKEN, None, None, &env).unwrap();
         assert!(!source.reload().unwrap());
+    }
+
+    /// SPEC §7: the SDK's names are read only when the `*_file` key, the systemd credential
+    /// and the `EXTDROP_*` variable are all absent.
+    #[test]
+    fn sdk_variables_come_after_extdrops_own() {
+        let env = env_of(&[
+            ("HUAWEICLOUD_SDK_AK", "sdk-ak"),
+            ("HUAWEICLOUD_SDK_SK", "sdk-sk"),
+            ("HUAWEICLOUD_SDK_SECURITY_TOKEN", "sdk-token"),
+        ]);
+        for (kind, value, name) in [
+            (&ACCESS_KEY, "sdk-ak", "HUAWEICLOUD_SDK_AK"),
+            (&SECRET_KEY, "sdk-sk", "HUAWEICLOUD_SDK_SK"),
+            (
+                &SECURITY_TOKEN,
+                "sdk-token",
+                "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+            ),
+        ] {
+            let source = Source::resolve(kind, None, None, &env).unwrap();
+            assert_eq!(source.value().expose(), value);
+            assert_eq!(source.origin(), &Origin::Env(name));
+        }
+
+        // extdrop's own variable wins; an empty one counts as unset.
+        let env = env_of(&[
+            ("EXTDROP_ACCESS_KEY", "own-ak"),
+            ("HUAWEICLOUD_SDK_AK", "sdk-ak"),
+            ("EXTDROP_SECRET_KEY", ""),
+            ("HUAWEICLOUD_SDK_SK", "sdk-sk"),
+        ]);
+        let source = Source::resolve(&ACCESS_KEY, None, None, &env).unwrap();
+        assert_eq!(source.value().expose(), "own-ak");
+        let source = Source::resolve(&SECRET_KEY, None, None, &env).unwrap();
+        assert_eq!(source.value().expose(), "sdk-sk");
+
+        // A file key and a systemd credential win over both.
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "ak-file", "file-ak\n");
+        write(dir.path(), "secret_key", "credential-sk\n");
+        let env = env_of(&[
+            ("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap()),
+            ("HUAWEICLOUD_SDK_AK", "sdk-ak"),
+            ("HUAWEICLOUD_SDK_SK", "sdk-sk"),
+        ]);
+        let source = Source::resolve(&ACCESS_KEY, Some(&file), None, &env).unwrap();
+        assert_eq!(source.value().expose(), "file-ak");
+        let source = Source::resolve(&SECRET_KEY, None, None, &env).unwrap();
+        assert_eq!(source.value().expose(), "credential-sk");
+
+        // Tokens and passwords have no SDK name; the missing-key message names both variables.
+        let env = env_of(&[("HUAWEICLOUD_SDK_AK", "sdk-ak")]);
+        assert!(Source::resolve(&TOKEN, None, None, &env).is_err());
+        let err = Source::resolve(&SECRET_KEY, None, None, &env_of(&[])).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("EXTDROP_SECRET_KEY") && text.contains("HUAWEICLOUD_SDK_SK"),
+            "{text}"
+        );
     }
 }

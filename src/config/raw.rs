@@ -25,6 +25,7 @@ pub struct File {
 #[serde(deny_unknown_fields)]
 pub struct CodeArts {
     pub endpoint: Option<Spanned<String>>,
+    pub region: Option<Spanned<String>>,
     pub domain_id: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub request_timeout: Option<Spanned<String>>,
@@ -45,6 +46,7 @@ pub struct Auth {
     pub access_key_file: Option<Spanned<String>>,
     pub secret_key_file: Option<Spanned<String>>,
     pub security_token_file: Option<Spanned<String>>,
+    pub metadata_endpoint: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -498,3 +498,113 @@ fn a_link_into_another_watchs_inbox_is_inside_it() -> Result<(), Box<dyn std::er
     assert!(e.contains("resolves to"), "{e}");
     Ok(())
 }
+
+/// `region` instead of `endpoint`: every row of the SDK's table (SPEC §5), through the parser.
+#[test]
+fn region_resolves_every_row_of_the_table() -> Result<(), ConfigError> {
+    for (name, host) in region::REGIONS {
+        let text = BASE.replace(
+            "endpoint = \"https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com/\"",
+            &format!("region = \"{name}\""),
+        );
+        let config = parse(&text)?;
+        assert_eq!(
+            config.codearts.endpoint,
+            format!("https://{host}"),
+            "{name}"
+        );
+    }
+    // The five regions the old example's pattern got wrong.
+    let text = BASE.replace(
+        "endpoint = \"https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com/\"",
+        "region = \"tr-west-1\"",
+    );
+    assert_eq!(
+        parse(&text)?.codearts.endpoint,
+        "https://pipeline-external.tr-west-1.myhuaweicloud.com"
+    );
+    Ok(())
+}
+
+#[test]
+fn endpoint_wins_over_region() -> Result<(), ConfigError> {
+    let text = BASE.replace("domain_id =", "region = \"af-south-1\"\ndomain_id =");
+    assert_eq!(
+        parse(&text)?.codearts.endpoint,
+        "https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_unknown_region_is_named_with_the_known_ones() {
+    let text = BASE.replace(
+        "endpoint = \"https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com/\"",
+        "region = \"cn-north-9\"",
+    );
+    assert_refused_at(&text, "3:10", "codearts.region");
+    let e = error(&text);
+    for needle in [
+        "\"cn-north-9\" is not a known region",
+        "cn-north-1",
+        "tr-west-1",
+        "af-south-1",
+    ] {
+        assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+    }
+    // Even next to an endpoint, a misspelt region is refused.
+    let text = BASE.replace("domain_id =", "region = \"cn-nort-4\"\ndomain_id =");
+    assert_refused_at(&text, "4:10", "codearts.region");
+    // Neither key: the message offers both.
+    let text = BASE.replace(
+        "endpoint = \"https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com/\"",
+        "",
+    );
+    assert!(error(&text).contains("set region"));
+}
+
+#[test]
+fn agency_takes_only_the_metadata_endpoint() -> Result<(), ConfigError> {
+    let config = parse(&BASE.replace("token = \"t\"", "method = \"agency\""))?;
+    assert_eq!(
+        config.auth,
+        AuthConfig::Agency {
+            metadata_endpoint: "http://169.254.169.254".to_owned()
+        }
+    );
+    let config = parse(&BASE.replace(
+        "token = \"t\"",
+        "method = \"agency\"\nmetadata_endpoint = \"http://127.0.0.1:8080/\"",
+    ))?;
+    assert_eq!(
+        config.auth,
+        AuthConfig::Agency {
+            metadata_endpoint: "http://127.0.0.1:8080".to_owned()
+        }
+    );
+    assert_refused_at(
+        &BASE.replace(
+            "token = \"t\"",
+            "method = \"agency\"\nmetadata_endpoint = \"169.254.169.254\"",
+        ),
+        "8:21",
+        "auth.metadata_endpoint",
+    );
+    assert_refused_at(
+        &BASE.replace(
+            "token = \"t\"",
+            "method = \"agency\"\naccess_key_file = \"ak\"",
+        ),
+        "8:19",
+        "auth.access_key_file",
+    );
+    assert_refused_at(
+        &BASE.replace(
+            "token = \"t\"",
+            "metadata_endpoint = \"http://169.254.169.254\"",
+        ),
+        "7:21",
+        "auth.metadata_endpoint",
+    );
+    Ok(())
+}
