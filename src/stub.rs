@@ -8,6 +8,8 @@
 //!   `multipart/form-data` body whose `upload_file` part carries the package. Success is
 //!   `200` with the body `true`.
 //! - `POST /v3/auth/tokens` with IAM's password body: `201`, the token in `X-Subject-Token`.
+//! - The release-lifecycle APIs of SPEC §6 (list versions, version detail, register,
+//!   publish), answered from the stub's [`catalog::Catalog`] of extensions and versions.
 //!
 //! Upload requests are authenticated as [`StubAuth`] says: IAM tokens in `X-Auth-Token`, or
 //! SDK-HMAC-SHA256 signatures verified with [`crate::auth::sign`] against the stub's own clock,
@@ -19,10 +21,12 @@
 //! Invariants:
 //!
 //! - Every response carries an `X-Request-Id` header (32 random hex digits), and every error of
-//!   the upload endpoint is a JSON object `{"error_code": "...", "error_msg": "..."}`.
-//! - Checks run in this order, the first failing one answers: route (404), domain (403),
-//!   authentication (401), query parameters (400), content type (400), `upload_file` part
-//!   (400). The error codes are listed in [`error_codes`]. A foreign `domain_id` answers 403,
+//!   the gateway's endpoints is a JSON object `{"error_code", "error_msg", "request_id"}`.
+//! - Checks run in this order, the first failing one answers: route (404), authentication
+//!   (401), domain (403), query parameters (400, including `plugin_name` and `business_type`
+//!   that break the documented rules), content type (400), `upload_file` part (400), then the
+//!   catalog (400: unknown extension, official version). The error codes are listed in
+//!   [`error_codes`] and [`catalog::refusal_codes`]. A foreign `domain_id` answers 403,
 //!   not 404: the route exists and the caller lacks permission on that tenant (the stub's
 //!   choice; the API page lists both statuses without saying which). Only `POST`s to the upload
 //!   route are upload requests; anything else is a 404 and is not recorded.
@@ -57,14 +61,18 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot, watch};
 
+pub mod catalog;
 mod credentials;
 mod http;
 mod iam;
+mod lifecycle;
 #[cfg(test)]
 mod tests;
 mod upload;
 
+use self::catalog::Catalog;
 use self::http::{Rejection, drain};
+pub use self::lifecycle::{Api, ApiRecord};
 use self::upload::upload_domain;
 
 /// The token accepted by a default [`StubConfig`].
@@ -122,6 +130,11 @@ pub struct StubConfig {
     pub users: Vec<StubUser>,
     /// The loopback port to listen on; 0 picks a free one.
     pub port: u16,
+    /// Whether an upload for an extension the stand-in does not know registers it on the
+    /// way (the default, so that tests of the upload alone need no set-up). `false` is the
+    /// cloud's behaviour (SPEC §6): such an upload is refused with 400, and so is an upload
+    /// that is not a readable extension package.
+    pub auto_register: bool,
 }
 
 impl StubConfig {
@@ -139,6 +152,7 @@ impl StubConfig {
                 DEFAULT_DOMAIN_NAME,
             )],
             port: 0,
+            auto_register: true,
         }
     }
 }
@@ -318,6 +332,8 @@ pub struct UploadRecord {
     pub size: Option<u64>,
     /// The lowercase hex SHA-256 of the `upload_file` part, once read completely.
     pub sha256: Option<String>,
+    /// The version in the package's manifest, when the part was a readable package.
+    pub version: Option<String>,
     /// The HTTP status answered; `None` while in progress, and for dropped or hung requests.
     pub status: Option<u16>,
     /// The `error_code` answered, for error answers.
@@ -485,6 +501,37 @@ impl Stub {
         self.shared.lock().clock_offset = (offset, ahead);
     }
 
+    /// Appends faults to the queue of one lifecycle API; each request to it consumes the
+    /// oldest one.
+    pub fn push_api_faults(&self, api: Api, faults: impl IntoIterator<Item = Fault>) {
+        self.shared
+            .lock()
+            .api_faults
+            .entry(api)
+            .or_default()
+            .extend(faults);
+    }
+
+    /// Every lifecycle request (list, detail, register, publish), in arrival order.
+    pub fn api_requests(&self) -> Vec<ApiRecord> {
+        self.shared.lock().api_requests.clone()
+    }
+
+    /// The lifecycle requests to `api` that were answered 200.
+    pub fn api_successes(&self, api: Api) -> usize {
+        let state = self.shared.lock();
+        state
+            .api_requests
+            .iter()
+            .filter(|r| r.api == api && r.succeeded())
+            .count()
+    }
+
+    /// Reads or changes the registered extensions, e.g. to set up an official version.
+    pub fn with_catalog<T>(&self, change: impl FnOnce(&mut Catalog) -> T) -> T {
+        change(&mut self.shared.lock().catalog)
+    }
+
     /// Stops accepting, closes every connection and waits until the server is gone.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
@@ -568,6 +615,12 @@ struct State {
     tokens_issued: usize,
     /// How far the stub's clock is from this machine's, and whether ahead.
     clock_offset: (Duration, bool),
+    /// The registered extensions and their versions.
+    catalog: Catalog,
+    /// Scripted faults of the lifecycle APIs, one queue per API.
+    api_faults: HashMap<Api, VecDeque<Fault>>,
+    /// Every lifecycle request, in arrival order.
+    api_requests: Vec<ApiRecord>,
 }
 
 impl State {
@@ -590,6 +643,7 @@ struct Shared {
     domain_id: String,
     token_lifetime: Duration,
     users: Vec<StubUser>,
+    auto_register: bool,
     state: Mutex<State>,
 }
 
@@ -599,6 +653,7 @@ impl Shared {
             domain_id: config.domain_id,
             token_lifetime: config.token_lifetime,
             users: config.users,
+            auto_register: config.auto_register,
             state: Mutex::new(State {
                 auth: config.auth,
                 issued: HashMap::new(),
@@ -607,6 +662,9 @@ impl Shared {
                 iam_requests: 0,
                 tokens_issued: 0,
                 clock_offset: (Duration::ZERO, true),
+                catalog: Catalog::default(),
+                api_faults: HashMap::new(),
+                api_requests: Vec::new(),
             }),
         }
     }
@@ -614,6 +672,19 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A test that panicked while holding the lock must not hide every later assertion.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses a `domain_id` that is not the stub's tenant. Checked after authentication, as
+    /// the gateway does: a stranger learns nothing about which tenants exist.
+    fn check_domain(&self, domain_id: &str) -> Result<(), Rejection> {
+        if domain_id == self.domain_id {
+            return Ok(());
+        }
+        Err(Rejection::new(
+            StatusCode::FORBIDDEN,
+            error_codes::NO_PERMISSION,
+            format!("You do not have permission to access tenant {domain_id}."),
+        ))
     }
 
     /// Routes one request and stamps the request id on the answer.
@@ -628,6 +699,10 @@ impl Shared {
             let domain_id = domain_id.to_owned();
             self.handle_upload(&request_id, domain_id, parts, body, kill)
                 .await
+        } else if let Some((api, domain_id)) = Api::recognise(&parts.method, &path) {
+            let domain_id = domain_id.to_owned();
+            self.handle_api(&request_id, api, domain_id, parts, body, kill)
+                .await
         } else {
             drain(body).await;
             Rejection::new(
@@ -635,7 +710,7 @@ impl Shared {
                 error_codes::API_NOT_FOUND,
                 "The API does not exist or has not been published in the environment.",
             )
-            .response()
+            .response(&request_id)
         };
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response

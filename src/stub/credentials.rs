@@ -8,13 +8,14 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use hyper::http::request::Parts;
+use sha2::Digest;
 
 use super::http::{Rejection, query_pairs};
 use super::{AuthKind, Shared, State, StubAuth};
 
 impl Shared {
     /// Decides whether the request's credentials are acceptable, as [`StubAuth`] says.
-    pub(super) fn authenticate(&self, parts: &Parts) -> Result<(), Rejection> {
+    pub(super) fn authenticate(&self, parts: &Parts, body: Option<&[u8]>) -> Result<(), Rejection> {
         let state = self.lock();
         let token = parts
             .headers
@@ -34,7 +35,7 @@ impl Shared {
             StubAuth::Aksk { keys, max_skew } => match token {
                 // The gateway takes either kind of IAM credentials on the same API.
                 Some(token) => check_token(&state, &[], token),
-                None => verify_signature(parts, keys, *max_skew, state.now()),
+                None => verify_signature(parts, keys, *max_skew, state.now(), body),
             },
         }
     }
@@ -64,6 +65,7 @@ pub(super) fn verify_signature(
     keys: &[(String, String)],
     max_skew: Duration,
     now: SystemTime,
+    body: Option<&[u8]>,
 ) -> Result<(), Rejection> {
     use crate::auth::sign;
     let refuse = |why: &str| {
@@ -106,12 +108,16 @@ pub(super) fn verify_signature(
     };
     let has_body = header("transfer-encoding").is_some()
         || header("content-length").is_some_and(|n| n.trim() != "0");
-    let payload_hash = match header(sign::HEADER_CONTENT_SHA256) {
-        Some(hash) => hash,
-        None if !has_body => sign::EMPTY_PAYLOAD_SHA256,
-        None => {
+    // A body read whole (JSON) is hashed as the SDK signs it; a streamed one (multipart)
+    // must declare its hash.
+    let body_hash = body.map(|b| hex::encode(sha2::Sha256::digest(b)));
+    let payload_hash = match (header(sign::HEADER_CONTENT_SHA256), body_hash.as_deref()) {
+        (Some(hash), _) => hash,
+        (None, Some(hash)) => hash,
+        (None, None) if !has_body => sign::EMPTY_PAYLOAD_SHA256,
+        (None, None) => {
             return Err(refuse(
-                "verify aksk signature fail: the stand-in verifies bodies only with x-sdk-content-sha256",
+                "verify aksk signature fail: the stand-in verifies streamed bodies only with x-sdk-content-sha256",
             ));
         }
     };

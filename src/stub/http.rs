@@ -41,10 +41,12 @@ impl Rejection {
         Self::new(StatusCode::BAD_REQUEST, error_code, error_msg)
     }
 
-    pub(super) fn response(&self) -> Response<Full<Bytes>> {
+    /// The gateway's error answer, carrying the request's id in the body as well.
+    pub(super) fn response(&self, request_id: &str) -> Response<Full<Bytes>> {
         let body = serde_json::json!({
             "error_code": self.error_code,
             "error_msg": self.error_msg,
+            "request_id": request_id,
         });
         json_response(self.status, body.to_string())
     }

@@ -8,6 +8,8 @@ use hyper::header::{CONTENT_TYPE, RETRY_AFTER};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod lifecycle;
+
 /// The tenant of the recorded SDK request.
 const DOMAIN: &str = "ce8df55870164338a72d7e828a966a2a";
 
@@ -66,7 +68,7 @@ fn request_id(response: &reqwest::Response) -> String {
 /// Asserts an error answer of the gateway/CodeArts shape and returns its message.
 async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> String {
     assert_eq!(response.status().as_u16(), status);
-    request_id(&response);
+    let id = request_id(&response);
     assert_eq!(
         response.headers().get(CONTENT_TYPE).expect("content type"),
         "application/json"
@@ -74,6 +76,11 @@ async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> S
     let body: serde_json::Value =
         serde_json::from_slice(&response.bytes().await.expect("body")).expect("JSON body");
     assert_eq!(body["error_code"], code, "{body}");
+    assert_eq!(
+        body["request_id"],
+        id.as_str(),
+        "the body repeats the request id"
+    );
     body["error_msg"].as_str().expect("error_msg").to_owned()
 }
 
@@ -281,18 +288,43 @@ async fn every_rejection_answers_its_status_code_and_request_id() {
     assert_error(response, 404, error_codes::API_NOT_FOUND).await;
     assert_eq!(stub.uploads_started(), 0);
 
-    // The domain is checked before the credentials.
+    // Regression (issue 8): the credentials are checked before the domain, as the gateway
+    // does, so a foreign domain with bad credentials is a 401, with good ones a 403.
+    let foreign = upload_url(
+        &stub,
+        "0123456789abcdef0123456789abcdef",
+        "plugin_name=a&business_type=Build",
+    );
     let response = client
-        .post(upload_url(
-            &stub,
-            "0123456789abcdef0123456789abcdef",
-            "plugin_name=a&business_type=Build",
-        ))
+        .post(&foreign)
+        .multipart(zip_form())
+        .send()
+        .await
+        .expect("sent");
+    assert_error(response, 401, error_codes::IAM_AUTH_FAILED).await;
+    let response = client
+        .post(&foreign)
+        .header("X-Auth-Token", DEFAULT_TOKEN)
         .multipart(zip_form())
         .send()
         .await
         .expect("sent");
     assert_error(response, 403, error_codes::NO_PERMISSION).await;
+
+    // Regression (issue 8): names that break the documented rules are refused.
+    for query in [
+        "plugin_name=bad%20name!&business_type=Build",
+        "plugin_name=ok&business_type=Bu%2Fild",
+    ] {
+        let response = client
+            .post(upload_url(&stub, DOMAIN, query))
+            .header("X-Auth-Token", DEFAULT_TOKEN)
+            .multipart(zip_form())
+            .send()
+            .await
+            .expect("sent");
+        assert_error(response, 400, error_codes::INVALID_PARAMETER).await;
+    }
 
     let response = upload(&stub, None).await.expect("sent");
     let msg = assert_error(response, 401, error_codes::IAM_AUTH_FAILED).await;
@@ -380,7 +412,8 @@ async fn every_rejection_answers_its_status_code_and_request_id() {
     assert_error(response, 400, error_codes::UPLOAD_FILE_MISSING).await;
 
     let statuses: Vec<Option<u16>> = stub.requests().iter().map(|r| r.status).collect();
-    let mut expected = vec![Some(403), Some(401), Some(401), Some(401)];
+    let mut expected = vec![Some(401), Some(403), Some(400), Some(400)];
+    expected.extend([Some(401), Some(401), Some(401)]);
     expected.extend([Some(400); 4]);
     expected.extend([Some(401), Some(400), Some(400), Some(400), Some(400)]);
     assert_eq!(statuses, expected);

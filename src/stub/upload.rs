@@ -28,7 +28,14 @@ pub(super) struct FilePart {
     filename: Option<String>,
     size: u64,
     sha256: String,
+    /// The manifest's version, when the part is a readable package of at most
+    /// [`MANIFEST_SCAN_LIMIT`] bytes.
+    version: Option<String>,
 }
+
+/// Largest upload the stand-in keeps in memory to read its manifest's version; larger ones
+/// are only hashed (streamed), and count as packages without a readable version.
+const MANIFEST_SCAN_LIMIT: u64 = 16 << 20;
 
 /// Why a multipart body could not be used.
 #[derive(Debug)]
@@ -67,6 +74,7 @@ impl Shared {
             filename: None,
             size: None,
             sha256: None,
+            version: None,
             status: None,
             error_code: None,
             accepted: false,
@@ -110,7 +118,7 @@ impl Shared {
                     error_code,
                     error_msg,
                 };
-                let mut response = rejection.response();
+                let mut response = rejection.response(request_id);
                 if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
                     response.headers_mut().insert(RETRY_AFTER, value);
                 }
@@ -132,7 +140,11 @@ impl Shared {
             None => {}
         }
 
-        match self.check_upload(index, &parts, body).await {
+        match self
+            .check_upload(index, &parts, body)
+            .await
+            .and_then(|()| self.admit_upload(index))
+        {
             Ok(()) => {
                 self.update(index, |r| r.set_answer(StatusCode::OK, None, true));
                 json_response(StatusCode::OK, "true")
@@ -141,7 +153,7 @@ impl Shared {
                 self.update(index, |r| {
                     r.set_answer(rejection.status, Some(&rejection.error_code), false);
                 });
-                rejection.response()
+                rejection.response(request_id)
             }
         }
     }
@@ -177,7 +189,8 @@ impl Shared {
         }
     }
 
-    /// The checks that need only the request head: domain, credentials, query.
+    /// The checks that need only the request head, in the gateway's order: credentials,
+    /// domain, then the query (present, and following the documented rules).
     pub(super) fn check_head(&self, index: usize, parts: &Parts) -> Result<(), Rejection> {
         let (domain_id, plugin_name, business_type) = {
             let state = self.lock();
@@ -188,26 +201,69 @@ impl Shared {
                 record.and_then(|r| r.business_type.clone()),
             )
         };
-        if domain_id != self.domain_id {
-            return Err(Rejection::new(
-                StatusCode::FORBIDDEN,
-                error_codes::NO_PERMISSION,
-                format!("You do not have permission to access tenant {domain_id}."),
-            ));
-        }
-        self.authenticate(parts)?;
+        self.authenticate(parts, None)?;
+        self.check_domain(&domain_id)?;
         for (name, value) in [
             ("plugin_name", plugin_name),
             ("business_type", business_type),
         ] {
-            if value.is_none_or(|v| v.is_empty()) {
+            let Some(value) = value.filter(|v| !v.is_empty()) else {
                 return Err(Rejection::bad_request(
                     error_codes::INVALID_PARAMETER,
                     format!("Invalid parameter: {name} is required."),
                 ));
+            };
+            // The same rule holds for both (1-50 of letters, digits, _ and -).
+            if !crate::rules::is_valid_plugin_name(&value) {
+                return Err(Rejection::bad_request(
+                    error_codes::INVALID_PARAMETER,
+                    format!("Invalid parameter: {name} must be 1 to 50 letters, digits, _ or -."),
+                ));
             }
         }
         Ok(())
+    }
+
+    /// The catalog's say on a read upload: the extension must be known (or is registered on
+    /// the way when `auto_register` is on), and the package's version must not be official.
+    fn admit_upload(&self, index: usize) -> Result<(), Rejection> {
+        let mut state = self.lock();
+        let Some(record) = state.requests.get(index) else {
+            return Ok(());
+        };
+        let plugin_name = record.plugin_name.clone().unwrap_or_default();
+        let business_type = record.business_type.clone().unwrap_or_default();
+        let version = record.version.clone();
+        let refused =
+            |r: super::catalog::Refusal| Rejection::bad_request(r.error_code, r.error_msg);
+        if !state.catalog.contains(&plugin_name) {
+            if !self.auto_register {
+                return Err(Rejection::bad_request(
+                    super::catalog::refusal_codes::EXTENSION_NOT_FOUND,
+                    format!("The extension {plugin_name} does not exist."),
+                ));
+            }
+            // Tests of the upload alone send any bytes; only a readable package joins the
+            // catalog, as a draft.
+            if version.is_none() {
+                return Ok(());
+            }
+            state
+                .catalog
+                .register(&plugin_name, &plugin_name, &business_type, "")
+                .map_err(refused)?;
+        }
+        match version {
+            Some(version) => state
+                .catalog
+                .upload(&plugin_name, &version)
+                .map_err(refused),
+            None if self.auto_register => Ok(()),
+            None => Err(Rejection::bad_request(
+                error_codes::UPLOAD_FILE_MISSING,
+                "The upload_file is not an extension package with a readable codearts-extension.json.",
+            )),
+        }
     }
 
     pub(super) fn update(&self, index: usize, change: impl FnOnce(&mut UploadRecord)) {
@@ -223,6 +279,7 @@ impl UploadRecord {
             self.filename = file.filename;
             self.size = Some(file.size);
             self.sha256 = Some(file.sha256);
+            self.version = file.version;
         }
     }
 
@@ -286,14 +343,28 @@ async fn read_parts(multipart: &mut multer::Multipart<'_>) -> Result<FilePart, B
         let filename = field.file_name().map(str::to_owned);
         let mut hasher = Sha256::new();
         let mut size = 0u64;
+        // Kept only while small enough to read the manifest from (see MANIFEST_SCAN_LIMIT).
+        let mut kept = Some(Vec::new());
         while let Some(chunk) = field.chunk().await.map_err(malformed)? {
             size += chunk.len() as u64;
             hasher.update(&chunk);
+            kept = kept
+                .filter(|_| size <= MANIFEST_SCAN_LIMIT)
+                .map(|mut bytes| {
+                    bytes.extend_from_slice(&chunk);
+                    bytes
+                });
         }
+        let version = kept.and_then(|bytes| {
+            crate::package::manifest_of(std::io::Cursor::new(bytes))
+                .ok()
+                .map(|manifest| manifest.version)
+        });
         file = Some(FilePart {
             filename,
             size,
             sha256: hex::encode(hasher.finalize()),
+            version,
         });
     }
     file.ok_or(BodyError::NoUploadFile)
