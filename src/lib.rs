@@ -21,6 +21,7 @@ pub mod demo;
 pub mod metrics;
 pub mod outcome;
 pub mod package;
+pub mod release;
 pub mod retry;
 pub mod rules;
 pub mod service;
