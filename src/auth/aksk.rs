@@ -5,8 +5,8 @@
 //!
 //! Invariants:
 //! - A streamed body (the multipart upload) is never read: its payload hash is
-//!   `UNSIGNED-PAYLOAD` (announced in `X-Sdk-Content-Sha256`). A body held in full (the JSON
-//!   of the lifecycle APIs) is signed with its real SHA-256 and no such header, and a request
+//!   `UNSIGNED-PAYLOAD` (announced in `X-Sdk-Content-Sha256`). A JSON body held in full (the
+//!   lifecycle APIs) is signed with its real SHA-256 and no such header, and a request
 //!   without a body signs the empty hash, as the SDK does.
 //! - What is signed is what is sent: `Host` is written into the request (the HTTP client keeps
 //!   an explicit `Host`), and headers a proxy or the HTTP stack may add or rewrite
@@ -197,9 +197,17 @@ fn sign_request(
     let date = sign::sdk_date(now);
 
     let has_body = request.body().is_some();
+    // JSON bodies (the lifecycle APIs) are signed with their real hash, as the SDK signs them;
+    // any other body is taken for a stream (the multipart upload) and goes unsigned.
+    let is_json = request
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
     let body_bytes = request
         .body()
         .and_then(reqwest::Body::as_bytes)
+        .filter(|_| is_json)
         .map(<[u8]>::to_vec);
     let headers = request.headers_mut();
     headers.remove(AUTHORIZATION);
@@ -216,7 +224,6 @@ fn sign_request(
         &body_bytes,
     ) {
         (Some(Ok(hash)), _) => hash.to_owned(),
-        // A body known in full (JSON) is signed with its real hash, as the SDK signs it.
         (_, Some(bytes)) => hex::encode(Sha256::digest(bytes)),
         _ if has_body => {
             headers.insert(
