@@ -30,13 +30,15 @@ use tokio::task::JoinSet;
 use crate::auth::{Auth, AuthError};
 use crate::config::{Config, RetryPolicy, Watch};
 use crate::metrics::Metrics;
-use crate::outcome::{Outcome, Report, timestamp};
+use crate::outcome::{Outcome, ReleaseFacts, Report, timestamp};
 use crate::retry::Schedule;
 use crate::rules::Derivation;
 use crate::standby::Standby;
 use crate::store::{self, Claim, Resumed};
 use crate::upload::{Answer, Package, Sent, Snapshot, Uploader, Verdict};
 use crate::watch::{self, Busy, Found, Nudge, Tracker};
+
+mod steps;
 
 /// How long uploads in flight may run on after SIGTERM before they are cut off (their files
 /// stay claimed and are resumed at the next start). Below systemd's default stop timeout.
@@ -114,6 +116,7 @@ pub enum Control {
 /// backoff picks up new credentials or endpoints at its next attempt.
 struct Settings {
     uploader: Uploader,
+    releaser: crate::release::Releaser,
     retry: RetryPolicy,
     max_file_size: u64,
     validate_package: bool,
@@ -124,6 +127,7 @@ impl Settings {
         let client = crate::upload::http_client(&config.codearts)?;
         let auth = Auth::new(&config.auth, client.clone())?;
         Ok(Settings {
+            releaser: crate::release::Releaser::new(&config.codearts, client.clone(), auth.clone()),
             uploader: Uploader::new(&config.codearts, client, auth),
             retry: config.retry.clone(),
             max_file_size: config.upload.max_file_size,
@@ -832,12 +836,13 @@ async fn carry_on(
         file(&ctx, &watch, claim, draft.failed(reason, None)).await;
         return;
     }
-    let (plugin_name, business_type) = match watch.rules.derive(&claim.record.rel_path) {
+    let (rule, plugin_name, business_type) = match watch.rules.derive(&claim.record.rel_path) {
         Derivation::Named {
+            rule,
             plugin_name,
             business_type,
             ..
-        } => (plugin_name, business_type),
+        } => (rule, plugin_name, business_type),
         Derivation::Invalid { reason, .. } | Derivation::NoMatch { reason } => {
             file(&ctx, &watch, claim, draft.failed(reason, None)).await;
             return;
@@ -885,11 +890,81 @@ async fn carry_on(
         }
     };
 
+    draft.release.version = facts.manifest.as_ref().map(|m| m.version.clone());
+
+    // The release steps around the upload, when the watch or its rule asks for them (SPEC
+    // §6). Each is recorded in the claim before the next begins; a restart continues at the
+    // first step not done.
+    let plan = steps::Plan::of(
+        &watch,
+        rule,
+        &plugin_name,
+        &business_type,
+        facts.manifest.as_ref(),
+    );
+    let mut permit = Some(permit);
+    if let Some(plan) = &plan {
+        draft.release.published = plan.publish.then_some(false);
+        // Looked up, and registered when needed: what cannot succeed is refused unsent. Done
+        // already when the claim says the file was uploaded.
+        if claim.record.release.uploaded.is_none() {
+            let prepared = steps::look_up_and_register(
+                &ctx,
+                &watch,
+                &mut claim,
+                &mut draft,
+                plan,
+                &mut permit,
+            )
+            .await;
+            match prepared {
+                Ok(()) => {}
+                Err(steps::Halt::File(report)) => {
+                    drop(permit);
+                    file(&ctx, &watch, claim, report).await;
+                    return;
+                }
+                Err(steps::Halt::Stay) => return,
+            }
+        }
+        draft.release.registered = claim.record.release.registered;
+    }
+
     // Uploaded, with retries; `None` means the claim waits for the next start (shutdown came
-    // first, or `once` could not get usable credentials).
-    let Some(report) = upload(&ctx, &watch, &mut claim, &mut draft, &facts, Some(permit)).await
-    else {
-        return;
+    // first, or `once` could not get usable credentials). Never again once the claim says it
+    // was.
+    let report = match claim.record.release.uploaded.clone() {
+        Some(answer) => draft.done(answer),
+        None => match upload(&ctx, &watch, &mut claim, &mut draft, &facts, permit).await {
+            Some(report) => report,
+            None => return,
+        },
+    };
+
+    // Published, then verified: after an upload that succeeded, when the plan says so.
+    let report = match &plan {
+        Some(plan) if plan.publish && report.outcome == Outcome::Done => {
+            let uploaded = Answer {
+                status: report.http_status.unwrap_or(200),
+                error_code: None,
+                error_msg: None,
+                request_id: report.request_id.clone(),
+            };
+            claim.record.release.uploaded = Some(uploaded.clone());
+            if let Err(e) = save(&claim).await {
+                tracing::error!(error = %e, "cannot update the claim record; the file stays claimed");
+                ctx.error();
+                return;
+            }
+            let published =
+                steps::publish_and_verify(&ctx, &watch, &mut claim, &mut draft, plan, uploaded)
+                    .await;
+            match published {
+                Ok(report) | Err(steps::Halt::File(report)) => report,
+                Err(steps::Halt::Stay) => return,
+            }
+        }
+        _ => report,
     };
 
     // Filed.
@@ -1162,6 +1237,7 @@ struct Draft {
     sha256: Option<String>,
     attempts: u32,
     answer: Option<Answer>,
+    release: ReleaseFacts,
 }
 
 impl Draft {
@@ -1178,6 +1254,10 @@ impl Draft {
             sha256: None,
             attempts: claim.record.attempts,
             answer: None,
+            release: ReleaseFacts {
+                registered: claim.record.release.registered,
+                ..ReleaseFacts::default()
+            },
         }
     }
 
@@ -1199,6 +1279,7 @@ impl Draft {
             reason,
             first_seen: self.first_seen.clone(),
             finished: timestamp(SystemTime::now()),
+            release: self.release.clone(),
         }
     }
 
@@ -1216,6 +1297,8 @@ struct Facts {
     /// The file as it was checked: an upload compares it with the file as it is sent.
     snapshot: Snapshot,
     sha256: String,
+    /// The package's manifest, when the package check ran.
+    manifest: Option<crate::package::Manifest>,
 }
 
 /// Why a file will not be uploaded, learned before any attempt.
@@ -1250,10 +1333,14 @@ fn examine(
     if size == 0 {
         return Err(refuse(size, "the file is empty".to_owned()));
     }
-    if validate {
-        crate::package::check_package(path, plugin_name, business_type)
-            .map_err(|e| refuse(size, e.to_string()))?;
-    }
+    let manifest = if validate {
+        Some(
+            crate::package::check_package(path, plugin_name, business_type)
+                .map_err(|e| refuse(size, e.to_string()))?,
+        )
+    } else {
+        None
+    };
     let mut file = store::open_payload(path)
         .map_err(|e| refuse(size, format!("the file cannot be read: {e}")))?;
     let mut hasher = sha2::Sha256::new();
@@ -1273,6 +1360,7 @@ fn examine(
     Ok(Facts {
         snapshot,
         sha256: hex::encode(hasher.finalize()),
+        manifest,
     })
 }
 

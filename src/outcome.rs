@@ -59,6 +59,23 @@ pub struct Report {
     pub first_seen: String,
     /// When the outcome was decided (RFC 3339, UTC).
     pub finished: String,
+    /// The release steps' keys (`version`, `registered`, `published`), written at the top
+    /// level; absent from reports of older versions, which read as their defaults.
+    #[serde(flatten)]
+    pub release: ReleaseFacts,
+}
+
+/// What a report says about the release steps (SPEC §6).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReleaseFacts {
+    /// The manifest's version whenever the package was checked, else null.
+    pub version: Option<String>,
+    /// Whether extdrop registered the extension for this file (across restarts).
+    pub registered: bool,
+    /// True when published; false when publishing was asked for but did not happen; null
+    /// when it was not asked for.
+    pub published: Option<bool>,
 }
 
 /// Formats a time as RFC 3339 UTC with whole seconds, the form used in reports.

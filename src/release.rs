@@ -131,6 +131,39 @@ pub fn business_type_display_name(business_type: &str) -> &str {
 #[error("the request could not be built: {0}")]
 pub struct BuildError(String);
 
+/// A file's progress through the release steps, kept in its claim record so that a restart
+/// continues at the first step not done (SPEC §6). Each flag is saved before the next step
+/// begins; a `*_sent` flag without its result means the outcome is unknown, and is settled by
+/// a query, never by sending again blindly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Progress {
+    /// A register request went out for this file.
+    pub register_sent: bool,
+    /// extdrop registered the extension for this file.
+    pub registered: bool,
+    /// The display name the look-up found, for the publish request.
+    pub display_name: Option<String>,
+    /// The upload's answer, once the upload succeeded: it is never sent again.
+    pub uploaded: Option<Answer>,
+    /// A publish request went out for this file.
+    pub publish_sent: bool,
+    /// The version was published (and verified).
+    pub published: bool,
+    /// The step whose attempts `step_attempts` counts (`look-up`, `register`, `publish`,
+    /// `verify`).
+    pub step: Option<String>,
+    /// Attempts of `step` so far, across restarts.
+    pub step_attempts: u32,
+}
+
+impl Progress {
+    /// Whether nothing was recorded (the record is then left out of the claim).
+    pub fn is_untouched(&self) -> bool {
+        *self == Progress::default()
+    }
+}
+
 /// Calls the lifecycle APIs of one endpoint and tenant with one set of credentials.
 #[derive(Debug, Clone)]
 pub struct Releaser {

@@ -77,7 +77,7 @@ impl Verdict {
 }
 
 /// The parts of an HTTP answer that go into the report.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, Deserialize)]
 pub struct Answer {
     /// HTTP status.
     pub status: u16,
