@@ -12,6 +12,7 @@ mod filesystems;
 mod idle;
 mod lifecycle;
 mod naming;
+mod release;
 mod server;
 mod service;
 mod standby;
