@@ -67,6 +67,20 @@ pub enum Command {
         /// The business type.
         #[arg(long, value_name = "B")]
         business_type: String,
+        /// Skip the daemon's checks (names, size, empty file, the package check).
+        #[arg(long)]
+        no_check: bool,
+        /// Also publish the uploaded version as official (it can never be replaced).
+        #[arg(long)]
+        publish: bool,
+    },
+    /// The extension's versions in CodeArts and their attribution (draft, formal).
+    Versions {
+        /// The extension.
+        plugin_name: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// A zero-setup sandbox with a built-in loopback stand-in of the CodeArts endpoint.
     Demo {
@@ -111,7 +125,21 @@ pub fn run(cli: Cli) -> u8 {
             file,
             plugin_name,
             business_type,
-        } => crate::service::upload_one(&cli.config, &file, &plugin_name, &business_type),
+            no_check,
+            publish,
+        } => crate::direct::upload(
+            &cli.config,
+            crate::direct::UploadRequest {
+                file: &file,
+                plugin_name: &plugin_name,
+                business_type: &business_type,
+                no_check,
+                publish,
+            },
+        ),
+        Command::Versions { plugin_name, json } => {
+            crate::direct::versions(&cli.config, &plugin_name, json)
+        }
         Command::Demo { dir } => crate::demo::run(&dir),
     }
 }

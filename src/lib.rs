@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod direct;
 pub mod metrics;
 pub mod outcome;
 pub mod package;

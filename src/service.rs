@@ -112,7 +112,7 @@ pub fn controls(reload_from: Option<PathBuf>) -> mpsc::UnboundedReceiver<Control
 
 /// The preamble of every command that works with the endpoint: load the configuration, set up
 /// logging and the runtime, then run `body`.
-fn with_runtime<F, Fut>(path: &Path, body: F) -> u8
+pub(crate) fn with_runtime<F, Fut>(path: &Path, body: F) -> u8
 where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = u8>,
@@ -210,91 +210,6 @@ pub fn probe(config: &Config) -> Result<(String, String), String> {
         let uploader = crate::upload::Uploader::new(&config.codearts, client, auth);
         let endpoint = uploader.probe().await?;
         Ok((credentials, endpoint))
-    })
-}
-
-/// `extdrop upload FILE --plugin-name P --business-type B`.
-pub fn upload_one(path: &Path, file: &Path, plugin_name: &str, business_type: &str) -> u8 {
-    use crate::upload::{Package, Snapshot, Uploader, Verdict};
-    let checked = match std::fs::symlink_metadata(file) {
-        Ok(meta) if meta.is_file() => Snapshot::of(&meta),
-        Ok(_) => {
-            eprintln!("extdrop: {} is not a regular file", file.display());
-            return EXIT_FATAL;
-        }
-        Err(e) => {
-            eprintln!("extdrop: cannot read {}: {e}", file.display());
-            return EXIT_FATAL;
-        }
-    };
-    let file_name = file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("package.zip")
-        .to_owned();
-    with_runtime(path, |config| async move {
-        let client = match crate::upload::http_client(&config.codearts) {
-            Ok(client) => client,
-            Err(e) => {
-                eprintln!("extdrop: {e}");
-                return EXIT_FATAL;
-            }
-        };
-        let auth = match crate::auth::Auth::new(&config.auth, client.clone()) {
-            Ok(auth) => auth,
-            Err(e) => {
-                eprintln!("extdrop: {e}");
-                return EXIT_FATAL;
-            }
-        };
-        let uploader = Uploader::new(&config.codearts, client, auth);
-        let package = Package {
-            path: file,
-            file_name: &file_name,
-            checked,
-            // Not hashed beforehand: the size, time and inode still catch a file that changes.
-            sha256: None,
-            plugin_name,
-            business_type,
-        };
-        let mut verdict = uploader.attempt(package).await.verdict;
-        if let Verdict::Unauthorized { answer, stamp } = &verdict {
-            let (answer, stamp) = (answer.clone(), *stamp);
-            match uploader.auth().renew(stamp).await {
-                Ok(()) => verdict = uploader.attempt(package).await.verdict,
-                Err(e) => {
-                    eprintln!("extdrop: {e} (the server said {})", answer.describe());
-                    return EXIT_FATAL;
-                }
-            }
-        }
-        match verdict {
-            Verdict::Uploaded(answer) => {
-                println!(
-                    "uploaded {file_name} as {plugin_name} ({business_type}); request id {}",
-                    answer.request_id.as_deref().unwrap_or("-")
-                );
-                EXIT_OK
-            }
-            Verdict::Rejected { reason, .. } => {
-                eprintln!("extdrop: rejected: {reason}");
-                EXIT_PARTIAL
-            }
-            Verdict::Unauthorized { .. } => {
-                eprintln!(
-                    "extdrop: rejected: the server answered 401: the credentials were refused even after renewing them"
-                );
-                EXIT_PARTIAL
-            }
-            Verdict::Transient { why, .. } => {
-                eprintln!("extdrop: {why}");
-                EXIT_FATAL
-            }
-            Verdict::NoCredentials(e) => {
-                eprintln!("extdrop: {e}");
-                EXIT_FATAL
-            }
-        }
     })
 }
 

@@ -261,3 +261,124 @@ fn without_register_or_publish_nothing_but_the_upload_is_sent() {
     assert_eq!(report["registered"], false);
     assert!(report["published"].is_null());
 }
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn versions_lists_newest_first_as_a_table_and_as_json() {
+    let s = release_sandbox("");
+    known(&s, "listed", &["1.2.0", "1.10.0"]);
+    s.stub
+        .with_catalog(|c| c.upload("listed", "2.0.0"))
+        .expect("draft");
+    let out = s.run(&["versions", "listed"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines: Vec<Vec<String>> = text(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ["2.0.0", "draft"],
+            ["1.10.0", "formal"],
+            ["1.2.0", "formal"]
+        ]
+    );
+    let out = s.run(&["versions", "listed", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        json,
+        serde_json::json!([
+            {"version": "2.0.0", "version_attribution": "draft"},
+            {"version": "1.10.0", "version_attribution": "formal"},
+            {"version": "1.2.0", "version_attribution": "formal"},
+        ])
+    );
+    let out = s.run(&["versions", "nobody"]);
+    assert_eq!(out.status.code(), Some(2), "no such extension");
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Regression (issue 8): `extdrop upload` sent an empty file, a README and a bad plugin name
+/// without a word and exited 0.
+#[test]
+fn upload_refuses_what_the_daemon_would_refuse_unless_no_check() {
+    let s = Sandbox::new();
+    let empty = s.path("staging/empty.zip");
+    std::fs::write(&empty, b"").expect("write");
+    let readme = s.path("staging/README.md");
+    std::fs::write(&readme, b"# not a package\n").expect("write");
+    let good = s.path("staging/good.zip");
+    extdrop::package::write_sample(&good, "good", "Build", "1.0.0").expect("sample");
+    for (file, plugin_name, why) in [
+        (&empty, "good", "empty"),
+        (&readme, "good", "ZIP"),
+        (&good, "bad name!", "plugin name"),
+    ] {
+        let path = file.display().to_string();
+        let out = s.run(&[
+            "upload",
+            &path,
+            "--plugin-name",
+            plugin_name,
+            "--business-type",
+            "Build",
+        ]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{why}: {stderr}");
+        assert!(stderr.contains("nothing was sent"), "{stderr}");
+        assert!(stderr.contains(why), "{why}: {stderr}");
+    }
+    assert!(s.requests().is_empty(), "nothing was sent");
+    let path = readme.display().to_string();
+    let out = s.run(&[
+        "upload",
+        &path,
+        "--plugin-name",
+        "good",
+        "--business-type",
+        "Build",
+        "--no-check",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(s.requests().len(), 1);
+}
+
+#[test]
+fn upload_publish_makes_the_version_official() {
+    let s = release_sandbox("");
+    known(&s, "manual", &[]);
+    let package = s.path("staging/manual.zip");
+    extdrop::package::write_sample(&package, "manual", "Deploy", "3.1.0").expect("sample");
+    let path = package.display().to_string();
+    let args = [
+        "upload",
+        path.as_str(),
+        "--plugin-name",
+        "manual",
+        "--business-type",
+        "Deploy",
+        "--publish",
+    ];
+    let out = s.run(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("published version 3.1.0 of manual"));
+    assert_eq!(versions(&s, "manual"), [("3.1.0".into(), "formal".into())]);
+    // Again: the version is official now, refused before anything is sent.
+    let out = s.run(&args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("already published"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(s.requests().len(), 1);
+}
