@@ -1,6 +1,7 @@
 //! `extdrop demo`: a newcomer's first minute. Creates a sandbox folder with `inbox/ done/
-//! failed/`, a configuration and sample packages, starts the loopback stand-in of the CodeArts
-//! endpoint, and runs the real daemon against it until Ctrl-C.
+//! failed/`, a second watch `release/` that registers and publishes (the whole release flow
+//! of SPEC §6), a configuration and sample packages, starts the loopback stand-in of the
+//! CodeArts endpoint, and runs the real daemon against it until Ctrl-C.
 //!
 //! Nothing the operator already has in the sandbox is deleted; the configuration is rewritten
 //! on every start because the stand-in's port changes.
@@ -50,6 +51,21 @@ template = "{{plugin_name}}__{{business_type}}.zip"
 [[watch.rule]]
 regex = '^(?P<plugin_name>[A-Za-z0-9_-]{{1,50}})-(?P<version>\d+\.\d+\.\d+)\.zip$'
 business_type = "Normal"
+
+# The whole release: an extension CodeArts does not know yet is registered, the package
+# uploaded, and its version published as official.
+[[watch]]
+name = "release"
+inbox = "release/inbox"
+done = "release/done"
+failed = "release/failed"
+settle = "1s"
+rescan_interval = "30s"
+register = true
+publish = true
+
+[[watch.rule]]
+template = "{{plugin_name}}__{{business_type}}.zip"
 "#
     )
 }
@@ -96,6 +112,11 @@ pub fn run(dir: &Path) -> u8 {
                  cat {}\n  \
                  cargo run --release -- -c {} status\n  \
                  cargo run --release -- -c {} explain my_ext__Build.zip hello-1.0.0.zip notes.txt\n\n\
+                 The whole release (register, upload, publish) for an extension the stand-in does not know yet:\n  \
+                 cp {} {}/\n  \
+                 cat {}   # registered: true, published: true\n  \
+                 cargo run --release -- -c {} versions release_task   # 1.0.0 formal\n  \
+                 cp {} {}/   # again: 1.0.0 is official now, refused before any upload\n\n\
                  Ctrl-C stops the demo.\n",
                 stub.endpoint(),
                 show("inbox"),
@@ -107,6 +128,12 @@ pub fn run(dir: &Path) -> u8 {
                 show("failed/wrong_name__Build.zip.result.json"),
                 config.path.display(),
                 config.path.display(),
+                show("samples/release_task__Build.zip"),
+                show("release/inbox"),
+                show("release/done/release_task__Build.zip.result.json"),
+                config.path.display(),
+                show("samples/release_task__Build.zip"),
+                show("release/inbox"),
             );
         };
         let result = daemon::run(&config, Mode::Watch, crate::service::controls(None), announce).await;
@@ -130,7 +157,15 @@ pub fn run(dir: &Path) -> u8 {
 
 /// Creates the sandbox folders, the configuration and the sample packages.
 fn prepare(dir: &Path, endpoint: &str) -> Result<Config, Box<dyn std::error::Error>> {
-    for sub in ["inbox", "done", "failed", "samples"] {
+    for sub in [
+        "inbox",
+        "done",
+        "failed",
+        "samples",
+        "release/inbox",
+        "release/done",
+        "release/failed",
+    ] {
         crate::store::ensure_folder(&dir.join(sub))?;
     }
     let config_path = dir.join("config.toml");
@@ -150,5 +185,12 @@ fn prepare(dir: &Path, endpoint: &str) -> Result<Config, Box<dyn std::error::Err
         "1.0.0",
     )?;
     crate::package::write_sample(&samples.join("hello-1.0.0.zip"), "hello", "Normal", "1.0.0")?;
+    // An extension the stand-in does not know: the release watch registers and publishes it.
+    crate::package::write_sample(
+        &samples.join("release_task__Build.zip"),
+        "release_task",
+        "Build",
+        "1.0.0",
+    )?;
     Ok(Config::load(&config_path)?)
 }
