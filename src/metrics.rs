@@ -603,6 +603,21 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn release_steps_are_counted_per_watch_and_step_from_zero() {
+        let m = Metrics::new();
+        m.add_watch("w");
+        let text = m.encode();
+        for step in RELEASE_STEPS {
+            let line = format!("extdrop_release_steps_total{{watch=\"w\",step=\"{step}\"}} 0");
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        m.release_step("w", "published");
+        m.release_step("w", "published");
+        assert_eq!(m.release_steps("w", "published"), 2);
+        assert_eq!(m.release_steps("w", "registered"), 0);
+    }
+
     /// One sample line of an exposition.
     #[derive(Debug, Clone, PartialEq)]
     struct Sample {

@@ -20,6 +20,9 @@ use crate::auth::Auth;
 use crate::config::CodeArts;
 use crate::upload::{Answer, Verdict, classify, read_bounded, transport_failure};
 
+/// The words of the refusal of a version that is already official, which `status` counts.
+pub const OFFICIAL_REFUSAL: &str = "official versions cannot be replaced";
+
 /// The content type the SDK sends with JSON bodies.
 pub const JSON_CONTENT_TYPE: &str = "application/json;charset=utf-8";
 

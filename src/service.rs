@@ -230,6 +230,20 @@ pub struct WatchStatus {
     pub oldest_waiting_seconds: Option<u64>,
     /// The newest failures, newest first.
     pub recent_failures: Vec<Failure>,
+    /// The release steps of the filed files, when the watch registers or publishes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseCounts>,
+}
+
+/// How many filed files went through each release step (SPEC §6), from their reports.
+#[derive(Debug, Default, Serialize)]
+pub struct ReleaseCounts {
+    /// Files for which extdrop registered the extension.
+    pub registered: usize,
+    /// Files whose version extdrop published.
+    pub published: usize,
+    /// Files refused because their version was already official.
+    pub refused_official: usize,
 }
 
 /// A failure as `status` shows it.
@@ -286,15 +300,37 @@ pub fn watch_status(watch: &Watch) -> WatchStatus {
         .collect();
     recent_failures.sort_by(|a, b| b.finished.cmp(&a.finished));
     recent_failures.truncate(5);
+    let done_files = filed(&watch.done);
+    let release = (watch.register || watch.publish || watch.rule_publish.contains(&Some(true)))
+        .then(|| {
+            let mut counts = ReleaseCounts::default();
+            for p in done_files.iter().chain(&failed_files) {
+                let Some(report) = std::fs::read(store::report_path(p))
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<Report>(&bytes).ok())
+                else {
+                    continue;
+                };
+                counts.registered += usize::from(report.release.registered);
+                counts.published += usize::from(report.release.published == Some(true));
+                counts.refused_official += usize::from(
+                    report
+                        .reason
+                        .is_some_and(|r| r.contains(crate::release::OFFICIAL_REFUSAL)),
+                );
+            }
+            counts
+        });
     WatchStatus {
         watch: watch.name.clone(),
         waiting,
         in_progress,
-        done: filed(&watch.done).len(),
+        done: done_files.len(),
         failed: failed_files.len(),
         oldest_waiting_seconds: oldest
             .map(|o| now.duration_since(o).unwrap_or(Duration::ZERO).as_secs()),
         recent_failures,
+        release,
     }
 }
 
@@ -329,6 +365,12 @@ pub fn status(path: &Path, json: bool) -> u8 {
                 ))
                 .unwrap_or_default()
         );
+        if let Some(r) = &s.release {
+            println!(
+                "  release: {} registered, {} published, {} refused as already official",
+                r.registered, r.published, r.refused_official
+            );
+        }
         for f in &s.recent_failures {
             println!(
                 "  {} {}: {}",

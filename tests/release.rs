@@ -78,6 +78,10 @@ fn a_new_extension_is_registered_uploaded_and_published() {
         Some("Sample extension fresh, written by extdrop")
     );
     assert_eq!(s.claims(), 0);
+    let status = s.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(status[0]["release"]["registered"], 1, "{status}");
+    assert_eq!(status[0]["release"]["published"], 1, "{status}");
 }
 
 #[test]
@@ -115,6 +119,14 @@ fn an_official_version_is_refused_before_upload() {
     assert!(s.requests().is_empty(), "no upload was sent");
     assert_eq!(api_requests(&s, Api::Register), 0, "it exists");
     assert_eq!(api_requests(&s, Api::Publish), 0);
+    let status = s.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(status[0]["release"]["refused_official"], 1, "{status}");
+    let shown = text(&s.run(&["status"]).stdout);
+    assert!(
+        shown.contains("0 registered, 0 published, 1 refused as already official"),
+        "{shown}"
+    );
 }
 
 #[test]

@@ -122,8 +122,10 @@ pub(super) async fn look_up_and_register(
             ctx.metrics.release_step(&watch.name, "refused_official");
             return Err(Halt::File(draft.failed(
                 format!(
-                    "version {} of {} is already published; official versions cannot be replaced: raise the version in codearts-extension.json",
-                    plan.version, plan.plugin_name
+                    "version {} of {} is already published; {}: raise the version in codearts-extension.json",
+                    plan.version,
+                    plan.plugin_name,
+                    crate::release::OFFICIAL_REFUSAL
                 ),
                 None,
             )));
