@@ -921,7 +921,7 @@ async fn carry_on(
                 Ok(()) => {}
                 Err(steps::Halt::File(report)) => {
                     drop(permit);
-                    file(&ctx, &watch, claim, report).await;
+                    file(&ctx, &watch, claim, *report).await;
                     return;
                 }
                 Err(steps::Halt::Stay) => return,
@@ -960,7 +960,8 @@ async fn carry_on(
                 steps::publish_and_verify(&ctx, &watch, &mut claim, &mut draft, plan, uploaded)
                     .await;
             match published {
-                Ok(report) | Err(steps::Halt::File(report)) => report,
+                Ok(report) => report,
+                Err(steps::Halt::File(report)) => *report,
                 Err(steps::Halt::Stay) => return,
             }
         }

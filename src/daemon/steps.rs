@@ -76,7 +76,7 @@ impl Plan {
 /// How a step ended when the file cannot go on to the next one.
 pub(super) enum Halt {
     /// The file is decided: file it with this report.
-    File(Report),
+    File(Box<Report>),
     /// The file stays claimed for the next start (shutdown, or `once` without usable
     /// credentials, or a claim record that cannot be written).
     Stay,
@@ -120,7 +120,7 @@ pub(super) async fn look_up_and_register(
         draft.release.registered = progress.registered;
         if versions.is_formal(&plan.version) {
             ctx.metrics.release_step(&watch.name, "refused_official");
-            return Err(Halt::File(draft.failed(
+            return Err(Halt::File(Box::new(draft.failed(
                 format!(
                     "version {} of {} is already published; {}: raise the version in codearts-extension.json",
                     plan.version,
@@ -128,18 +128,18 @@ pub(super) async fn look_up_and_register(
                     crate::release::OFFICIAL_REFUSAL
                 ),
                 None,
-            )));
+            ))));
         }
         return save_progress(ctx, claim);
     }
     if !plan.register {
-        return Err(Halt::File(draft.failed(
+        return Err(Halt::File(Box::new(draft.failed(
             format!(
                 "extension {} does not exist in CodeArts; register it or set register = true",
                 plan.plugin_name
             ),
             None,
-        )));
+        ))));
     }
 
     // Registered: marked as sent first, so that a restart asks the look-up before sending
@@ -254,13 +254,13 @@ pub(super) async fn publish_and_verify(
         match verified {
             Ok((true, _)) => {}
             Ok((false, answer)) => {
-                return Err(Halt::File(draft.failed(
+                return Err(Halt::File(Box::new(draft.failed(
                     format!(
                         "{FAILED}: after publishing, version {} of {} is still not official",
                         plan.version, plan.plugin_name
                     ),
                     Some(answer),
-                )));
+                ))));
             }
             Err(end) => return Err(halt(draft, end, FAILED)),
         }
@@ -276,7 +276,7 @@ pub(super) async fn publish_and_verify(
 fn halt(draft: &Draft, end: StepEnd, what: &str) -> Halt {
     match end {
         StepEnd::Failed { why, answer } => {
-            Halt::File(draft.failed(format!("{what}: {why}"), answer))
+            Halt::File(Box::new(draft.failed(format!("{what}: {why}"), answer)))
         }
         StepEnd::Stay => Halt::Stay,
     }
