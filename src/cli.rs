@@ -262,8 +262,23 @@ pub fn summary(config: &Config) -> String {
             "  business types {}",
             w.rules.business_types().join(", ")
         );
+        let _ = writeln!(
+            out,
+            "  release: {}",
+            match (w.register, w.publish) {
+                (false, false) => "upload only (drafts)",
+                (true, false) => "register unknown extensions, upload (drafts)",
+                (false, true) => "upload and publish",
+                (true, true) => "register unknown extensions, upload and publish",
+            }
+        );
         for (i, rule) in w.rules.rules().iter().enumerate() {
-            let _ = writeln!(out, "  rule {}: {}", i + 1, rule.describe());
+            let publish = match w.rule_publish.get(i).copied().flatten() {
+                Some(true) => " (publishes)",
+                Some(false) => " (drafts only)",
+                None => "",
+            };
+            let _ = writeln!(out, "  rule {}: {}{publish}", i + 1, rule.describe());
         }
     }
     out

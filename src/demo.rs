@@ -85,6 +85,9 @@ pub fn run(dir: &Path) -> u8 {
     rt.block_on(async {
         let mut stub_config = StubConfig::new(DEMO_DOMAIN_ID);
         stub_config.auth = crate::stub::StubAuth::Tokens(vec![DEMO_TOKEN.to_owned()]);
+        // As the cloud: an upload for an unknown extension is refused. The samples of the
+        // plain watch are known; release_task is not, for the release watch to register.
+        stub_config.auto_register = false;
         let stub = match Stub::start(stub_config).await {
             Ok(stub) => stub,
             Err(e) => {
@@ -92,6 +95,15 @@ pub fn run(dir: &Path) -> u8 {
                 return EXIT_FATAL;
             }
         };
+        let known = stub.with_catalog(|catalog| {
+            catalog
+                .register("demo_task", "Demo task", "Deploy", "The demo's sample")
+                .and_then(|()| catalog.register("hello", "Hello", "Normal", "The demo's sample"))
+        });
+        if let Err(refusal) = known {
+            eprintln!("extdrop: cannot set up the stand-in: {}", refusal.error_msg);
+            return EXIT_FATAL;
+        }
         let config = match prepare(dir, &stub.endpoint()) {
             Ok(config) => config,
             Err(e) => {

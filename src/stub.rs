@@ -30,8 +30,8 @@
 //!   not 404: the route exists and the caller lacks permission on that tenant (the stub's
 //!   choice; the API page lists both statuses without saying which). Only `POST`s to the upload
 //!   route are upload requests; anything else is a 404 and is not recorded.
-//! - The `upload_file` part is streamed: its size and SHA-256 are computed chunk by chunk, the
-//!   file is never held whole in memory.
+//! - The `upload_file` part is streamed: its size and SHA-256 are computed chunk by chunk; the
+//!   file is held whole only up to 16 MiB, to read its manifest's version for the catalog.
 //! - The request body is always read to its end before an answer is sent (errors and scripted
 //!   faults included). Answering early and closing a connection with unread data makes the
 //!   kernel send a TCP reset, which can destroy the answer before the client reads it; draining

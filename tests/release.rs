@@ -243,6 +243,30 @@ fn a_kill_before_the_publish_took_effect_publishes_at_restart() {
     assert_eq!(versions(&s, "again"), [("1.0.0".into(), "formal".into())]);
 }
 
+/// SIGKILL while the register is in flight, its answer lost (the stand-in registered): the
+/// restart's look-up settles it, and no second registration is sent.
+#[test]
+fn a_kill_during_the_register_is_settled_by_the_look_up() {
+    let s = release_sandbox("register = true\npublish = true");
+    s.stub.push_api_faults(Api::Register, [Fault::Hang]);
+    s.drop_named("midway", "Build");
+    let mut daemon = s.start();
+    s.wait_until("the register is in flight", Some(&daemon), || {
+        api_requests(&s, Api::Register) == 1
+    });
+    s.stub
+        .with_catalog(|c| c.register("midway", "midway", "Build", ""))
+        .expect("registers");
+    daemon.kill9();
+    let (code, log) = s.once();
+    assert_eq!(code, 0, "{log}");
+    let report = s.report("done", "midway__Build.zip");
+    assert_eq!(report["registered"], true, "registered for this file");
+    assert_eq!(report["published"], true);
+    assert_eq!(api_requests(&s, Api::Register), 1, "not sent again");
+    assert_eq!(s.requests().len(), 1);
+}
+
 #[test]
 fn register_or_publish_without_validate_package_is_a_config_error() {
     for (watch_extra, rules, key) in [

@@ -1,8 +1,9 @@
 //! The stand-in's upload endpoint, `POST /v3/{domain_id}/extension/upload`: records each
 //! request, applies a scripted fault, then checks and reads it in the cloud's order.
 //!
-//! Invariants: the `upload_file` part is streamed and hashed chunk by chunk, never held whole;
-//! the body is read to its end before any answer (see the module invariants of [`super`]).
+//! Invariants: the `upload_file` part is streamed and hashed chunk by chunk; it is held whole
+//! only up to [`MANIFEST_SCAN_LIMIT`], to read its manifest's version for the catalog. The
+//! body is read to its end before any answer (see the module invariants of [`super`]).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
