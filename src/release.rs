@@ -29,6 +29,9 @@ pub const JSON_CONTENT_TYPE: &str = "application/json;charset=utf-8";
 /// How many versions one list request asks for (the SDK's and the console's page size).
 pub const LIST_LIMIT: u32 = 100;
 
+/// The most list pages one look-up reads (10 000 versions).
+pub const MAX_PAGES: u64 = 100;
+
 /// Answers of these APIs are small; a larger one is cut here.
 const ANSWER_LIMIT: usize = 1 << 20;
 
@@ -197,14 +200,18 @@ impl Releaser {
         &self.auth
     }
 
-    /// `GET /v1/{domain_id}/agent-plugin/query?limit=100&offset=0&plugin_name=P`, unsigned.
-    pub fn list_request(&self, plugin_name: &str) -> Result<reqwest::Request, BuildError> {
+    /// `GET /v1/{domain_id}/agent-plugin/query?limit=100&offset=N&plugin_name=P`, unsigned.
+    pub fn list_request(
+        &self,
+        plugin_name: &str,
+        offset: u64,
+    ) -> Result<reqwest::Request, BuildError> {
         let url = format!("{}/v1/{}/agent-plugin/query", self.endpoint, self.domain_id);
-        let limit = LIST_LIMIT.to_string();
+        let (limit, offset) = (LIST_LIMIT.to_string(), offset.to_string());
         // The SDK's order (alphabetical); the signature sorts anyway.
         let query = [
             ("limit", limit.as_str()),
-            ("offset", "0"),
+            ("offset", offset.as_str()),
             ("plugin_name", plugin_name),
         ];
         self.get(&url, &query)
@@ -255,10 +262,30 @@ impl Releaser {
         self.post(&url, &body)
     }
 
-    /// The extension's versions (one page of [`LIST_LIMIT`]).
+    /// The extension's versions, every page of [`LIST_LIMIT`] (up to [`MAX_PAGES`]), so that an
+    /// official version is found however many versions came before it.
     pub async fn versions(&self, plugin_name: &str) -> Reply<Versions> {
-        let request = self.list_request(plugin_name);
-        self.call(request, "look-up", parse_json).await
+        let request = self.list_request(plugin_name, 0);
+        let (mut all, mut answer) = self
+            .call(request, "look-up", parse_json::<Versions>)
+            .await?;
+        for page in 1..MAX_PAGES {
+            let offset = page * u64::from(LIST_LIMIT);
+            // A short page, or the total reached: there is nothing more to read.
+            if (all.data.len() as u64) < offset || offset >= all.total {
+                break;
+            }
+            let request = self.list_request(plugin_name, offset);
+            let (more, more_answer) = self
+                .call(request, "look-up", parse_json::<Versions>)
+                .await?;
+            if more.data.is_empty() {
+                break;
+            }
+            all.data.extend(more.data);
+            answer = more_answer;
+        }
+        Ok((all, answer))
     }
 
     /// One version's detail.

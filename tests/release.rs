@@ -84,6 +84,32 @@ fn a_new_extension_is_registered_uploaded_and_published() {
     assert_eq!(status[0]["release"]["published"], 1, "{status}");
 }
 
+/// The manifest's friendlyName is the display name of the registration and of the publish.
+#[test]
+fn the_friendly_name_is_the_display_name() {
+    let s = release_sandbox("register = true\npublish = true");
+    let staged = s.path("staging/friendly__Build.zip");
+    let manifest = r#"{"type": "Task", "name": "friendly", "friendlyName": "Friendly task",
+        "description": "Says hello", "category": "Build", "version": "0.1.0"}"#;
+    extdrop::package::write_zip(&staged, Some(manifest), &[]).expect("package");
+    s.drop_file("friendly__Build.zip", &staged);
+    let (code, log) = s.once();
+    assert_eq!(code, 0, "{log}");
+    let bodies: Vec<serde_json::Value> = s
+        .stub
+        .api_requests()
+        .into_iter()
+        .filter(|r| matches!(r.api, Api::Register | Api::Publish))
+        .filter_map(|r| r.body)
+        .collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    for body in &bodies {
+        assert_eq!(body["display_name"], "Friendly task", "{body}");
+    }
+    assert_eq!(bodies[0]["description"], "Says hello");
+    assert_eq!(bodies[0]["business_type_display_name"], "Build");
+}
+
 #[test]
 fn an_unknown_extension_without_register_fails_unsent() {
     let s = release_sandbox("publish = true");

@@ -91,7 +91,7 @@ fn requests_have_the_sdks_shape() {
     let keys = tempfile::tempdir().unwrap();
     let r = releaser("http://127.0.0.1:39367", &keys);
     let built = [
-        ("ListPLuginVersion", r.list_request("demo_task").unwrap()),
+        ("ListPLuginVersion", r.list_request("demo_task", 0).unwrap()),
         (
             "ShowPluginVersion",
             r.detail_request("demo_task", "1.2.0").unwrap(),
@@ -189,6 +189,35 @@ fn the_list_answer_of_the_vector_parses() {
     let detail: VersionInfo =
         parse_json(&vector()["answers"]["/agent-plugin/detail"].to_string()).unwrap();
     assert!(detail.is_formal("1.2.0"));
+}
+
+/// An official version beyond the first page of 100 is still found.
+#[tokio::test]
+async fn the_look_up_reads_every_page() {
+    let mut config = StubConfig::new("ce8df55870164338a72d7e828a966a2a");
+    config.auth = StubAuth::Any;
+    let stub = Stub::start(config).await.unwrap();
+    stub.with_catalog(|c| {
+        c.register("many", "Many", "Build", "").unwrap();
+        for minor in 0..99 {
+            for patch in [0, 1, 2] {
+                let version = format!("1.{minor}.{patch}");
+                c.upload("many", &version).unwrap();
+                c.publish("many", &version).unwrap();
+            }
+        }
+    });
+    let keys = tempfile::tempdir().unwrap();
+    let r = releaser(&stub.endpoint(), &keys);
+    let (versions, _) = r.versions("many").await.unwrap();
+    assert_eq!(versions.data.len(), 297);
+    assert!(versions.is_formal("1.0.0"), "the oldest, on the third page");
+    let lists = stub
+        .api_requests()
+        .iter()
+        .filter(|a| a.api == crate::stub::Api::List)
+        .count();
+    assert_eq!(lists, 3);
 }
 
 #[test]
