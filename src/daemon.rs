@@ -890,51 +890,32 @@ async fn carry_on(
         }
     };
 
-    draft.release.version = facts.manifest.as_ref().map(|m| m.version.clone());
-
-    // The release steps around the upload, when the watch or its rule asks for them (SPEC
-    // §6). Each is recorded in the claim before the next begins; a restart continues at the
-    // first step not done.
+    // Looked up, and registered when needed: the release steps (SPEC §6), when the watch or
+    // its rule asks for them. What cannot succeed is refused before the upload; each step is
+    // recorded in the claim before the next begins, so a restart continues where it stopped.
     let plan = steps::Plan::of(
         &watch,
         rule,
         &plugin_name,
         &business_type,
         facts.manifest.as_ref(),
+        &mut draft,
     );
     let mut permit = Some(permit);
-    if let Some(plan) = &plan {
-        draft.release.published = plan.publish.then_some(false);
-        // Looked up, and registered when needed: what cannot succeed is refused unsent. Done
-        // already when the claim says the file was uploaded.
-        if claim.record.release.uploaded.is_none() {
-            let prepared = steps::look_up_and_register(
-                &ctx,
-                &watch,
-                &mut claim,
-                &mut draft,
-                plan,
-                &mut permit,
-            )
-            .await;
-            match prepared {
-                Ok(()) => {}
-                Err(steps::Halt::File(report)) => {
-                    drop(permit);
-                    file(&ctx, &watch, claim, *report).await;
-                    return;
-                }
-                Err(steps::Halt::Stay) => return,
-            }
-        }
-        draft.release.registered = claim.record.release.registered;
+    if let Some(plan) = &plan
+        && let Err(halted) =
+            steps::look_up_and_register(&ctx, &watch, &mut claim, &mut draft, plan, &mut permit)
+                .await
+    {
+        drop(permit);
+        return halt(&ctx, &watch, claim, halted).await;
     }
 
     // Uploaded, with retries; `None` means the claim waits for the next start (shutdown came
     // first, or `once` could not get usable credentials). Never again once the claim says it
     // was.
-    let report = match claim.record.release.uploaded.clone() {
-        Some(answer) => draft.done(answer),
+    let report = match steps::uploaded_before(&claim, &draft) {
+        Some(report) => report,
         None => match upload(&ctx, &watch, &mut claim, &mut draft, &facts, permit).await {
             Some(report) => report,
             None => return,
@@ -943,33 +924,26 @@ async fn carry_on(
 
     // Published, then verified: after an upload that succeeded, when the plan says so.
     let report = match &plan {
-        Some(plan) if plan.publish && report.outcome == Outcome::Done => {
-            let uploaded = Answer {
-                status: report.http_status.unwrap_or(200),
-                error_code: None,
-                error_msg: None,
-                request_id: report.request_id.clone(),
-            };
-            claim.record.release.uploaded = Some(uploaded.clone());
-            if let Err(e) = save(&claim).await {
-                tracing::error!(error = %e, "cannot update the claim record; the file stays claimed");
-                ctx.error();
-                return;
-            }
+        Some(plan) => {
             let published =
-                steps::publish_and_verify(&ctx, &watch, &mut claim, &mut draft, plan, uploaded)
-                    .await;
+                steps::publish_and_verify(&ctx, &watch, &mut claim, &mut draft, plan, report).await;
             match published {
                 Ok(report) => report,
-                Err(steps::Halt::File(report)) => *report,
-                Err(steps::Halt::Stay) => return,
+                Err(halted) => return halt(&ctx, &watch, claim, halted).await,
             }
         }
-        _ => report,
+        None => report,
     };
 
     // Filed.
     file(&ctx, &watch, claim, report).await;
+}
+
+/// Ends a file's life at a release step that halted: filed when decided, else left claimed.
+async fn halt(ctx: &Context, watch: &Arc<Watch>, claim: Claim, halted: steps::Halt) {
+    if let steps::Halt::File(report) = halted {
+        file(ctx, watch, claim, *report).await;
+    }
 }
 
 /// Upload attempts of the file `checked` found, until success, a permanent refusal or the end

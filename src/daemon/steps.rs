@@ -18,7 +18,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Context, Draft, save};
 use crate::config::Watch;
-use crate::outcome::Report;
+use crate::outcome::{Outcome, Report};
 use crate::release::{Progress, Publication, Registration, Releaser, Reply, verdict_reason};
 use crate::retry::Schedule;
 use crate::store::Claim;
@@ -46,14 +46,19 @@ impl Plan {
     /// The plan for a file named by rule `rule`; `None` when neither `register` nor
     /// `publish` is on. The configuration turns the package check on whenever either is, so
     /// the manifest is there; without it (a bug) the file goes as a plain upload, loudly.
+    /// Puts what the report says about the release so far into `draft`.
     pub fn of(
         watch: &Watch,
         rule: usize,
         plugin_name: &str,
         business_type: &str,
         manifest: Option<&crate::package::Manifest>,
+        draft: &mut Draft,
     ) -> Option<Plan> {
+        draft.release.version = manifest.map(|m| m.version.clone());
         let publish = watch.publishes(rule);
+        // Until it happens, a publish asked for is a publish not done.
+        draft.release.published = publish.then_some(false);
         if !watch.register && !publish {
             return None;
         }
@@ -100,6 +105,10 @@ pub(super) async fn look_up_and_register(
     plan: &Plan,
     permit: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<(), Halt> {
+    // Done before the upload, which the claim says happened already.
+    if claim.record.release.uploaded.is_some() {
+        return Ok(());
+    }
     let name = plan.plugin_name.clone();
     let looked = step(ctx, watch, claim, "look-up", permit, |r: Releaser| {
         let name = name.clone();
@@ -130,7 +139,7 @@ pub(super) async fn look_up_and_register(
                 None,
             ))));
         }
-        return save_progress(ctx, claim);
+        return save_progress(ctx, claim).await;
     }
     if !plan.register {
         return Err(Halt::File(Box::new(draft.failed(
@@ -145,7 +154,7 @@ pub(super) async fn look_up_and_register(
     // Registered: marked as sent first, so that a restart asks the look-up before sending
     // another.
     claim.record.release.register_sent = true;
-    save_progress(ctx, claim)?;
+    save_progress(ctx, claim).await?;
     let registration = Registration {
         plugin_name: plan.plugin_name.clone(),
         display_name: plan
@@ -176,21 +185,44 @@ pub(super) async fn look_up_and_register(
     claim.record.release.registered = true;
     draft.release.registered = true;
     ctx.metrics.release_step(&watch.name, "registered");
-    save_progress(ctx, claim)
+    save_progress(ctx, claim).await
 }
 
-/// Published, then verified: the version's attribution must be `formal`. `uploaded` is the
-/// upload's answer, which the done report carries.
+/// The done report of an upload the claim says succeeded before a restart, if it did: it is
+/// never sent again.
+pub(super) fn uploaded_before(claim: &Claim, draft: &Draft) -> Option<Report> {
+    claim
+        .record
+        .release
+        .uploaded
+        .clone()
+        .map(|answer| draft.done(answer))
+}
+
+/// Published, then verified (the version's attribution must be `formal`), when the plan
+/// publishes and `report`, the upload's, is a success; otherwise `report` as it is. The
+/// upload's success is recorded in the claim first, so that it is never repeated.
 pub(super) async fn publish_and_verify(
     ctx: &Context,
     watch: &Watch,
     claim: &mut Claim,
     draft: &mut Draft,
     plan: &Plan,
-    uploaded: Answer,
+    report: Report,
 ) -> Result<Report, Halt> {
     const FAILED: &str = "uploaded as a draft, but publishing failed";
-    draft.release.published = Some(false);
+    if !plan.publish || report.outcome != Outcome::Done {
+        return Ok(report);
+    }
+    // The done report carries the upload's answer.
+    let uploaded = Answer {
+        status: report.http_status.unwrap_or(200),
+        error_code: None,
+        error_msg: None,
+        request_id: report.request_id.clone(),
+    };
+    claim.record.release.uploaded = Some(uploaded.clone());
+    save_progress(ctx, claim).await?;
     let mut permit = None;
     let (name, version) = (plan.plugin_name.clone(), plan.version.clone());
     let is_formal = |r: Releaser, name: String, version: String| async move {
@@ -212,7 +244,7 @@ pub(super) async fn publish_and_verify(
     }
     if !published {
         claim.record.release.publish_sent = true;
-        save_progress(ctx, claim)?;
+        save_progress(ctx, claim).await?;
         let publication = Publication {
             plugin_name: plan.plugin_name.clone(),
             display_name: plan
@@ -268,7 +300,7 @@ pub(super) async fn publish_and_verify(
     claim.record.release.published = true;
     draft.release.published = Some(true);
     ctx.metrics.release_step(&watch.name, "published");
-    save_progress(ctx, claim)?;
+    save_progress(ctx, claim).await?;
     Ok(draft.done(uploaded))
 }
 
@@ -282,9 +314,8 @@ fn halt(draft: &Draft, end: StepEnd, what: &str) -> Halt {
     }
 }
 
-fn save_progress(ctx: &Context, claim: &Claim) -> Result<(), Halt> {
-    // The record is tiny; writing it inline keeps the order of steps and saves obvious.
-    match crate::store::save_record(claim.dir(), &claim.record) {
+async fn save_progress(ctx: &Context, claim: &Claim) -> Result<(), Halt> {
+    match save(claim).await {
         Ok(()) => Ok(()),
         Err(e) => {
             tracing::error!(file = %claim.record.rel_path, error = %e, "cannot update the claim record; the file stays claimed");
@@ -341,7 +372,8 @@ where
         }
         claim.record.release.step_attempts += 1;
         let attempt = claim.record.release.step_attempts;
-        if save(claim).await.is_err() {
+        if let Err(e) = save(claim).await {
+            tracing::error!(file = %claim.record.rel_path, error = %e, "cannot update the claim record; the file stays claimed");
             ctx.error();
             return Err(StepEnd::Stay);
         }
