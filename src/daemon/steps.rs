@@ -129,6 +129,7 @@ pub(super) async fn look_up_and_register(
         draft.release.registered = progress.registered;
         if versions.is_formal(&plan.version) {
             ctx.metrics.release_step(&watch.name, "refused_official");
+            tracing::info!(watch = %watch.name, file = %claim.record.rel_path, plugin_name = %plan.plugin_name, version = %plan.version, "version already official; refused before upload");
             return Err(Halt::File(Box::new(draft.failed(
                 format!(
                     "version {} of {} is already published; {}: raise the version in codearts-extension.json",
@@ -185,6 +186,7 @@ pub(super) async fn look_up_and_register(
     claim.record.release.registered = true;
     draft.release.registered = true;
     ctx.metrics.release_step(&watch.name, "registered");
+    tracing::info!(watch = %watch.name, file = %claim.record.rel_path, plugin_name = %plan.plugin_name, "extension registered");
     save_progress(ctx, claim).await
 }
 
@@ -221,6 +223,11 @@ pub(super) async fn publish_and_verify(
         error_msg: None,
         request_id: report.request_id.clone(),
     };
+    // Published and recorded before a restart that came ahead of the filing.
+    if claim.record.release.published {
+        draft.release.published = Some(true);
+        return Ok(draft.done(uploaded));
+    }
     claim.record.release.uploaded = Some(uploaded.clone());
     save_progress(ctx, claim).await?;
     let mut permit = None;
@@ -300,6 +307,7 @@ pub(super) async fn publish_and_verify(
     claim.record.release.published = true;
     draft.release.published = Some(true);
     ctx.metrics.release_step(&watch.name, "published");
+    tracing::info!(watch = %watch.name, file = %claim.record.rel_path, plugin_name = %plan.plugin_name, version = %plan.version, "version published");
     save_progress(ctx, claim).await?;
     Ok(draft.done(uploaded))
 }
