@@ -444,3 +444,30 @@ fn upload_publish_makes_the_version_official() {
     );
     assert_eq!(s.requests().len(), 1);
 }
+
+/// The release steps are counted in `/metrics`, per watch and step.
+#[test]
+fn metrics_count_the_release_steps() {
+    let mut s = release_sandbox("register = true\npublish = true");
+    s.tables = "[metrics]\nlisten = \"127.0.0.1:0\"".to_owned();
+    known(&s, "old", &["1.0.0"]);
+    let daemon = s.start();
+    let addr = daemon
+        .log()
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("the log names the metrics address")
+        .to_owned();
+    s.drop_named("new", "Build");
+    s.drop_named("old", "Deploy");
+    s.wait_until("one done, one failed", Some(&daemon), || {
+        s.files("done").len() == 1 && s.files("failed").len() == 1
+    });
+    let body = crate::service::http_get(&addr, "/metrics").1;
+    for (step, count) in [("registered", 1), ("published", 1), ("refused_official", 1)] {
+        let line =
+            format!("extdrop_release_steps_total{{watch=\"extensions\",step=\"{step}\"}} {count}");
+        assert!(body.contains(&line), "{line} in:\n{body}");
+    }
+}
