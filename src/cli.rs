@@ -67,6 +67,20 @@ pub enum Command {
         /// The business type.
         #[arg(long, value_name = "B")]
         business_type: String,
+        /// Skip the daemon's checks (names, size, empty file, the package check).
+        #[arg(long)]
+        no_check: bool,
+        /// Also publish the uploaded version as official (it can never be replaced).
+        #[arg(long)]
+        publish: bool,
+    },
+    /// The extension's versions in CodeArts and their attribution (draft, formal).
+    Versions {
+        /// The extension.
+        plugin_name: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// A zero-setup sandbox with a built-in loopback stand-in of the CodeArts endpoint.
     Demo {
@@ -111,7 +125,21 @@ pub fn run(cli: Cli) -> u8 {
             file,
             plugin_name,
             business_type,
-        } => crate::service::upload_one(&cli.config, &file, &plugin_name, &business_type),
+            no_check,
+            publish,
+        } => crate::direct::upload(
+            &cli.config,
+            crate::direct::UploadRequest {
+                file: &file,
+                plugin_name: &plugin_name,
+                business_type: &business_type,
+                no_check,
+                publish,
+            },
+        ),
+        Command::Versions { plugin_name, json } => {
+            crate::direct::versions(&cli.config, &plugin_name, json)
+        }
         Command::Demo { dir } => crate::demo::run(&dir),
     }
 }
@@ -234,8 +262,23 @@ pub fn summary(config: &Config) -> String {
             "  business types {}",
             w.rules.business_types().join(", ")
         );
+        let _ = writeln!(
+            out,
+            "  release: {}",
+            match (w.register, w.publish) {
+                (false, false) => "upload only (drafts)",
+                (true, false) => "register unknown extensions, upload (drafts)",
+                (false, true) => "upload and publish",
+                (true, true) => "register unknown extensions, upload and publish",
+            }
+        );
         for (i, rule) in w.rules.rules().iter().enumerate() {
-            let _ = writeln!(out, "  rule {}: {}", i + 1, rule.describe());
+            let publish = match w.rule_publish.get(i).copied().flatten() {
+                Some(true) => " (publishes)",
+                Some(false) => " (drafts only)",
+                None => "",
+            };
+            let _ = writeln!(out, "  rule {}: {}{publish}", i + 1, rule.describe());
         }
     }
     out

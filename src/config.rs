@@ -184,9 +184,24 @@ pub struct Watch {
     pub rescan_interval: Duration,
     /// The naming rules, with the accepted business types.
     pub rules: RuleSet,
+    /// `register`: create an extension CodeArts does not know yet before uploading (SPEC §6).
+    pub register: bool,
+    /// `publish`: publish each uploaded version as official, unless a rule says otherwise.
+    pub publish: bool,
+    /// Each rule's own `publish`, by rule index; `None` follows the watch.
+    pub rule_publish: Vec<Option<bool>>,
 }
 
 impl Watch {
+    /// Whether a file named by rule `rule` is published after its upload.
+    pub fn publishes(&self, rule: usize) -> bool {
+        self.rule_publish
+            .get(rule)
+            .copied()
+            .flatten()
+            .unwrap_or(self.publish)
+    }
+
     /// The hidden work folder inside the inbox that holds claimed files.
     pub fn work_dir(&self) -> PathBuf {
         self.inbox.join(crate::store::WORK_DIR)
@@ -501,7 +516,7 @@ impl Builder<'_> {
         let mut watches = Vec::with_capacity(raw.watch.len());
         let mut spans = Vec::with_capacity(raw.watch.len());
         for (i, w) in raw.watch.into_iter().enumerate() {
-            let (watch, watch_spans) = self.watch(i, w)?;
+            let (watch, watch_spans) = self.watch(i, w, upload.validate_package)?;
             watches.push(watch);
             spans.push(watch_spans);
         }
@@ -884,6 +899,7 @@ impl Builder<'_> {
         &self,
         i: usize,
         raw: Spanned<raw::Watch>,
+        validate_package: bool,
     ) -> Result<(Watch, WatchSpans), ConfigError> {
         let key = |k: &str| format!("watch[{i}].{k}");
         // A missing key points at its [[watch]] table.
@@ -1016,11 +1032,27 @@ impl Builder<'_> {
                 "no [[watch.rule]]: add at least one, e.g. template = \"{plugin_name}__{business_type}.zip\"",
             ));
         }
+        // Registering and publishing need the package's version, which only the package
+        // check reads (SPEC §6).
+        let release_key = |key: String, value: &Option<Spanned<bool>>| {
+            match value {
+            Some(v) if *v.get_ref() && !validate_package => Err(self.error(
+                key,
+                Some(v.span()),
+                "needs upload.validate_package = true: registering and publishing take the version from the package's codearts-extension.json",
+            )),
+            _ => Ok(value.as_ref().map(|v| *v.get_ref())),
+        }
+        };
+        let register = release_key(key("register"), &raw.register)?.unwrap_or(false);
+        let publish = release_key(key("publish"), &raw.publish)?.unwrap_or(false);
+        let mut rule_publish = Vec::with_capacity(raw.rule.len());
         let mut rules = Vec::with_capacity(raw.rule.len());
         for (j, rule) in raw.rule.into_iter().enumerate() {
             let rule_key = |k: &str| format!("watch[{i}].rule[{j}].{k}");
             let rule_span = rule.span();
             let rule = rule.into_inner();
+            rule_publish.push(release_key(rule_key("publish"), &rule.publish)?);
             let (pattern, pattern_key, span) = match (rule.template, rule.regex) {
                 (Some(t), None) => (
                     Pattern::Template(t.get_ref().clone()),
@@ -1091,6 +1123,9 @@ impl Builder<'_> {
                 Duration::from_secs(60),
             )?,
             rules: RuleSet::new(rules, business_types),
+            register,
+            publish,
+            rule_publish,
         };
         Ok((watch, spans))
     }

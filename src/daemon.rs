@@ -43,13 +43,15 @@ use tokio::task::JoinSet;
 use crate::auth::{Auth, AuthError};
 use crate::config::{Config, RetryPolicy, Watch};
 use crate::metrics::Metrics;
-use crate::outcome::{Outcome, Report, timestamp};
+use crate::outcome::{Outcome, ReleaseFacts, Report, timestamp};
 use crate::retry::Schedule;
 use crate::rules::Derivation;
 use crate::standby::Standby;
 use crate::store::{self, Claim, Resumed};
 use crate::upload::{Answer, Package, Sent, Snapshot, Uploader, Verdict};
 use crate::watch::{self, Busy, Found, Nudge, Tracker};
+
+mod steps;
 
 /// How long uploads in flight may run on after SIGTERM before they are cut off (their files
 /// stay claimed and are resumed at the next start). Below systemd's default stop timeout.
@@ -131,6 +133,7 @@ pub enum Control {
 /// backoff picks up new credentials or endpoints at its next attempt.
 struct Settings {
     uploader: Uploader,
+    releaser: crate::release::Releaser,
     retry: RetryPolicy,
     max_file_size: u64,
     validate_package: bool,
@@ -141,6 +144,7 @@ impl Settings {
         let client = crate::upload::http_client(&config.codearts)?;
         let auth = Auth::new(&config.auth, client.clone())?;
         Ok(Settings {
+            releaser: crate::release::Releaser::new(&config.codearts, client.clone(), auth.clone()),
             uploader: Uploader::new(&config.codearts, client, auth),
             retry: config.retry.clone(),
             max_file_size: config.upload.max_file_size,
@@ -1014,12 +1018,13 @@ async fn carry_on(
         file(&ctx, &watch, claim, draft.failed(reason, None)).await;
         return;
     }
-    let (plugin_name, business_type) = match watch.rules.derive(&claim.record.rel_path) {
+    let (rule, plugin_name, business_type) = match watch.rules.derive(&claim.record.rel_path) {
         Derivation::Named {
+            rule,
             plugin_name,
             business_type,
             ..
-        } => (plugin_name, business_type),
+        } => (rule, plugin_name, business_type),
         Derivation::Invalid { reason, .. } | Derivation::NoMatch { reason } => {
             file(&ctx, &watch, claim, draft.failed(reason, None)).await;
             return;
@@ -1082,15 +1087,60 @@ async fn carry_on(
         }
     };
 
+    // Looked up, and registered when needed: the release steps (SPEC §6), when the watch or
+    // its rule asks for them. What cannot succeed is refused before the upload; each step is
+    // recorded in the claim before the next begins, so a restart continues where it stopped.
+    let plan = steps::Plan::of(
+        &watch,
+        rule,
+        &plugin_name,
+        &business_type,
+        facts.manifest.as_ref(),
+        &mut draft,
+    );
+    let mut permit = Some(permit);
+    if let Some(plan) = &plan
+        && let Err(halted) =
+            steps::look_up_and_register(&ctx, &watch, &mut claim, &mut draft, plan, &mut permit)
+                .await
+    {
+        drop(permit);
+        return halt(&ctx, &watch, claim, halted).await;
+    }
+
     // Uploaded, with retries; `None` means the claim waits for the next start (shutdown came
-    // first, or `once` could not get usable credentials).
-    let Some(report) = upload(&ctx, &watch, &mut claim, &mut draft, &facts, Some(permit)).await
-    else {
-        return;
+    // first, or `once` could not get usable credentials). Never again once the claim says it
+    // was.
+    let report = match steps::uploaded_before(&claim, &draft) {
+        Some(report) => report,
+        None => match upload(&ctx, &watch, &mut claim, &mut draft, &facts, permit).await {
+            Some(report) => report,
+            None => return,
+        },
+    };
+
+    // Published, then verified: after an upload that succeeded, when the plan says so.
+    let report = match &plan {
+        Some(plan) => {
+            let published =
+                steps::publish_and_verify(&ctx, &watch, &mut claim, &mut draft, plan, report).await;
+            match published {
+                Ok(report) => report,
+                Err(halted) => return halt(&ctx, &watch, claim, halted).await,
+            }
+        }
+        None => report,
     };
 
     // Filed.
     file(&ctx, &watch, claim, report).await;
+}
+
+/// Ends a file's life at a release step that halted: filed when decided, else left claimed.
+async fn halt(ctx: &Context, watch: &Arc<Watch>, claim: Claim, halted: steps::Halt) {
+    if let steps::Halt::File(report) = halted {
+        file(ctx, watch, claim, *report).await;
+    }
 }
 
 /// Upload attempts of the file `checked` found, until success, a permanent refusal or the end
@@ -1377,6 +1427,7 @@ struct Draft {
     sha256: Option<String>,
     attempts: u32,
     answer: Option<Answer>,
+    release: ReleaseFacts,
 }
 
 impl Draft {
@@ -1393,6 +1444,10 @@ impl Draft {
             sha256: None,
             attempts: claim.record.attempts,
             answer: None,
+            release: ReleaseFacts {
+                registered: claim.record.release.registered,
+                ..ReleaseFacts::default()
+            },
         }
     }
 
@@ -1414,6 +1469,7 @@ impl Draft {
             reason,
             first_seen: self.first_seen.clone(),
             finished: timestamp(SystemTime::now()),
+            release: self.release.clone(),
         }
     }
 
@@ -1431,6 +1487,8 @@ struct Facts {
     /// The file as it was checked: an upload compares it with the file as it is sent.
     snapshot: Snapshot,
     sha256: String,
+    /// The package's manifest, when the package check ran.
+    manifest: Option<crate::package::Manifest>,
 }
 
 /// Why a file will not be uploaded, learned before any attempt.
@@ -1465,10 +1523,14 @@ fn examine(
     if size == 0 {
         return Err(refuse(size, "the file is empty".to_owned()));
     }
-    if validate {
-        crate::package::check_package(path, plugin_name, business_type)
-            .map_err(|e| refuse(size, e.to_string()))?;
-    }
+    let manifest = if validate {
+        Some(
+            crate::package::check_package(path, plugin_name, business_type)
+                .map_err(|e| refuse(size, e.to_string()))?,
+        )
+    } else {
+        None
+    };
     let mut file = store::open_payload(path)
         .map_err(|e| refuse(size, format!("the file cannot be read: {e}")))?;
     let mut hasher = sha2::Sha256::new();
@@ -1488,6 +1550,7 @@ fn examine(
     Ok(Facts {
         snapshot,
         sha256: hex::encode(hasher.finalize()),
+        manifest,
     })
 }
 

@@ -1,9 +1,10 @@
 //! `extdrop demo`: a newcomer's first minute. Creates a sandbox folder with `inbox/ done/
-//! failed/`, a configuration and sample packages, starts the loopback stand-ins of the CodeArts
-//! endpoint and of the ECS metadata service, and runs the real daemon against them until
-//! Ctrl-C. The configuration uses `method = "agency"`, the recommended set-up on ECS, so the
-//! demo shows the whole path: temporary AK/SK from the metadata service, requests signed with
-//! them and checked by the stand-in's AK/SK verifier.
+//! failed/`, a second watch `release/` that registers and publishes (the whole release flow
+//! of SPEC §6), a configuration and sample packages, starts the loopback stand-ins of the
+//! CodeArts endpoint and of the ECS metadata service, and runs the real daemon against them
+//! until Ctrl-C. The configuration uses `method = "agency"`, the recommended set-up on ECS, so
+//! the demo shows the whole path: temporary AK/SK from the metadata service, requests signed
+//! with them and checked by the stand-in's AK/SK verifier.
 //!
 //! Nothing the operator already has in the sandbox is deleted; the configuration is rewritten
 //! on every start because the stand-in's port changes.
@@ -58,6 +59,21 @@ template = "{{plugin_name}}__{{business_type}}.zip"
 [[watch.rule]]
 regex = '^(?P<plugin_name>[A-Za-z0-9_-]{{1,50}})-(?P<version>\d+\.\d+\.\d+)\.zip$'
 business_type = "Normal"
+
+# The whole release: an extension CodeArts does not know yet is registered, the package
+# uploaded, and its version published as official.
+[[watch]]
+name = "release"
+inbox = "release/inbox"
+done = "release/done"
+failed = "release/failed"
+settle = "1s"
+rescan_interval = "30s"
+register = true
+publish = true
+
+[[watch.rule]]
+template = "{{plugin_name}}__{{business_type}}.zip"
 "#
     )
 }
@@ -84,6 +100,9 @@ pub fn run(dir: &Path) -> u8 {
         };
         let mut stub_config = StubConfig::new(DEMO_DOMAIN_ID);
         stub_config.auth = crate::stub::StubAuth::aksk(metadata::accepted_keys(DEMO_KEYS));
+        // As the cloud: an upload for an unknown extension is refused. The samples of the
+        // plain watch are known; release_task is not, for the release watch to register.
+        stub_config.auto_register = false;
         let stub = match Stub::start(stub_config).await {
             Ok(stub) => stub,
             Err(e) => {
@@ -91,6 +110,15 @@ pub fn run(dir: &Path) -> u8 {
                 return EXIT_FATAL;
             }
         };
+        let known = stub.with_catalog(|catalog| {
+            catalog
+                .register("demo_task", "Demo task", "Deploy", "The demo's sample")
+                .and_then(|()| catalog.register("hello", "Hello", "Normal", "The demo's sample"))
+        });
+        if let Err(refusal) = known {
+            eprintln!("extdrop: cannot set up the stand-in: {}", refusal.error_msg);
+            return EXIT_FATAL;
+        }
         let config = match prepare(dir, &stub.endpoint(), &metadata.endpoint()) {
             Ok(config) => config,
             Err(e) => {
@@ -112,6 +140,11 @@ pub fn run(dir: &Path) -> u8 {
                  cat {}\n  \
                  cargo run --release -- -c {} status\n  \
                  cargo run --release -- -c {} explain my_ext__Build.zip hello-1.0.0.zip notes.txt\n\n\
+                 The whole release (register, upload, publish) for an extension the stand-in does not know yet:\n  \
+                 cp {} {}/\n  \
+                 cat {}   # registered: true, published: true\n  \
+                 cargo run --release -- -c {} versions release_task   # 1.0.0 formal\n  \
+                 cp {} {}/   # again: 1.0.0 is official now, refused before any upload\n\n\
                  Ctrl-C stops the demo.\n",
                 stub.endpoint(),
                 metadata.endpoint(),
@@ -124,6 +157,12 @@ pub fn run(dir: &Path) -> u8 {
                 show("failed/wrong_name__Build.zip.result.json"),
                 config.path.display(),
                 config.path.display(),
+                show("samples/release_task__Build.zip"),
+                show("release/inbox"),
+                show("release/done/release_task__Build.zip.result.json"),
+                config.path.display(),
+                show("samples/release_task__Build.zip"),
+                show("release/inbox"),
             );
         };
         let result = daemon::run(&config, Mode::Watch, crate::service::controls(None), announce).await;
@@ -151,7 +190,15 @@ fn prepare(
     endpoint: &str,
     metadata_endpoint: &str,
 ) -> Result<Config, Box<dyn std::error::Error>> {
-    for sub in ["inbox", "done", "failed", "samples"] {
+    for sub in [
+        "inbox",
+        "done",
+        "failed",
+        "samples",
+        "release/inbox",
+        "release/done",
+        "release/failed",
+    ] {
         crate::store::ensure_folder(&dir.join(sub))?;
     }
     let config_path = dir.join("config.toml");
@@ -171,5 +218,12 @@ fn prepare(
         "1.0.0",
     )?;
     crate::package::write_sample(&samples.join("hello-1.0.0.zip"), "hello", "Normal", "1.0.0")?;
+    // An extension the stand-in does not know: the release watch registers and publishes it.
+    crate::package::write_sample(
+        &samples.join("release_task__Build.zip"),
+        "release_task",
+        "Build",
+        "1.0.0",
+    )?;
     Ok(Config::load(&config_path)?)
 }

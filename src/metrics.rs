@@ -43,6 +43,10 @@ pub const ATTEMPT_RESULTS: [&str; 5] = [
     "no_credentials",
 ];
 
+/// The values of `step` in `extdrop_release_steps_total` (SPEC §6): extensions registered,
+/// versions published, files refused because their version was already official.
+pub const RELEASE_STEPS: [&str; 3] = ["registered", "published", "refused_official"];
+
 /// The values of `result` in `extdrop_credential_renewals_total`.
 pub const RENEWAL_RESULTS: [&str; 2] = ["ok", "error"];
 
@@ -86,6 +90,12 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    watch: String,
+    step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RenewalLabel {
     result: String,
 }
@@ -108,6 +118,7 @@ struct Inner {
     oldest_waiting: Family<WatchLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     in_progress: Family<WatchLabel, Gauge>,
     renewals: Family<RenewalLabel, Counter>,
+    release_steps: Family<StepLabels, Counter>,
     last_success: Family<WatchLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
@@ -136,6 +147,7 @@ impl Metrics {
         let oldest_waiting = Family::default();
         let in_progress = Family::<WatchLabel, Gauge>::default();
         let renewals = Family::<RenewalLabel, Counter>::default();
+        let release_steps = Family::<StepLabels, Counter>::default();
         let last_success = Family::default();
 
         registry.register(
@@ -186,6 +198,11 @@ impl Metrics {
             "Credential renewals (new IAM token, re-read credential files), by result",
             renewals.clone(),
         );
+        registry.register(
+            "release_steps",
+            "Release steps, by watch and step (registered, published, refused_official)",
+            release_steps.clone(),
+        );
         registry.register_with_unit(
             "last_success_timestamp",
             "Unix time of the last upload the server accepted, by watch",
@@ -212,6 +229,7 @@ impl Metrics {
                 oldest_waiting,
                 in_progress,
                 renewals,
+                release_steps,
                 last_success,
             }),
         }
@@ -228,6 +246,9 @@ impl Metrics {
         }
         for result in ATTEMPT_RESULTS {
             let _ = m.attempts.get_or_create(&result_labels(watch, result));
+        }
+        for step in RELEASE_STEPS {
+            let _ = m.release_steps.get_or_create(&step_labels(watch, step));
         }
         let label = watch_label(watch);
         let _ = m.uploaded_bytes.get_or_create(&label);
@@ -300,6 +321,23 @@ impl Metrics {
             .set(saturating_i64(files));
     }
 
+    /// A release step happened; `step` is one of [`RELEASE_STEPS`].
+    pub fn release_step(&self, watch: &str, step: &str) {
+        debug_assert!(RELEASE_STEPS.contains(&step), "unknown step {step:?}");
+        self.inner
+            .release_steps
+            .get_or_create(&step_labels(watch, step))
+            .inc();
+    }
+
+    /// The count of release `step` for `watch` so far.
+    pub fn release_steps(&self, watch: &str, step: &str) -> u64 {
+        self.inner
+            .release_steps
+            .get_or_create(&step_labels(watch, step))
+            .get()
+    }
+
     /// Credentials were renewed; `result` is `"ok"` or `"error"`.
     pub fn credential_renewal(&self, result: &str) {
         debug_assert!(
@@ -360,6 +398,13 @@ fn result_labels(watch: &str, result: &str) -> ResultLabels {
     ResultLabels {
         watch: watch.to_owned(),
         result: result.to_owned(),
+    }
+}
+
+fn step_labels(watch: &str, step: &str) -> StepLabels {
+    StepLabels {
+        watch: watch.to_owned(),
+        step: step.to_owned(),
     }
 }
 
@@ -557,6 +602,21 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
+
+    #[test]
+    fn release_steps_are_counted_per_watch_and_step_from_zero() {
+        let m = Metrics::new();
+        m.add_watch("w");
+        let text = m.encode();
+        for step in RELEASE_STEPS {
+            let line = format!("extdrop_release_steps_total{{watch=\"w\",step=\"{step}\"}} 0");
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        m.release_step("w", "published");
+        m.release_step("w", "published");
+        assert_eq!(m.release_steps("w", "published"), 2);
+        assert_eq!(m.release_steps("w", "registered"), 0);
+    }
 
     /// One sample line of an exposition.
     #[derive(Debug, Clone, PartialEq)]

@@ -42,6 +42,11 @@ pub struct Manifest {
     pub version: String,
     /// `type` (normally `"Task"`), when present as a string. Not checked: the server judges it.
     pub kind: Option<String>,
+    /// `friendlyName`, when present as a string: the display name used to register and
+    /// publish (SPEC §6).
+    pub friendly_name: Option<String>,
+    /// `description`, when present as a string: the description used to register.
+    pub description: Option<String>,
 }
 
 /// Why a package cannot be uploaded as it is.
@@ -233,8 +238,10 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, PackageError> {
     manifest_of(BufReader::new(file))
 }
 
-/// Reads and parses the root manifest of a non-empty ZIP read from `reader`.
-fn manifest_of<R: Read + io::Seek>(reader: R) -> Result<Manifest, PackageError> {
+/// Reads and parses the root manifest of a package held by `reader` (a file, or bytes in
+/// memory as the stand-in holds an upload), reading only the central directory and the
+/// manifest entry.
+pub fn manifest_of<R: Read + io::Seek>(reader: R) -> Result<Manifest, PackageError> {
     let mut archive = ZipArchive::new(reader).map_err(archive_error)?;
 
     let Some(index) = archive.index_for_name(MANIFEST_NAME) else {
@@ -315,11 +322,14 @@ fn parse_manifest(bytes: &[u8]) -> Result<Manifest, PackageError> {
         name: string_field(&object, "name")?,
         category: string_field(&object, "category")?,
         version: string_field(&object, "version")?,
-        kind: object
-            .get("type")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        kind: optional_string(&object, "type"),
+        friendly_name: optional_string(&object, "friendlyName"),
+        description: optional_string(&object, "description"),
     })
+}
+
+fn optional_string(object: &Map<String, Value>, field: &str) -> Option<String> {
+    object.get(field).and_then(Value::as_str).map(str::to_owned)
 }
 
 fn string_field(object: &Map<String, Value>, field: &'static str) -> Result<String, PackageError> {
@@ -476,6 +486,8 @@ mod tests {
                 category: "Deploy".into(),
                 version: "1.0.0".into(),
                 kind: Some("Task".into()),
+                friendly_name: None,
+                description: Some("Sample extension demo_task, written by extdrop".into()),
             }
         );
         // The writer leaves no partial file behind.

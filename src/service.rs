@@ -112,7 +112,7 @@ pub fn controls(reload_from: Option<PathBuf>) -> mpsc::UnboundedReceiver<Control
 
 /// The preamble of every command that works with the endpoint: load the configuration, set up
 /// logging and the runtime, then run `body`.
-fn with_runtime<F, Fut>(path: &Path, body: F) -> u8
+pub(crate) fn with_runtime<F, Fut>(path: &Path, body: F) -> u8
 where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = u8>,
@@ -213,91 +213,6 @@ pub fn probe(config: &Config) -> Result<(String, String), String> {
     })
 }
 
-/// `extdrop upload FILE --plugin-name P --business-type B`.
-pub fn upload_one(path: &Path, file: &Path, plugin_name: &str, business_type: &str) -> u8 {
-    use crate::upload::{Package, Snapshot, Uploader, Verdict};
-    let checked = match std::fs::symlink_metadata(file) {
-        Ok(meta) if meta.is_file() => Snapshot::of(&meta),
-        Ok(_) => {
-            eprintln!("extdrop: {} is not a regular file", file.display());
-            return EXIT_FATAL;
-        }
-        Err(e) => {
-            eprintln!("extdrop: cannot read {}: {e}", file.display());
-            return EXIT_FATAL;
-        }
-    };
-    let file_name = file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("package.zip")
-        .to_owned();
-    with_runtime(path, |config| async move {
-        let client = match crate::upload::http_client(&config.codearts) {
-            Ok(client) => client,
-            Err(e) => {
-                eprintln!("extdrop: {e}");
-                return EXIT_FATAL;
-            }
-        };
-        let auth = match crate::auth::Auth::new(&config.auth, client.clone()) {
-            Ok(auth) => auth,
-            Err(e) => {
-                eprintln!("extdrop: {e}");
-                return EXIT_FATAL;
-            }
-        };
-        let uploader = Uploader::new(&config.codearts, client, auth);
-        let package = Package {
-            path: file,
-            file_name: &file_name,
-            checked,
-            // Not hashed beforehand: the size, time and inode still catch a file that changes.
-            sha256: None,
-            plugin_name,
-            business_type,
-        };
-        let mut verdict = uploader.attempt(package).await.verdict;
-        if let Verdict::Unauthorized { answer, stamp } = &verdict {
-            let (answer, stamp) = (answer.clone(), *stamp);
-            match uploader.auth().renew(stamp).await {
-                Ok(()) => verdict = uploader.attempt(package).await.verdict,
-                Err(e) => {
-                    eprintln!("extdrop: {e} (the server said {})", answer.describe());
-                    return EXIT_FATAL;
-                }
-            }
-        }
-        match verdict {
-            Verdict::Uploaded(answer) => {
-                println!(
-                    "uploaded {file_name} as {plugin_name} ({business_type}); request id {}",
-                    answer.request_id.as_deref().unwrap_or("-")
-                );
-                EXIT_OK
-            }
-            Verdict::Rejected { reason, .. } => {
-                eprintln!("extdrop: rejected: {reason}");
-                EXIT_PARTIAL
-            }
-            Verdict::Unauthorized { .. } => {
-                eprintln!(
-                    "extdrop: rejected: the server answered 401: the credentials were refused even after renewing them"
-                );
-                EXIT_PARTIAL
-            }
-            Verdict::Transient { why, .. } => {
-                eprintln!("extdrop: {why}");
-                EXIT_FATAL
-            }
-            Verdict::NoCredentials(e) => {
-                eprintln!("extdrop: {e}");
-                EXIT_FATAL
-            }
-        }
-    })
-}
-
 /// One watch's line in `status`.
 #[derive(Debug, Serialize)]
 pub struct WatchStatus {
@@ -315,6 +230,20 @@ pub struct WatchStatus {
     pub oldest_waiting_seconds: Option<u64>,
     /// The newest failures, newest first.
     pub recent_failures: Vec<Failure>,
+    /// The release steps of the filed files, when the watch registers or publishes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseCounts>,
+}
+
+/// How many filed files went through each release step (SPEC §6), from their reports.
+#[derive(Debug, Default, Serialize)]
+pub struct ReleaseCounts {
+    /// Files for which extdrop registered the extension.
+    pub registered: usize,
+    /// Files whose version extdrop published.
+    pub published: usize,
+    /// Files refused because their version was already official.
+    pub refused_official: usize,
 }
 
 /// A failure as `status` shows it.
@@ -371,15 +300,37 @@ pub fn watch_status(watch: &Watch) -> WatchStatus {
         .collect();
     recent_failures.sort_by(|a, b| b.finished.cmp(&a.finished));
     recent_failures.truncate(5);
+    let done_files = filed(&watch.done);
+    let release = (watch.register || watch.publish || watch.rule_publish.contains(&Some(true)))
+        .then(|| {
+            let mut counts = ReleaseCounts::default();
+            for p in done_files.iter().chain(&failed_files) {
+                let Some(report) = std::fs::read(store::report_path(p))
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<Report>(&bytes).ok())
+                else {
+                    continue;
+                };
+                counts.registered += usize::from(report.release.registered);
+                counts.published += usize::from(report.release.published == Some(true));
+                counts.refused_official += usize::from(
+                    report
+                        .reason
+                        .is_some_and(|r| r.contains(crate::release::OFFICIAL_REFUSAL)),
+                );
+            }
+            counts
+        });
     WatchStatus {
         watch: watch.name.clone(),
         waiting,
         in_progress,
-        done: filed(&watch.done).len(),
+        done: done_files.len(),
         failed: failed_files.len(),
         oldest_waiting_seconds: oldest
             .map(|o| now.duration_since(o).unwrap_or(Duration::ZERO).as_secs()),
         recent_failures,
+        release,
     }
 }
 
@@ -414,6 +365,12 @@ pub fn status(path: &Path, json: bool) -> u8 {
                 ))
                 .unwrap_or_default()
         );
+        if let Some(r) = &s.release {
+            println!(
+                "  release: {} registered, {} published, {} refused as already official",
+                r.registered, r.published, r.refused_official
+            );
+        }
         for f in &s.recent_failures {
             println!(
                 "  {} {}: {}",

@@ -130,6 +130,13 @@ pub struct ClaimRecord {
     /// it is not the real name and the file can only be refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub name_not_utf8: bool,
+    /// How far the file got through the release steps (SPEC §6); empty when the watch asks
+    /// for none, and in records of older versions.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::release::Progress::is_untouched"
+    )]
+    pub release: crate::release::Progress,
 }
 
 /// An outcome that has been decided but perhaps not yet filed.
@@ -278,6 +285,7 @@ pub fn claim_at(
             credential_wait_secs: 0,
             decided: None,
             name_not_utf8: !exact_name,
+            release: Default::default(),
         },
         unsynced: Vec::new(),
     };
@@ -706,6 +714,7 @@ pub fn file_orphan(watch: &Watch, payload: &Path, why: &str) -> Result<PathBuf, 
             credential_wait_secs: 0,
             decided: None,
             name_not_utf8: false,
+            release: Default::default(),
         },
         unsynced: Vec::new(),
     };
@@ -727,6 +736,7 @@ pub fn file_orphan(watch: &Watch, payload: &Path, why: &str) -> Result<PathBuf, 
         )),
         first_seen: now.clone(),
         finished: now,
+        release: Default::default(),
     };
     file(watch, claim, report)
 }
@@ -773,6 +783,7 @@ template = "{business_type}/{plugin_name}.zip"
             reason: None,
             first_seen: String::new(),
             finished: String::new(),
+            release: Default::default(),
         }
     }
 

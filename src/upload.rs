@@ -77,7 +77,7 @@ impl Verdict {
 }
 
 /// The parts of an HTTP answer that go into the report.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, Deserialize)]
 pub struct Answer {
     /// HTTP status.
     pub status: u16,
@@ -317,14 +317,14 @@ impl Uploader {
         };
         let response = match self.client.execute(request).await {
             Ok(response) => response,
-            Err(e) => return transport_failure(&e, self.request_timeout),
+            Err(e) => return transport_failure(&e, self.request_timeout, "upload"),
         };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         // Bodies of this API are tiny (`true` or an error object); bound what is read anyway.
         let body = match read_bounded(response, 64 * 1024).await {
             Ok(body) => body,
-            Err(e) => return transport_failure(&e, self.request_timeout),
+            Err(e) => return transport_failure(&e, self.request_timeout, "upload"),
         };
         classify(status, &headers, &body, stamp)
     }
@@ -402,7 +402,8 @@ impl Uploader {
     }
 }
 
-async fn read_bounded(
+/// Reads at most `limit` bytes of an answer's body, as text.
+pub(crate) async fn read_bounded(
     mut response: reqwest::Response,
     limit: usize,
 ) -> Result<String, reqwest::Error> {
@@ -417,17 +418,19 @@ async fn read_bounded(
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-fn transport_failure(e: &reqwest::Error, timeout: Duration) -> Verdict {
+/// A request that got no answer, as a transient verdict; `what` names the request in the
+/// sentence ("upload", "publish request").
+pub(crate) fn transport_failure(e: &reqwest::Error, timeout: Duration, what: &str) -> Verdict {
     let why = if e.is_timeout() {
         format!(
-            "the upload did not complete within {} (codearts.request_timeout)",
+            "the {what} did not complete within {} (codearts.request_timeout)",
             humantime::format_duration(timeout)
         )
     } else if e.is_connect() {
         format!("cannot connect to the endpoint: {}", error_chain(e))
     } else {
         format!(
-            "the connection failed during the upload: {}",
+            "the connection failed during the {what}: {}",
             error_chain(e)
         )
     };

@@ -178,6 +178,24 @@ fn demo_runs_a_sandbox_end_to_end() {
             .join("failed/wrong_name__Build.zip.result.json")
             .exists()
     });
+    // The release watch registers, uploads and publishes an extension the stand-in did not
+    // know.
+    std::fs::copy(
+        sandbox.join("samples/release_task__Build.zip"),
+        sandbox.join("staging-copy"),
+    )
+    .expect("copy");
+    std::fs::rename(
+        sandbox.join("staging-copy"),
+        sandbox.join("release/inbox/release_task__Build.zip"),
+    )
+    .expect("drop");
+    let released = sandbox.join("release/done/release_task__Build.zip.result.json");
+    wait("the release sample in release/done", &|| released.exists());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&released).expect("report")).expect("JSON");
+    assert_eq!(report["registered"], true, "{report}");
+    assert_eq!(report["published"], true, "{report}");
     let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
     rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
     let status = loop {
@@ -193,7 +211,7 @@ fn demo_runs_a_sandbox_end_to_end() {
     assert_eq!(status.code(), Some(0));
     let out = std::fs::read_to_string(&log).expect("log");
     assert!(
-        out.contains("1 done, 1 failed, 1 upload(s) accepted"),
+        out.contains("2 done, 1 failed, 2 upload(s) accepted"),
         "{out}"
     );
     // The demo shows the recommended set-up: the upload was signed with the agency's

@@ -64,6 +64,7 @@ fn a_decided_claim_is_filed_without_uploading_again() {
             reason: None,
             first_seen: now.clone(),
             finished: now,
+            release: Default::default(),
         },
     });
     claim.save().expect("save");

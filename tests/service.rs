@@ -143,7 +143,7 @@ fn json_logs_are_one_object_per_line_with_fields() {
 }
 
 /// GET over a plain socket: the test needs no HTTP client of its own.
-fn http_get(addr: &str, path: &str) -> (u16, String) {
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
     stream

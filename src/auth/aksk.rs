@@ -4,9 +4,10 @@
 //! requests with [`super::sign`], and re-read the key files after a 401.
 //!
 //! Invariants:
-//! - The body is never read: bodies are streamed multipart uploads, so the payload hash is
-//!   `UNSIGNED-PAYLOAD` (announced in `X-Sdk-Content-Sha256`); a request without a body signs
-//!   the empty hash, as the SDK does.
+//! - A streamed body (the multipart upload) is never read: its payload hash is
+//!   `UNSIGNED-PAYLOAD` (announced in `X-Sdk-Content-Sha256`). A JSON body held in full (the
+//!   lifecycle APIs) is signed with its real SHA-256 and no such header, and a request
+//!   without a body signs the empty hash, as the SDK does.
 //! - What is signed is what is sent: `Host` is written into the request (the HTTP client keeps
 //!   an explicit `Host`), and headers a proxy or the HTTP stack may add or rewrite
 //!   (`Content-Length`, `Connection`, ...) are left out of the signature, as the SDK's own
@@ -17,6 +18,7 @@
 use std::time::SystemTime;
 
 use reqwest::header::{AUTHORIZATION, HOST, HeaderName, HeaderValue};
+use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use super::secret::{ACCESS_KEY, EnvLookup, SECRET_KEY, SECURITY_TOKEN, Secret, Source};
@@ -198,6 +200,18 @@ pub(super) fn sign_request(
     let date = sign::sdk_date(now);
 
     let has_body = request.body().is_some();
+    // JSON bodies (the lifecycle APIs) are signed with their real hash, as the SDK signs them;
+    // any other body is taken for a stream (the multipart upload) and goes unsigned.
+    let is_json = request
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let body_bytes = request
+        .body()
+        .and_then(reqwest::Body::as_bytes)
+        .filter(|_| is_json)
+        .map(<[u8]>::to_vec);
     let headers = request.headers_mut();
     headers.remove(AUTHORIZATION);
     headers.insert(HOST, header(&host, &url)?);
@@ -208,8 +222,12 @@ pub(super) fn sign_request(
     let content_sha256 = HeaderName::from_static(sign::HEADER_CONTENT_SHA256);
     // A caller that hashed its body itself says so in this header; otherwise the body is
     // streamed and goes unsigned.
-    let payload_hash = match headers.get(&content_sha256).map(HeaderValue::to_str) {
-        Some(Ok(hash)) => hash.to_owned(),
+    let payload_hash = match (
+        headers.get(&content_sha256).map(HeaderValue::to_str),
+        &body_bytes,
+    ) {
+        (Some(Ok(hash)), _) => hash.to_owned(),
+        (_, Some(bytes)) => hex::encode(Sha256::digest(bytes)),
         _ if has_body => {
             headers.insert(
                 content_sha256,

@@ -2,7 +2,8 @@
 //!
 //! Values whose meaning is checked later carry their span so that the error can point at them;
 //! so do the tables whose required keys are checked later (a missing key points at its table).
-//! Only the booleans go without: every value of theirs is acceptable.
+//! Only the booleans go without, every value of theirs being acceptable, except `register` and
+//! `publish`, whose `true` needs `validate_package`.
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -96,6 +97,8 @@ pub struct Watch {
     pub poll_interval: Option<Spanned<String>>,
     pub rescan_interval: Option<Spanned<String>>,
     pub business_types: Option<Spanned<Vec<Spanned<String>>>>,
+    pub register: Option<Spanned<bool>>,
+    pub publish: Option<Spanned<bool>>,
     #[serde(default)]
     pub rule: Vec<Spanned<Rule>>,
 }
@@ -106,4 +109,5 @@ pub struct Rule {
     pub template: Option<Spanned<String>>,
     pub regex: Option<Spanned<String>>,
     pub business_type: Option<Spanned<String>>,
+    pub publish: Option<Spanned<bool>>,
 }

@@ -608,3 +608,59 @@ fn agency_takes_only_the_metadata_endpoint() -> Result<(), ConfigError> {
     );
     Ok(())
 }
+
+/// Registering and publishing read the package's version, so they need the package check;
+/// the error points at the key that asks for them (issue 8).
+#[test]
+fn register_and_publish_need_validate_package() {
+    let no_check = "\n[upload]\nvalidate_package = false\n";
+    let watch_level = BASE.replace(
+        "failed = \"failed\"\n",
+        "failed = \"failed\"\nregister = true\n",
+    );
+    assert_refused_at(
+        &format!("{watch_level}{no_check}"),
+        "14:12",
+        "watch[0].register",
+    );
+    let watch_level = BASE.replace(
+        "failed = \"failed\"\n",
+        "failed = \"failed\"\npublish = true\n",
+    );
+    assert_refused_at(
+        &format!("{watch_level}{no_check}"),
+        "14:11",
+        "watch[0].publish",
+    );
+    let rule_level = format!("{BASE}publish = true\n{no_check}");
+    assert_refused_at(&rule_level, "17:11", "watch[0].rule[0].publish");
+    let e = error(&rule_level);
+    assert!(e.contains("upload.validate_package"), "{e}");
+    // Off is always fine.
+    assert!(parse(&format!("{BASE}publish = false\n{no_check}")).is_ok());
+}
+
+#[test]
+fn a_rule_overrides_its_watchs_publish() -> Result<(), ConfigError> {
+    let text = BASE.replace(
+        "failed = \"failed\"\n",
+        "failed = \"failed\"\npublish = true\nregister = true\n",
+    );
+    let text = format!(
+        "{text}publish = false\n\n[[watch.rule]]\ntemplate = \"r/{{plugin_name}}__{{business_type}}.zip\"\n"
+    );
+    let config = parse(&text.replace(
+        "failed = \"failed\"\n",
+        "failed = \"failed\"\nrecursive = true\n",
+    ))?;
+    let w = &config.watches[0];
+    assert!(w.register);
+    assert!(!w.publishes(0), "the rule says no");
+    assert!(w.publishes(1), "the rule follows its watch");
+    let plain = parse(BASE)?;
+    assert!(
+        !plain.watches[0].register && !plain.watches[0].publishes(0),
+        "off by default"
+    );
+    Ok(())
+}
