@@ -44,13 +44,14 @@ use crate::auth::{Auth, AuthError};
 use crate::config::{Config, RetryPolicy, Watch};
 use crate::metrics::Metrics;
 use crate::outcome::{Outcome, ReleaseFacts, Report, timestamp};
-use crate::retry::Schedule;
 use crate::rules::Derivation;
 use crate::standby::Standby;
 use crate::store::{self, Claim, Resumed};
 use crate::upload::{Answer, Package, Sent, Snapshot, Uploader, Verdict};
 use crate::watch::{self, Busy, Found, Nudge, Tracker};
+use attempts::{Attempts, Judged};
 
+mod attempts;
 mod steps;
 
 /// How long uploads in flight may run on after SIGTERM before they are cut off (their files
@@ -1143,8 +1144,8 @@ async fn halt(ctx: &Context, watch: &Arc<Watch>, claim: Claim, halted: steps::Ha
     }
 }
 
-/// Upload attempts of the file `checked` found, until success, a permanent refusal or the end
-/// of the retry budget; `None` when the file stays claimed instead.
+/// Upload attempts until success, a permanent refusal or the end of the retry budget (see
+/// [`attempts`]); `None` when the file stays claimed instead.
 async fn upload(
     ctx: &Context,
     watch: &Watch,
@@ -1153,73 +1154,27 @@ async fn upload(
     checked: &Facts,
     mut permit: Option<OwnedSemaphorePermit>,
 ) -> Option<Report> {
-    let policy = ctx.settings().retry.clone();
-    let mut schedule = Schedule::new(&policy, claim.record.attempts);
-    let claimed_at =
-        humantime::parse_rfc3339(&claim.record.claimed_at).unwrap_or_else(|_| SystemTime::now());
-    // Time on the file's own account: since its claim, less any wait for credentials. The wall
-    // clock only bridges a restart; within this process the monotonic clock counts, so that a
-    // clock stepped forward (NTP, an operator) does not fail every file in backoff at once.
-    let (resumed, before) = (
-        Instant::now(),
-        SystemTime::now()
-            .duration_since(claimed_at)
-            .unwrap_or_default(),
-    );
-    let spent = |claim: &Claim| {
-        (before + resumed.elapsed())
-            .saturating_sub(Duration::from_secs(claim.record.credential_wait_secs))
+    let counter: attempts::Counter = |record| &mut record.attempts;
+    let refusal = |verdict: &Verdict| match verdict {
+        Verdict::Rejected { reason, .. } => reason.clone(),
+        other => crate::release::verdict_reason(other),
     };
-    // A claim resumed after a stop may have spent its budget already (its last attempt cut off
-    // by a crash, perhaps again and again): it must not get more than the budget allows.
-    let exhausted = if claim.record.attempts >= policy.max_attempts {
-        Some(crate::retry::Exhausted::Attempts(claim.record.attempts))
-    } else if spent(claim) > policy.max_elapsed {
-        Some(crate::retry::Exhausted::Elapsed(policy.max_elapsed))
-    } else {
-        None
+    let mut attempts = match Attempts::begin(ctx, claim, "upload", counter, refusal) {
+        Ok(attempts) => attempts,
+        Err(why) => return Some(draft.failed(why, None)),
     };
-    if let Some(exhausted) = exhausted {
-        return Some(draft.failed(
-            format!("the last attempt was cut short when extdrop stopped; {exhausted}"),
-            None,
-        ));
-    }
-    let mut free_retry_used = false;
-    let mut credential_waits = 0;
     let (plugin_name, business_type) = (
         draft.plugin_name.clone().unwrap_or_default(),
         draft.business_type.clone().unwrap_or_default(),
     );
     loop {
-        if permit.is_none() {
-            permit = Some(ctx.slot().await?);
-        }
-        if ctx.stopping() {
-            return None;
-        }
-        // Counted before the attempt, so a crash mid-upload still spends budget.
-        claim.record.attempts += 1;
-        draft.attempts = claim.record.attempts;
-        if let Err(e) = save(claim).await {
-            // No upload without its attempt on record (a crash would not count it): the
-            // attempt is taken back and tried again after a pause, without a slot meanwhile.
-            claim.record.attempts -= 1;
-            draft.attempts = claim.record.attempts;
-            tracing::error!(watch = %watch.name, file = %claim.record.rel_path, error = %e, "cannot update the claim record; the upload is tried again after a pause");
-            permit = None;
-            if ctx.mode == Mode::Once || !ctx.pause(ctx.io_retry_delay()).await {
-                ctx.error();
-                return None;
-            }
-            continue;
-        }
-        let attempt = claim.record.attempts;
+        let attempt = attempts.next(ctx, watch, claim, &mut permit).await?;
+        draft.attempts = attempt;
         tracing::info!(watch = %watch.name, file = %claim.record.rel_path, plugin_name = %plugin_name, business_type = %business_type, attempt, "uploading");
         let payload = claim.payload();
-        let settings = ctx.settings();
         let started = Instant::now();
-        let tried = settings
+        let tried = ctx
+            .settings()
             .uploader
             .attempt(Package {
                 path: &payload,
@@ -1238,102 +1193,28 @@ async fn upload(
             _ if tried.changed => draft.sha256 = None,
             _ => {}
         }
-        let verdict = tried.verdict;
         let metrics = &ctx.metrics;
-        metrics.attempt(&watch.name, verdict.class());
-        if !matches!(verdict, Verdict::NoCredentials(_)) {
+        metrics.attempt(&watch.name, tried.verdict.class());
+        if !matches!(tried.verdict, Verdict::NoCredentials(_)) {
             metrics.upload_duration(&watch.name, started.elapsed().as_secs_f64());
         }
-        let (why, answer, retry_after) = match verdict {
-            Verdict::Uploaded(answer) => {
-                metrics.uploaded_bytes(&watch.name, draft.size);
-                metrics.last_success(&watch.name);
-                ctx.trouble.over();
-                return Some(draft.done(answer));
-            }
-            Verdict::Rejected { answer, reason } => {
-                return Some(draft.failed(reason, Some(answer)));
-            }
-            Verdict::Unauthorized { answer, stamp } => {
-                let renewed = settings.uploader.auth().renew(stamp).await;
-                metrics.credential_renewal(if renewed.is_ok() { "ok" } else { "error" });
-                match renewed {
-                    Ok(()) if !free_retry_used => {
-                        // The first 401 costs nothing: the credentials were simply stale.
-                        free_retry_used = true;
-                        claim.record.attempts -= 1;
-                        continue;
-                    }
-                    Ok(()) => (
-                        "the server answered 401: the credentials were refused even after renewing them".to_owned(),
-                        Some(answer),
-                        None,
-                    ),
-                    Err(e) => {
-                        // Nothing fresh to offer: the operator's to fix, not the file's.
-                        uncount(claim).await;
-                        permit = None;
-                        let waited = Instant::now();
-                        let go_on = ctx
-                            .wait_for_credentials(
-                                watch,
-                                claim,
-                                &e,
-                                Some(&answer),
-                                started,
-                                &mut credential_waits,
-                            )
-                            .await;
-                        claim.record.credential_wait_secs += waited.elapsed().as_secs();
-                        if !go_on {
-                            return None;
-                        }
-                        continue;
-                    }
-                }
-            }
-            Verdict::NoCredentials(e) => {
-                uncount(claim).await;
-                permit = None;
-                let waited = Instant::now();
-                let go_on = ctx
-                    .wait_for_credentials(watch, claim, &e, None, started, &mut credential_waits)
-                    .await;
-                claim.record.credential_wait_secs += waited.elapsed().as_secs();
-                if !go_on {
-                    return None;
-                }
-                continue;
-            }
-            Verdict::Transient {
-                answer,
-                why,
-                retry_after,
-            } => (why, answer, retry_after),
-        };
-        draft.answer = answer;
-        match schedule.next_delay(claim.record.attempts, spent(claim), retry_after) {
-            Ok(delay) => {
-                tracing::warn!(watch = %watch.name, file = %claim.record.rel_path, attempt, status = draft.answer.as_ref().map(|a| a.status), why = %why, retry_in = ?delay, "upload failed; will retry");
-                permit = None;
-                if !ctx.pause(delay).await {
-                    return None;
-                }
-            }
-            Err(exhausted) => {
-                let answer = draft.answer.take();
-                return Some(draft.failed(format!("{why}; {exhausted}"), answer));
+        if let Verdict::Uploaded(answer) = tried.verdict {
+            metrics.uploaded_bytes(&watch.name, draft.size);
+            metrics.last_success(&watch.name);
+            ctx.trouble.over();
+            return Some(draft.done(answer));
+        }
+        match attempts
+            .judge(ctx, watch, claim, &mut permit, tried.verdict)
+            .await
+        {
+            Judged::Again => {}
+            Judged::Stay => return None,
+            Judged::Failed { why, answer } => {
+                draft.attempts = claim.record.attempts;
+                return Some(draft.failed(why, answer));
             }
         }
-    }
-}
-
-/// Takes back an attempt that never got the server's judgement of the file, on disk too, so
-/// that a file waiting for credentials when the daemon stops has not spent its budget.
-async fn uncount(claim: &mut Claim) {
-    claim.record.attempts -= 1;
-    if let Err(e) = save(claim).await {
-        tracing::warn!(file = %claim.record.rel_path, error = %e, "cannot update the claim record; the attempt stays counted");
     }
 }
 
@@ -1426,7 +1307,6 @@ struct Draft {
     size: u64,
     sha256: Option<String>,
     attempts: u32,
-    answer: Option<Answer>,
     release: ReleaseFacts,
 }
 
@@ -1443,7 +1323,6 @@ impl Draft {
                 .unwrap_or(0),
             sha256: None,
             attempts: claim.record.attempts,
-            answer: None,
             release: ReleaseFacts {
                 registered: claim.record.release.registered,
                 ..ReleaseFacts::default()

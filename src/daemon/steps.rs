@@ -12,17 +12,16 @@
 //! - Decisions follow what the queries answer, never an error code.
 
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::attempts::{Attempts, Counter, Judged};
 use super::{Context, Draft, save};
 use crate::config::Watch;
 use crate::outcome::{Outcome, Report};
 use crate::release::{Progress, Publication, Registration, Releaser, Reply, verdict_reason};
-use crate::retry::Schedule;
 use crate::store::Claim;
-use crate::upload::{Answer, Verdict};
+use crate::upload::Answer;
 
 /// What a file's release asks for, decided once its package is checked.
 pub(super) struct Plan {
@@ -333,9 +332,8 @@ async fn save_progress(ctx: &Context, claim: &mut Claim) -> Result<(), Halt> {
     }
 }
 
-/// One step's attempts until success, a permanent refusal or the end of the budget, as the
-/// upload's: 401 renews the credentials (the first renewal free), unusable credentials make
-/// the file wait uncounted, transient failures back off.
+/// One step's attempts until success, a permanent refusal or the end of the budget, judged as
+/// the upload's are (see [`super::attempts`]), its attempts counted per step.
 async fn step<T, F, Fut>(
     ctx: &Context,
     watch: &Watch,
@@ -348,135 +346,31 @@ where
     F: FnMut(Releaser) -> Fut,
     Fut: Future<Output = Reply<T>>,
 {
-    let policy = ctx.settings().retry.clone();
     let progress: &mut Progress = &mut claim.record.release;
     if progress.step.as_deref() != Some(name) {
         progress.step = Some(name.to_owned());
         progress.step_attempts = 0;
     }
-    let mut schedule = Schedule::new(&policy, progress.step_attempts);
-    let claimed_at =
-        humantime::parse_rfc3339(&claim.record.claimed_at).unwrap_or_else(|_| SystemTime::now());
-    // As the upload counts it: since the claim, less the waits for credentials; the wall
-    // clock only bridges a restart.
-    let (resumed, before) = (
-        Instant::now(),
-        SystemTime::now()
-            .duration_since(claimed_at)
-            .unwrap_or_default(),
-    );
-    let spent = |claim: &Claim| {
-        (before + resumed.elapsed())
-            .saturating_sub(Duration::from_secs(claim.record.credential_wait_secs))
-    };
-    let mut free_retry_used = false;
-    let mut credential_waits = 0;
+    let counter: Counter = |record| &mut record.release.step_attempts;
+    let mut attempts = Attempts::begin(ctx, claim, name, counter, verdict_reason)
+        .map_err(|why| StepEnd::Failed { why, answer: None })?;
     loop {
-        if permit.is_none() {
-            *permit = Some(ctx.slot().await.ok_or(StepEnd::Stay)?);
-        }
-        if ctx.stopping() {
-            return Err(StepEnd::Stay);
-        }
-        claim.record.release.step_attempts += 1;
-        let attempt = claim.record.release.step_attempts;
-        if let Err(e) = save(claim).await {
-            tracing::error!(file = %claim.record.rel_path, error = %e, "cannot update the claim record; the file stays claimed");
-            ctx.error();
-            return Err(StepEnd::Stay);
-        }
+        let attempt = attempts
+            .next(ctx, watch, claim, permit)
+            .await
+            .ok_or(StepEnd::Stay)?;
         tracing::info!(watch = %watch.name, file = %claim.record.rel_path, step = name, attempt, "release step");
-        let started = Instant::now();
         let releaser = ctx.settings().releaser.clone();
-        let (why, answer, retry_after) = match call(releaser.clone()).await {
+        match call(releaser).await {
             Ok(done) => {
                 ctx.trouble.over();
                 return Ok(done);
             }
-            Err(verdict @ Verdict::Rejected { .. }) | Err(verdict @ Verdict::Uploaded(_)) => {
-                let answer = match &verdict {
-                    Verdict::Rejected { answer, .. } | Verdict::Uploaded(answer) => {
-                        (answer.status != 0).then(|| answer.clone())
-                    }
-                    _ => None,
-                };
-                return Err(StepEnd::Failed {
-                    why: verdict_reason(&verdict),
-                    answer,
-                });
-            }
-            Err(Verdict::Unauthorized { answer, stamp }) => {
-                let renewed = releaser.auth().renew(stamp).await;
-                ctx.metrics
-                    .credential_renewal(if renewed.is_ok() { "ok" } else { "error" });
-                match renewed {
-                    Ok(()) if !free_retry_used => {
-                        free_retry_used = true;
-                        claim.record.release.step_attempts -= 1;
-                        continue;
-                    }
-                    Ok(()) => (
-                        "the server answered 401: the credentials were refused even after renewing them".to_owned(),
-                        Some(answer),
-                        None,
-                    ),
-                    Err(e) => {
-                        claim.record.release.step_attempts -= 1;
-                        *permit = None;
-                        let waited = Instant::now();
-                        let go_on = ctx
-                            .wait_for_credentials(
-                                watch,
-                                claim,
-                                &e,
-                                Some(&answer),
-                                started,
-                                &mut credential_waits,
-                            )
-                            .await;
-                        claim.record.credential_wait_secs += waited.elapsed().as_secs();
-                        if !go_on {
-                            let _ = save(claim).await;
-                            return Err(StepEnd::Stay);
-                        }
-                        continue;
-                    }
-                }
-            }
-            Err(Verdict::NoCredentials(e)) => {
-                claim.record.release.step_attempts -= 1;
-                *permit = None;
-                let waited = Instant::now();
-                let go_on = ctx
-                    .wait_for_credentials(watch, claim, &e, None, started, &mut credential_waits)
-                    .await;
-                claim.record.credential_wait_secs += waited.elapsed().as_secs();
-                if !go_on {
-                    let _ = save(claim).await;
-                    return Err(StepEnd::Stay);
-                }
-                continue;
-            }
-            Err(Verdict::Transient {
-                answer,
-                why,
-                retry_after,
-            }) => (why, answer, retry_after),
-        };
-        match schedule.next_delay(attempt, spent(claim), retry_after) {
-            Ok(delay) => {
-                tracing::warn!(watch = %watch.name, file = %claim.record.rel_path, step = name, attempt, status = answer.as_ref().map(|a| a.status), why = %why, retry_in = ?delay, "release step failed; will retry");
-                *permit = None;
-                if !ctx.pause(delay).await {
-                    return Err(StepEnd::Stay);
-                }
-            }
-            Err(exhausted) => {
-                return Err(StepEnd::Failed {
-                    why: format!("{why}; {exhausted}"),
-                    answer,
-                });
-            }
+            Err(verdict) => match attempts.judge(ctx, watch, claim, permit, verdict).await {
+                Judged::Again => {}
+                Judged::Stay => return Err(StepEnd::Stay),
+                Judged::Failed { why, answer } => return Err(StepEnd::Failed { why, answer }),
+            },
         }
     }
 }
