@@ -1,5 +1,8 @@
 //! The daemon: wiring the watchers, the handlers and shutdown together, and — in
-//! [`life_of_a_file`] — the whole life of one file, top to bottom.
+//! `life_of_a_file` and `carry_on` — the whole life of one file, top to bottom. Its rooms:
+//! `check` (the check before the upload), `attempts` (what an answer means, retries and the
+//! budget), `steps` (the release steps around the upload) and `recover` (claims picked up
+//! again after a stop or a crashed handler).
 //!
 //! Concurrency: every ready file gets a task; `[upload] concurrency` permits bound how many are
 //! past the claim at once, across all watches. A task gives its permit back while it waits to
@@ -50,8 +53,12 @@ use crate::store::{self, Claim, Resumed};
 use crate::upload::{Answer, Package, Sent, Snapshot, Uploader, Verdict};
 use crate::watch::{self, Busy, Found, Nudge, Tracker};
 use attempts::{Attempts, Judged};
+use check::{Facts, Refusal, examine};
+use recover::{panic_message, resume_claims, take_up_crashed};
 
 mod attempts;
+mod check;
+mod recover;
 mod steps;
 
 /// How long uploads in flight may run on after SIGTERM before they are cut off (their files
@@ -682,167 +689,6 @@ pub async fn run(
     })
 }
 
-/// Starts handlers for the claims a previous run left in these watches' work folders, and
-/// files orphans.
-async fn resume_claims(
-    ctx: &Arc<Context>,
-    watches: &[Arc<Watch>],
-    clean_up: bool,
-    tasks: &mut JoinSet<()>,
-) -> Result<(), DaemonError> {
-    for watch in watches {
-        let resumed = {
-            let watch = watch.clone();
-            tokio::task::spawn_blocking(move || store::resume(&watch, clean_up))
-                .await
-                .unwrap_or_else(|e| Err(join_error(e)))?
-        };
-        for item in resumed {
-            match item {
-                Resumed::Claim(claim) if ctx.owns(&claim) => {}
-                Resumed::Claim(claim) => {
-                    tracing::info!(watch = %watch.name, file = %claim.record.rel_path, attempts = claim.record.attempts, "resuming a claimed file");
-                    tasks.spawn(carry_on(ctx.clone(), watch.clone(), *claim, None));
-                }
-                Resumed::Orphan { path, why } => file_orphan(ctx, watch, path, why).await,
-                Resumed::Unsure { dir, error } => {
-                    // Neither removed nor taken for empty: looked at again after a pause.
-                    tracing::warn!(watch = %watch.name, claim = %dir.display(), error = %error, "cannot read a claim folder; it is looked at again after a pause");
-                    tasks.spawn(take_up_again(ctx.clone(), watch.clone(), dir, None));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Files an orphan (a work-folder file without a usable claim record) in `failed`.
-async fn file_orphan(ctx: &Context, watch: &Arc<Watch>, path: PathBuf, why: String) {
-    tracing::warn!(watch = %watch.name, file = %path.display(), why = %why, "work folder holds a file without a claim record");
-    let owner = watch.clone();
-    let filed = tokio::task::spawn_blocking(move || store::file_orphan(&owner, &path, &why)).await;
-    match filed {
-        Ok(Ok(dest)) => {
-            ctx.failed.fetch_add(1, Ordering::Relaxed);
-            ctx.metrics.file_filed(&watch.name, "failed");
-            tracing::info!(file = %dest.display(), outcome = "failed", "filed an orphan from the work folder");
-        }
-        Ok(Err(e)) => {
-            tracing::error!(watch = %watch.name, error = %e, "cannot file an orphan from the work folder; it stays there");
-            ctx.error();
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "orphan filing task failed");
-            ctx.error();
-        }
-    }
-}
-
-/// A handler task ended with an error (a panic): the claims it held are taken up again after
-/// a pause, in the running process.
-fn take_up_crashed(ctx: &Arc<Context>, error: tokio::task::JoinError, tasks: &mut JoinSet<()>) {
-    let task = error.id();
-    let why = panic_message(error);
-    let crashed: Vec<_> = {
-        let mut all = ctx.crashed.lock().unwrap_or_else(|e| e.into_inner());
-        let (this, others) = std::mem::take(&mut *all)
-            .into_iter()
-            .partition(|c| c.task.is_none_or(|id| id == task));
-        *all = others;
-        this
-    };
-    if crashed.is_empty() {
-        // Crashed before it held a claim: its file is still in the inbox, for the next scan.
-        tracing::error!(error = %why, "a file handler crashed before it claimed its file");
-        ctx.error();
-    }
-    for Crashed { watch, dir, .. } in crashed {
-        tracing::error!(watch = %watch.name, claim = %dir.display(), error = %why, "a file handler crashed; its claim is taken up again after a pause");
-        tasks.spawn(take_up_again(ctx.clone(), watch, dir, Some(why.clone())));
-    }
-}
-
-/// The message of a panic that ended a task (or why else it ended).
-fn panic_message(error: tokio::task::JoinError) -> String {
-    match error.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_owned()),
-        Err(error) => error.to_string(),
-    }
-}
-
-/// Takes up a claim nobody handles any more after a pause: one whose handler crashed
-/// (`crash` holds why), or whose folder could not be read. Looks again after every pause while
-/// the folder cannot be read; at shutdown the claim waits for the next start.
-async fn take_up_again(ctx: Arc<Context>, watch: Arc<Watch>, dir: PathBuf, crash: Option<String>) {
-    let mut logged = false;
-    loop {
-        if !ctx.pause(ctx.io_retry_delay()).await {
-            return;
-        }
-        let inspected = {
-            let (watch, dir) = (watch.clone(), dir.clone());
-            tokio::task::spawn_blocking(move || store::inspect(&watch, &dir, false))
-                .await
-                .unwrap_or_else(|e| Err(join_error(e)))
-        };
-        let claim = match inspected {
-            Ok(None) => return, // filed meanwhile, or never claimed after all
-            Ok(Some(Resumed::Claim(claim))) => claim,
-            Ok(Some(Resumed::Orphan { path, why })) => {
-                file_orphan(&ctx, &watch, path, why).await;
-                return;
-            }
-            Ok(Some(Resumed::Unsure { error, .. })) | Err(error) => {
-                if !logged {
-                    tracing::error!(watch = %watch.name, claim = %dir.display(), error = %error, "cannot read a claim folder; it is looked at again after a pause");
-                    logged = true;
-                }
-                continue;
-            }
-        };
-        if let Some(why) = &crash {
-            let crashes = {
-                let mut map = ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
-                let n = map.entry(dir.clone()).or_default();
-                *n += 1;
-                *n
-            };
-            if crashes >= HANDLER_CRASHES && claim.record.decided.is_none() {
-                // The file crashes its handler every time: refused, not tried forever.
-                let Some(_handling) = ctx.handle(&watch, &claim) else {
-                    return;
-                };
-                ctx.crashes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&dir);
-                let report = Draft::new(&watch, &claim).failed(
-                    format!("extdrop crashed {crashes} times while handling this file: {why}"),
-                    None,
-                );
-                file(&ctx, &watch, *claim, report).await;
-                return;
-            }
-        }
-        carry_on(ctx.clone(), watch, *claim, None).await;
-        if crash.is_some()
-            && std::fs::symlink_metadata(&dir)
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-        {
-            // Filed: its count of crashes is no longer needed.
-            ctx.crashes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&dir);
-        }
-        return;
-    }
-}
-
 /// Applies a new configuration: builds and arms everything new first, and only then swaps it
 /// in, so a reload that fails half-way leaves the old configuration running. Handlers in
 /// flight keep the watch they started with.
@@ -1359,78 +1205,6 @@ impl Draft {
     fn failed(&self, reason: String, answer: Option<Answer>) -> Report {
         self.report(Outcome::Failed, answer, Some(reason))
     }
-}
-
-/// Facts learned by reading a file before its upload.
-struct Facts {
-    /// The file as it was checked: an upload compares it with the file as it is sent.
-    snapshot: Snapshot,
-    sha256: String,
-    /// The package's manifest, when the package check ran.
-    manifest: Option<crate::package::Manifest>,
-}
-
-/// Why a file will not be uploaded, learned before any attempt.
-struct Refusal {
-    size: u64,
-    reason: String,
-}
-
-/// Checks size and (optionally) the package, and hashes the content. Blocking.
-fn examine(
-    path: &std::path::Path,
-    limit: u64,
-    validate: bool,
-    plugin_name: &str,
-    business_type: &str,
-) -> Result<Facts, Refusal> {
-    use sha2::Digest;
-    let refuse = |size, reason: String| Refusal { size, reason };
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| refuse(0, format!("the file cannot be inspected: {e}")))?;
-    let size = meta.len();
-    if size > limit {
-        return Err(refuse(
-            size,
-            format!(
-                "the file is {} which is larger than upload.max_file_size ({})",
-                bytesize::ByteSize(size).display().iec(),
-                bytesize::ByteSize(limit).display().iec()
-            ),
-        ));
-    }
-    if size == 0 {
-        return Err(refuse(size, "the file is empty".to_owned()));
-    }
-    let manifest = if validate {
-        Some(
-            crate::package::check_package(path, plugin_name, business_type)
-                .map_err(|e| refuse(size, e.to_string()))?,
-        )
-    } else {
-        None
-    };
-    let mut file = store::open_payload(path)
-        .map_err(|e| refuse(size, format!("the file cannot be read: {e}")))?;
-    let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut file, &mut hasher)
-        .map_err(|e| refuse(size, format!("the file cannot be read: {e}")))?;
-    // The hash and the package check must be of the file as it was measured.
-    let snapshot = Snapshot::of(&meta);
-    let after = std::fs::symlink_metadata(path)
-        .map(|m| Snapshot::of(&m))
-        .map_err(|e| refuse(size, format!("the file cannot be inspected: {e}")))?;
-    if let Some(detail) = snapshot.difference(&after) {
-        return Err(refuse(
-            after.size,
-            format!("the file changed while it was being checked: {detail}"),
-        ));
-    }
-    Ok(Facts {
-        snapshot,
-        sha256: hex::encode(hasher.finalize()),
-        manifest,
-    })
 }
 
 #[cfg(test)]

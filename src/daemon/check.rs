@@ -1,0 +1,80 @@
+//! The check before the upload: size, emptiness, the package (ZIP and manifest) and the
+//! SHA-256 of the bytes checked, with the file's snapshot to notice a change later. Blocking:
+//! callers run it with `spawn_blocking`.
+
+use super::*;
+
+/// Facts learned by reading a file before its upload.
+pub(super) struct Facts {
+    /// The file as it was checked: an upload compares it with the file as it is sent.
+    pub snapshot: Snapshot,
+    /// Lowercase hex SHA-256 of the bytes checked.
+    pub sha256: String,
+    /// The package's manifest, when the package check ran.
+    pub manifest: Option<crate::package::Manifest>,
+}
+
+/// Why a file will not be uploaded, learned before any attempt.
+pub(super) struct Refusal {
+    /// The file's size, for the report.
+    pub size: u64,
+    /// Why, in one sentence.
+    pub reason: String,
+}
+
+/// Checks size and (optionally) the package, and hashes the content. Blocking.
+pub(super) fn examine(
+    path: &std::path::Path,
+    limit: u64,
+    validate: bool,
+    plugin_name: &str,
+    business_type: &str,
+) -> Result<Facts, Refusal> {
+    use sha2::Digest;
+    let refuse = |size, reason: String| Refusal { size, reason };
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| refuse(0, format!("the file cannot be inspected: {e}")))?;
+    let size = meta.len();
+    if size > limit {
+        return Err(refuse(
+            size,
+            format!(
+                "the file is {} which is larger than upload.max_file_size ({})",
+                bytesize::ByteSize(size).display().iec(),
+                bytesize::ByteSize(limit).display().iec()
+            ),
+        ));
+    }
+    if size == 0 {
+        return Err(refuse(size, "the file is empty".to_owned()));
+    }
+    let manifest = if validate {
+        Some(
+            crate::package::check_package(path, plugin_name, business_type)
+                .map_err(|e| refuse(size, e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let mut file = store::open_payload(path)
+        .map_err(|e| refuse(size, format!("the file cannot be read: {e}")))?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|e| refuse(size, format!("the file cannot be read: {e}")))?;
+    // The hash and the package check must be of the file as it was measured.
+    let snapshot = Snapshot::of(&meta);
+    let after = std::fs::symlink_metadata(path)
+        .map(|m| Snapshot::of(&m))
+        .map_err(|e| refuse(size, format!("the file cannot be inspected: {e}")))?;
+    if let Some(detail) = snapshot.difference(&after) {
+        return Err(refuse(
+            after.size,
+            format!("the file changed while it was being checked: {detail}"),
+        ));
+    }
+    Ok(Facts {
+        snapshot,
+        sha256: hex::encode(hasher.finalize()),
+        manifest,
+    })
+}
