@@ -1,8 +1,10 @@
 //! The daemon: wiring the watchers, the handlers and shutdown together, and — in
 //! [`life_of_a_file`] — the whole life of one file, top to bottom.
 //!
-//! Concurrency: every ready file gets a task; `[upload] concurrency` permits bound how many are
-//! past the claim at once, across all watches. A task gives its permit back while it waits to
+//! Concurrency: `[upload] concurrency` permits bound how many files are past the claim at once,
+//! across all watches. A ready file waits for its permit in the main loop's queue
+//! ([`backlog::Backlog`]), unclaimed in its inbox, and gets a task only with one, so a backlog
+//! costs memory per slot, not per file. A task gives its permit back while it waits to
 //! retry, so a file in backoff never blocks the others. On shutdown no new file is claimed,
 //! waiting tasks stop at once (their files stay claimed and are resumed at the next start), and
 //! uploads in flight get [`SHUTDOWN_GRACE`] to finish.
@@ -51,6 +53,7 @@ use crate::store::{self, Claim, Resumed};
 use crate::upload::{Answer, Package, Sent, Snapshot, Uploader, Verdict};
 use crate::watch::{self, Busy, Found, Nudge, Tracker};
 
+mod backlog;
 mod steps;
 mod wake;
 
@@ -563,6 +566,7 @@ pub async fn run(
     let mut control_open = true;
     let mut interrupted = false;
     let mut rearm_failing = false;
+    let mut backlog = backlog::Backlog::new(ctx.slots.clone());
     loop {
         let wake_at = wake::earliest([watching.next_due(mode), next_ping, lost_check, refresh]);
         heartbeat.asleep_until(wake_at);
@@ -608,6 +612,9 @@ pub async fn run(
                     take_up_crashed(&ctx, e, &mut tasks);
                 }
             }
+            (found, permit) = backlog.next(), if !backlog.is_empty() => {
+                tasks.spawn(life_of_a_file(ctx.clone(), found, permit));
+            }
             _ = wake::until(wake_at) => changed = false,
         }
         heartbeat.awake();
@@ -650,7 +657,10 @@ pub async fn run(
         }
         for found in offload(|| watching.tracker.ready(now)) {
             changed = true;
-            tasks.spawn(life_of_a_file(ctx.clone(), found));
+            backlog.push(found);
+        }
+        while let Some((found, permit)) = backlog.try_next() {
+            tasks.spawn(life_of_a_file(ctx.clone(), found, permit));
         }
         if changed {
             refresh = refresh.or(Some(now + wake::STATUS_EVERY));
@@ -679,11 +689,18 @@ pub async fn run(
                 status = line;
             }
             // Counts and ages move on their own while files wait or are in progress.
-            let active = !watching.tracker.is_empty() || !ctx.busy.is_empty() || !tasks.is_empty();
+            let active = !watching.tracker.is_empty()
+                || !backlog.is_empty()
+                || !ctx.busy.is_empty()
+                || !tasks.is_empty();
             refresh = active.then(|| now + wake::STATUS_EVERY);
         }
         // Checked after every wake-up, a finished task's included, not on a tick.
-        if mode == Mode::Once && watching.tracker.is_empty() && tasks.is_empty() {
+        if mode == Mode::Once
+            && watching.tracker.is_empty()
+            && backlog.is_empty()
+            && tasks.is_empty()
+        {
             break;
         }
     }
@@ -958,16 +975,21 @@ fn join_error(e: tokio::task::JoinError) -> store::StoreError {
     }
 }
 
-/// The life of a file, from the moment it is ready in the inbox.
-async fn life_of_a_file(ctx: Arc<Context>, found: Found) {
+/// The life of a file, from the moment it is ready in the inbox and has an upload slot
+/// (`permit`, given by the main loop's [`backlog::Backlog`]).
+async fn life_of_a_file(ctx: Arc<Context>, found: Found, permit: OwnedSemaphorePermit) {
     let path = found.path.clone();
     // Ready → claimed: only with an upload slot, so that unclaimed files wait in the inbox
     // (where an operator can still take them back) rather than in the work folder.
-    // A claim that fails leaves the file in the inbox; it is tried again after a pause, the
-    // path held meanwhile so that no second handler takes it.
+    // A claim that fails leaves the file in the inbox; it is tried again after a pause (and a
+    // new wait for a slot), the path held meanwhile so that no second handler takes it.
     let mut failures = 0u32;
+    let mut first = Some(permit);
     let (claim, permit) = loop {
-        let Some(permit) = ctx.slot().await else {
+        let Some(permit) = (match first.take() {
+            Some(permit) => Some(permit),
+            None => ctx.slot().await,
+        }) else {
             ctx.busy.release(&path);
             return;
         };
