@@ -1,11 +1,14 @@
 //! The daemon: wiring the watchers, the handlers and shutdown together, and — in
 //! `life_of_a_file` and `carry_on` — the whole life of one file, top to bottom. Its rooms:
 //! `check` (the check before the upload), `attempts` (what an answer means, retries and the
-//! budget), `steps` (the release steps around the upload) and `recover` (claims picked up
-//! again after a stop or a crashed handler).
+//! budget), `steps` (the release steps around the upload), `recover` (claims picked up
+//! again after a stop or a crashed handler), `backlog` (ready files waiting for a slot) and
+//! `wake` (when the main loop must wake next).
 //!
-//! Concurrency: every ready file gets a task; `[upload] concurrency` permits bound how many are
-//! past the claim at once, across all watches. A task gives its permit back while it waits to
+//! Concurrency: `[upload] concurrency` permits bound how many files are past the claim at once,
+//! across all watches. A ready file waits for its permit in the main loop's queue
+//! ([`backlog::Backlog`]), unclaimed in its inbox, and gets a task only with one, so a backlog
+//! costs memory per slot, not per file. A task gives its permit back while it waits to
 //! retry, so a file in backoff never blocks the others. On shutdown no new file is claimed,
 //! waiting tasks stop at once (their files stay claimed and are resumed at the next start), and
 //! uploads in flight get [`SHUTDOWN_GRACE`] to finish.
@@ -57,9 +60,11 @@ use check::{Facts, Refusal, examine};
 use recover::{panic_message, resume_claims, take_up_crashed};
 
 mod attempts;
+mod backlog;
 mod check;
 mod recover;
 mod steps;
+mod wake;
 
 /// How long uploads in flight may run on after SIGTERM before they are cut off (their files
 /// stay claimed and are resumed at the next start). Below systemd's default stop timeout.
@@ -469,9 +474,17 @@ impl Watching {
             .map(|(w, _)| &**w)
     }
 
-    /// How often the main loop ticks: often enough for readiness and the watchdog.
-    fn tick(&self, watchdog: Option<Duration>) -> Duration {
-        watchdog.map_or(self.tracker.tick(), |w| w.min(self.tracker.tick()))
+    /// When the main loop must next look at the inboxes: a candidate due (a few milliseconds
+    /// late, see [`wake::COALESCE`]) or, when watching, a rescan.
+    fn next_due(&self, mode: Mode) -> Option<Instant> {
+        let rescan = match mode {
+            Mode::Watch => self.next_rescan.iter().min().copied(),
+            Mode::Once => None,
+        };
+        wake::earliest([
+            self.tracker.next_check().map(|t| t + wake::COALESCE),
+            rescan,
+        ])
     }
 }
 
@@ -526,14 +539,12 @@ pub async fn run(
         .watches
         .iter()
         .for_each(|w| ctx.metrics.add_watch(&w.name));
-    // Healthy while the main loop keeps ticking (the loop that also pings systemd's watchdog).
-    let heartbeat = Arc::new(AtomicU64::new(unix_seconds()));
+    // Healthy while the main loop keeps its promise to wake (see `wake::Heartbeat`).
+    let heartbeat = Arc::new(wake::Heartbeat::new());
     let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     if let Some(listen) = config.metrics_listen {
         let (beat, stop) = (heartbeat.clone(), ctx.stop.clone());
-        let healthy = move || {
-            !*stop.borrow() && unix_seconds().saturating_sub(beat.load(Ordering::Relaxed)) < 30
-        };
+        let healthy = move || !*stop.borrow() && beat.healthy();
         crate::metrics::serve(listen, ctx.metrics.clone(), healthy, async move {
             let _ = metrics_stopped.await;
         })
@@ -553,14 +564,22 @@ pub async fn run(
     ready();
 
     let watchdog = crate::systemd::watchdog_interval();
-    let mut tick = tokio::time::interval(watching.tick(watchdog));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_ping = watchdog.map(|_| Instant::now());
+    // A look for an inbox removed or replaced, due shortly after an event (its removal
+    // raises one), and again while re-arming fails.
+    let mut lost_check: Option<Instant> = None;
+    // The next refresh of the status line and the waiting metrics: due after a change, and
+    // every `STATUS_EVERY` while anything waits or is in progress.
+    let mut refresh: Option<Instant> = Some(Instant::now());
     let mut status = String::new();
     let mut control_open = true;
     let mut interrupted = false;
     let mut rearm_failing = false;
-    let mut next_ping = Instant::now();
+    let mut backlog = backlog::Backlog::new(ctx.slots.clone());
     loop {
+        let wake_at = wake::earliest([watching.next_due(mode), next_ping, lost_check, refresh]);
+        heartbeat.asleep_until(wake_at);
+        let mut changed = true;
         tokio::select! {
             command = control.recv(), if control_open => match command {
                 Some(Control::Shutdown) => {
@@ -574,7 +593,6 @@ pub async fn run(
                     match reload(&ctx, &current, &new, mode, &nudge_tx, &watching, &mut tasks).await {
                         Ok(swapped) => {
                             watching = swapped;
-                            tick = tokio::time::interval(watching.tick(watchdog));
                             tracing::info!(watches = watching.watches.len(), "configuration reloaded");
                             current = *new;
                         }
@@ -584,78 +602,115 @@ pub async fn run(
                 }
                 None => control_open = false,
             },
-            Some(nudge) = nudges.recv() => match nudge {
-                Nudge::Paths(paths) => paths.iter().for_each(|p| watching.tracker.note(p)),
-                Nudge::Rescan => {
-                    tracing::warn!("file events were lost (queue overflow): rescanning every inbox");
-                    offload(|| watching.tracker.scan_all());
+            Some(nudge) = nudges.recv() => {
+                match nudge {
+                    Nudge::Paths(paths) => paths.iter().for_each(|p| watching.tracker.note(p)),
+                    Nudge::Rescan => {
+                        tracing::warn!("file events were lost (queue overflow): rescanning every inbox");
+                        offload(|| watching.tracker.scan_all());
+                    }
+                    Nudge::Error(e) => {
+                        tracing::error!(error = %e, "watcher error; rescanning");
+                        offload(|| watching.tracker.scan_all());
+                    }
                 }
-                Nudge::Error(e) => {
-                    tracing::error!(error = %e, "watcher error; rescanning");
-                    offload(|| watching.tracker.scan_all());
-                }
-            },
+                lost_check = lost_check.or(Some(Instant::now() + watching.tracker.glance()));
+            }
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = joined {
                     take_up_crashed(&ctx, e, &mut tasks);
                 }
             }
-            _ = tick.tick() => {
-                let now = Instant::now();
-                heartbeat.store(unix_seconds(), Ordering::Relaxed);
-                if let Some(every) = watchdog {
-                    // Pinged from the main loop itself: if it wedges, the pings stop.
-                    if now >= next_ping {
-                        crate::systemd::alive();
-                        next_ping = now + every;
+            (found, permit) = backlog.next(), if !backlog.is_empty() => {
+                tasks.spawn(life_of_a_file(ctx.clone(), found, permit));
+            }
+            _ = wake::until(wake_at) => changed = false,
+        }
+        heartbeat.awake();
+        let now = Instant::now();
+        if let (Some(every), Some(due)) = (watchdog, next_ping)
+            && now >= due
+        {
+            // Pinged from the main loop itself: if it wedges, the pings stop.
+            crate::systemd::alive();
+            next_ping = Some(now + every);
+        }
+        let rescan_due = watching.next_rescan.iter().any(|due| now >= *due);
+        if mode == Mode::Watch && (lost_check.is_some_and(|at| now >= at) || rescan_due) {
+            lost_check = None;
+            if let Some(lost) = watching.lost_inbox() {
+                let inbox = lost.inbox.clone();
+                match rearm(&ctx, &current, &inbox, &nudge_tx) {
+                    Ok(rearmed) => {
+                        watching = rearmed;
+                        rearm_failing = false;
+                        tracing::warn!(inbox = %inbox.display(), "the inbox was removed or replaced: it is watched again (created anew where it was missing)");
                     }
-                }
-                if mode == Mode::Watch && let Some(lost) = watching.lost_inbox() {
-                    let inbox = lost.inbox.clone();
-                    match rearm(&ctx, &current, &inbox, &nudge_tx) {
-                        Ok(rearmed) => {
-                            watching = rearmed;
-                            rearm_failing = false;
-                            tracing::warn!(inbox = %inbox.display(), "the inbox was removed or replaced: it is watched again (created anew where it was missing)");
-                        }
-                        Err(e) if !rearm_failing => {
-                            rearm_failing = true;
+                    Err(e) => {
+                        if !rearm_failing {
                             tracing::error!(inbox = %inbox.display(), error = %e, "the inbox was removed or replaced and cannot be watched again; trying again");
                         }
-                        Err(_) => {}
+                        rearm_failing = true;
+                        lost_check = Some(now + watching.tracker.glance());
                     }
-                }
-                if mode == Mode::Watch {
-                    for (i, due) in watching.next_rescan.iter_mut().enumerate() {
-                        if now >= *due {
-                            offload(|| watching.tracker.scan(i));
-                            *due = now + watching.watches[i].rescan_interval;
-                        }
-                    }
-                }
-                for found in offload(|| watching.tracker.ready(now)) {
-                    tasks.spawn(life_of_a_file(ctx.clone(), found));
-                }
-                let wall = SystemTime::now();
-                for (w, (files, oldest)) in watching.watches.iter().zip(watching.tracker.waiting_per_watch()) {
-                    let age = oldest.and_then(|o| wall.duration_since(o).ok()).unwrap_or_default();
-                    ctx.metrics.set_waiting(&w.name, files, age.as_secs_f64());
-                }
-                let line = format!(
-                    "{} waiting, {} in progress, {} done, {} failed",
-                    watching.tracker.waiting() + ctx.busy.len(),
-                    ctx.in_progress_total(),
-                    ctx.done.load(Ordering::Relaxed),
-                    ctx.failed.load(Ordering::Relaxed)
-                );
-                if line != status {
-                    crate::systemd::status(&line);
-                    status = line;
-                }
-                if mode == Mode::Once && watching.tracker.is_empty() && tasks.is_empty() {
-                    break;
                 }
             }
+        }
+        if mode == Mode::Watch {
+            for (i, due) in watching.next_rescan.iter_mut().enumerate() {
+                if now >= *due {
+                    offload(|| watching.tracker.scan(i));
+                    *due = now + watching.watches[i].rescan_interval;
+                }
+            }
+        }
+        for found in offload(|| watching.tracker.ready(now)) {
+            changed = true;
+            backlog.push(found);
+        }
+        while let Some((found, permit)) = backlog.try_next() {
+            tasks.spawn(life_of_a_file(ctx.clone(), found, permit));
+        }
+        if changed {
+            refresh = refresh.or(Some(now + wake::STATUS_EVERY));
+        }
+        if refresh.is_some_and(|at| now >= at) {
+            let wall = SystemTime::now();
+            for (w, (files, oldest)) in watching
+                .watches
+                .iter()
+                .zip(watching.tracker.waiting_per_watch())
+            {
+                let age = oldest
+                    .and_then(|o| wall.duration_since(o).ok())
+                    .unwrap_or_default();
+                ctx.metrics.set_waiting(&w.name, files, age.as_secs_f64());
+            }
+            let line = format!(
+                "{} waiting, {} in progress, {} done, {} failed",
+                watching.tracker.waiting() + ctx.busy.len(),
+                ctx.in_progress_total(),
+                ctx.done.load(Ordering::Relaxed),
+                ctx.failed.load(Ordering::Relaxed)
+            );
+            if line != status {
+                crate::systemd::status(&line);
+                status = line;
+            }
+            // Counts and ages move on their own while files wait or are in progress.
+            let active = !watching.tracker.is_empty()
+                || !backlog.is_empty()
+                || !ctx.busy.is_empty()
+                || !tasks.is_empty();
+            refresh = active.then(|| now + wake::STATUS_EVERY);
+        }
+        // Checked after every wake-up, a finished task's included, not on a tick.
+        if mode == Mode::Once
+            && watching.tracker.is_empty()
+            && backlog.is_empty()
+            && tasks.is_empty()
+        {
+            break;
         }
     }
 
@@ -760,13 +815,6 @@ fn offload<T>(work: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(work)
 }
 
-fn unix_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
 fn join_error(e: tokio::task::JoinError) -> store::StoreError {
     store::StoreError {
         action: "run blocking task for",
@@ -775,16 +823,21 @@ fn join_error(e: tokio::task::JoinError) -> store::StoreError {
     }
 }
 
-/// The life of a file, from the moment it is ready in the inbox.
-async fn life_of_a_file(ctx: Arc<Context>, found: Found) {
+/// The life of a file, from the moment it is ready in the inbox and has an upload slot
+/// (`permit`, given by the main loop's [`backlog::Backlog`]).
+async fn life_of_a_file(ctx: Arc<Context>, found: Found, permit: OwnedSemaphorePermit) {
     let path = found.path.clone();
     // Ready → claimed: only with an upload slot, so that unclaimed files wait in the inbox
     // (where an operator can still take them back) rather than in the work folder.
-    // A claim that fails leaves the file in the inbox; it is tried again after a pause, the
-    // path held meanwhile so that no second handler takes it.
+    // A claim that fails leaves the file in the inbox; it is tried again after a pause (and a
+    // new wait for a slot), the path held meanwhile so that no second handler takes it.
     let mut failures = 0u32;
+    let mut first = Some(permit);
     let (claim, permit) = loop {
-        let Some(permit) = ctx.slot().await else {
+        let Some(permit) = (match first.take() {
+            Some(permit) => Some(permit),
+            None => ctx.slot().await,
+        }) else {
             ctx.busy.release(&path);
             return;
         };

@@ -4,6 +4,9 @@
 //! scan and the periodic rescan (the safety net for missed events and queue overflows). They
 //! only nominate candidates; readiness is decided by [`Tracker`] alone, from `lstat`: a file is
 //! ready once its size and modification time have not changed for the watch's `settle`.
+//! A candidate is looked at when it is due ([`Tracker::next_check`]), not on a tick: once
+//! when first noted (or at once, when an event brings its `lstat`), then when its settle
+//! would be over; an event that reports a change starts its settle again.
 //! Symbolic links and special files are never candidates, and scans do not descend into
 //! linked folders. A path handed out stays out of the tracker until its handler lets go of it,
 //! so a file is never handed out twice at once.
@@ -307,6 +310,18 @@ struct Candidate {
     first_seen: SystemTime,
 }
 
+impl Candidate {
+    /// When this candidate is next looked at: at once when never looked at, else when it will
+    /// have been unchanged for its settle.
+    fn due(&self) -> Instant {
+        if self.size == u64::MAX {
+            self.unchanged_since
+        } else {
+            self.unchanged_since + self.watch.settle
+        }
+    }
+}
+
 /// The candidates of all inboxes and their readiness.
 #[derive(Debug)]
 pub struct Tracker {
@@ -330,9 +345,9 @@ impl Tracker {
         &self.watches
     }
 
-    /// How often readiness should be checked: often enough that a file is handed out soon
-    /// after its settle time, rarely enough to cost nothing.
-    pub fn tick(&self) -> Duration {
+    /// A short delay for looking again after an event that may have removed or replaced an
+    /// inbox: long enough for a rename and a new folder to settle, short enough to go unnoticed.
+    pub fn glance(&self) -> Duration {
         let shortest = self
             .watches
             .iter()
@@ -340,6 +355,12 @@ impl Tracker {
             .min()
             .unwrap_or(Duration::from_secs(1));
         (shortest / 4).clamp(Duration::from_millis(20), Duration::from_millis(500))
+    }
+
+    /// When the next candidate is due for a look: at once for one never looked at, else when
+    /// it will have been unchanged for its `settle`. `None` when no candidate waits.
+    pub fn next_check(&self) -> Option<Instant> {
+        self.candidates.values().map(Candidate::due).min()
     }
 
     /// Whether no candidate is waiting to become ready.
@@ -389,7 +410,7 @@ impl Tracker {
 
     fn scan_folder(&mut self, watch: &Arc<Watch>, folder: &Path) {
         for (rel, path) in admitted_files(watch, folder) {
-            self.note_file(watch, path, rel);
+            self.note_file(watch, path, rel, None);
         }
     }
 
@@ -408,24 +429,45 @@ impl Tracker {
             Ok(meta) if meta.is_dir() && watch.recursive && admits_folder(&watch, &rel.text) => {
                 self.scan_folder(&watch, path);
             }
-            Ok(meta) if meta.is_file() => self.note_file(&watch, path.to_owned(), rel),
+            Ok(meta) if meta.is_file() => self.note_file(&watch, path.to_owned(), rel, Some(&meta)),
             _ => {}
         }
     }
 
-    fn note_file(&mut self, watch: &Arc<Watch>, path: PathBuf, rel: RelPath) {
+    /// Notes a file; `meta` is its `lstat` when the caller has one (an event), so that its
+    /// settle starts now and a change an event reports restarts it at once, rather than at
+    /// the candidate's next look.
+    fn note_file(
+        &mut self,
+        watch: &Arc<Watch>,
+        path: PathBuf,
+        rel: RelPath,
+        meta: Option<&fs::Metadata>,
+    ) {
         let RelPath { text: rel, exact } = rel;
-        if !watch.admits(&rel) || self.candidates.contains_key(&path) || self.busy.contains(&path) {
+        let seen = meta.map(|m| (m.len(), m.modified().ok()));
+        if let Some(c) = self.candidates.get_mut(&path) {
+            if let Some((size, mtime)) = seen
+                && (size, mtime) != (c.size, c.mtime)
+            {
+                (c.size, c.mtime, c.unchanged_since) = (size, mtime, Instant::now());
+            }
             return;
         }
+        if !watch.admits(&rel) || self.busy.contains(&path) {
+            return;
+        }
+        // Never looked at (from a scan): `u64::MAX` is no file's size, so the first look
+        // records the file and starts its settle.
+        let (size, mtime) = seen.unwrap_or((u64::MAX, None));
         self.candidates.insert(
             path,
             Candidate {
                 watch: watch.clone(),
                 rel_path: rel,
                 exact_name: exact,
-                size: u64::MAX,
-                mtime: None,
+                size,
+                mtime,
                 unchanged_since: Instant::now(),
                 first_seen: SystemTime::now(),
             },
@@ -441,11 +483,16 @@ impl Tracker {
             .cloned()
     }
 
-    /// Checks every candidate's size and mtime and hands out those unchanged for `settle`.
-    /// Files that vanished or stopped being regular files are forgotten.
+    /// Looks at every candidate due by `now` (see [`Tracker::next_check`]) and hands out those
+    /// unchanged for `settle`. Files that vanished or stopped being regular files are
+    /// forgotten. A candidate not yet due is not looked at: a change it meets before then is
+    /// seen at its look, which then starts its settle again.
     pub fn ready(&mut self, now: Instant) -> Vec<Found> {
         let mut ready = Vec::new();
         self.candidates.retain(|path, c| {
+            if c.due() > now {
+                return true;
+            }
             let meta = match fs::symlink_metadata(path) {
                 Ok(meta) if meta.is_file() => meta,
                 _ => return false,

@@ -568,6 +568,25 @@ impl Daemon {
         }
     }
 
+    /// How many times the daemon's threads have gone to sleep so far (voluntary context
+    /// switches, summed over its threads): each is a wake-up to come. Threads that ended
+    /// take their counts with them, so compare two readings with `saturating_sub`.
+    pub fn sleeps(&self) -> u64 {
+        let Ok(threads) = fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+            return 0;
+        };
+        threads
+            .flatten()
+            .filter_map(|t| fs::read_to_string(t.path().join("status")).ok())
+            .filter_map(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .sum()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

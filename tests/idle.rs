@@ -16,6 +16,10 @@ const QUIET: Duration = Duration::from_secs(10);
 const QUIET_CPU: f64 = 0.3;
 /// Growth of resident memory allowed in [`QUIET`].
 const QUIET_RSS_KIB: u64 = 2 * 1024;
+/// Wake-ups per second allowed in [`QUIET`]: generous (a polled inbox wakes its poller each
+/// second), yet a fixed tick of the main loop (once every `settle/4`, 13 per second here)
+/// fails it.
+const QUIET_WAKEUPS_PER_SECOND: f64 = 5.0;
 
 /// Warms the daemon up with one upload (so that connection pools and buffers exist), then
 /// measures it through [`QUIET`].
@@ -25,6 +29,7 @@ fn stays_quiet(s: &Sandbox, daemon: &Daemon, drop_as: &str, business_type: &str)
         s.files("done").len() == 1
     });
     let before = daemon.usage();
+    let slept_before = daemon.sleeps();
     let start = Instant::now();
     let mut peak = before.rss_kib;
     while start.elapsed() < QUIET {
@@ -33,7 +38,15 @@ fn stays_quiet(s: &Sandbox, daemon: &Daemon, drop_as: &str, business_type: &str)
         peak = peak.max(now.rss_kib);
     }
     let after = daemon.usage();
+    let wakeups =
+        daemon.sleeps().saturating_sub(slept_before) as f64 / start.elapsed().as_secs_f64();
     let cpu = after.cpu - before.cpu;
+    eprintln!("idle: {wakeups:.2} wake-ups per second, {cpu:.2} s CPU in {QUIET:?}");
+    assert!(
+        wakeups < QUIET_WAKEUPS_PER_SECOND,
+        "an idle daemon woke up {wakeups:.1} times a second (allowed {QUIET_WAKEUPS_PER_SECOND})\nlog:\n{}",
+        daemon.log()
+    );
     assert!(
         cpu <= QUIET_CPU,
         "an idle daemon used {cpu:.2} s of CPU in {QUIET:?} (allowed {QUIET_CPU} s)\nlog:\n{}",

@@ -4,6 +4,7 @@
 mod harness;
 
 mod agency;
+mod backlog;
 mod changing;
 mod cli;
 mod crash;
