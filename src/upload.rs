@@ -427,7 +427,7 @@ pub(crate) fn transport_failure(e: &reqwest::Error, timeout: Duration, what: &st
             humantime::format_duration(timeout)
         )
     } else if e.is_connect() {
-        format!("cannot connect to the endpoint: {}", error_chain(e))
+        connect_failure(e)
     } else {
         format!(
             "the connection failed during the {what}: {}",
@@ -438,6 +438,56 @@ pub(crate) fn transport_failure(e: &reqwest::Error, timeout: Duration, what: &st
         answer: None,
         why,
         retry_after: None,
+    }
+}
+
+/// A connection failure as one sentence a person reads, "cannot connect to 127.0.0.1:45937:
+/// connection refused", instead of reqwest's chain of wrappers ("error sending request for
+/// url (…): client error (Connect): tcp connect error: …"). The host comes from the request's
+/// URL; the cause from the innermost error of the chain (the OS error, or the resolver's),
+/// which is the only part that tells the operator what to fix.
+pub fn connect_failure(e: &reqwest::Error) -> String {
+    let host = e.url().and_then(|url| {
+        let host = url.host_str()?;
+        Some(match url.port_or_known_default() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        })
+    });
+    let mut innermost: &dyn std::error::Error = e;
+    let mut io_error = None;
+    while let Some(inner) = innermost.source() {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            io_error = Some(io);
+        }
+        innermost = inner;
+    }
+    let cause = match io_error {
+        Some(io) => cause_sentence(&io.to_string()),
+        None => cause_sentence(&innermost.to_string()),
+    };
+    match host {
+        Some(host) => format!("cannot connect to {host}: {cause}"),
+        None => format!("cannot connect to the endpoint: {cause}"),
+    }
+}
+
+/// An OS or resolver message as the end of a sentence: "Connection refused (os error 111)"
+/// becomes "connection refused" (the errno means nothing to an operator).
+fn cause_sentence(message: &str) -> String {
+    let trimmed = match message.rfind(" (os error ") {
+        Some(at) if message.ends_with(')') => &message[..at],
+        _ => message,
+    };
+    let mut chars = trimmed.chars();
+    match chars.next() {
+        // Lower-case only a capitalised word ("Connection"), not an acronym ("DNS").
+        Some(first)
+            if first.is_uppercase() && chars.clone().next().is_some_and(char::is_lowercase) =>
+        {
+            first.to_lowercase().chain(chars).collect()
+        }
+        _ => trimmed.to_owned(),
     }
 }
 
@@ -561,6 +611,19 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn a_cause_reads_as_the_end_of_a_sentence() {
+        assert_eq!(
+            cause_sentence("Connection refused (os error 111)"),
+            "connection refused"
+        );
+        assert_eq!(
+            cause_sentence("DNS error: failed to lookup"),
+            "DNS error: failed to lookup"
+        );
+        assert_eq!(cause_sentence(""), "");
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

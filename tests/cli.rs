@@ -211,7 +211,9 @@ fn demo_runs_a_sandbox_end_to_end() {
     assert_eq!(status.code(), Some(0));
     let out = std::fs::read_to_string(&log).expect("log");
     assert!(
-        out.contains("2 done, 1 failed, 2 upload(s) accepted"),
+        out.contains(
+            "holds 2 done, 1 failed (as `extdrop status` counts them); 2 upload(s) accepted"
+        ),
         "{out}"
     );
     // The demo shows the recommended set-up: the upload was signed with the agency's

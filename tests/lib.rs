@@ -14,6 +14,7 @@ mod idle;
 mod io_faults;
 mod lifecycle;
 mod naming;
+mod newcomer;
 mod release;
 mod server;
 mod service;
