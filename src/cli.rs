@@ -83,6 +83,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    ///
+    /// The packages install them; for a build from source, e.g.
+    /// `extdrop completions bash > ~/.local/share/bash-completion/completions/extdrop`.
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
     /// A zero-setup sandbox with a built-in loopback stand-in of the CodeArts endpoint.
     ///
     /// The demo writes and uses its own configuration (DIR/config.toml): `-c` is refused.
@@ -131,6 +140,14 @@ pub fn main() -> ExitCode {
     ExitCode::from(run(cli))
 }
 
+/// The completion script for `shell`, generated from these clap definitions (so it cannot
+/// drift from the command line). The packages ship the same text, kept current by a test.
+pub fn completions(shell: clap_complete::Shell) -> String {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "extdrop", &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Whether `-c/--config` was written on the command line (before or after the subcommand),
 /// as opposed to coming from `EXTDROP_CONFIG` or the default.
 fn config_given(matches: &ArgMatches) -> bool {
@@ -167,6 +184,10 @@ pub fn run(cli: Cli) -> u8 {
         ),
         Command::Versions { plugin_name, json } => {
             crate::direct::versions(&cli.config, &plugin_name, json)
+        }
+        Command::Completions { shell } => {
+            print!("{}", completions(shell));
+            EXIT_OK
         }
         Command::Demo { dir, stand_in_only } => crate::demo::run(&dir, stand_in_only),
     }

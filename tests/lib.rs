@@ -15,6 +15,7 @@ mod io_faults;
 mod lifecycle;
 mod naming;
 mod newcomer;
+mod packaging;
 mod release;
 mod server;
 mod service;
