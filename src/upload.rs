@@ -14,7 +14,7 @@ mod filename;
 mod sent;
 
 pub use filename::encode_filename;
-pub use sent::{FILE_CHANGED, Sent, Snapshot};
+pub use sent::{FILE_CHANGED, Sent, Snapshot, Tally};
 
 use std::path::Path;
 use std::time::Duration;
@@ -213,6 +213,17 @@ impl Uploader {
     /// Makes one attempt and classifies its outcome, with what was sent. Never panics, never
     /// retries.
     pub async fn attempt(&self, package: Package<'_>) -> Attempt {
+        self.attempt_observed(package, |_| ()).await
+    }
+
+    /// As [`Uploader::attempt`], handing `observe` the tally of the bytes read into the body
+    /// before they are sent, so a person at a terminal can watch them go
+    /// ([`crate::progress`]).
+    pub async fn attempt_observed(
+        &self,
+        package: Package<'_>,
+        observe: impl FnOnce(Tally),
+    ) -> Attempt {
         let file = match crate::store::open_payload(package.path) {
             Ok(file) => tokio::fs::File::from_std(file),
             Err(e) => {
@@ -225,6 +236,7 @@ impl Uploader {
             }
         };
         let (reader, tally) = sent::SentReader::new(file, package.checked.size);
+        observe(tally.clone());
         let verdict = self.send(package, reader).await;
         self.judge(package, verdict, tally.sent()).await
     }
