@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{self, Config};
 
@@ -82,11 +83,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    ///
+    /// The packages install them; for a build from source, e.g.
+    /// `extdrop completions bash > ~/.local/share/bash-completion/completions/extdrop`.
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
     /// A zero-setup sandbox with a built-in loopback stand-in of the CodeArts endpoint.
+    ///
+    /// The demo writes and uses its own configuration (DIR/config.toml): `-c` is refused.
     Demo {
         /// Where to create the sandbox.
         #[arg(long, value_name = "DIR", default_value = "./extdrop-demo")]
         dir: PathBuf,
+        /// Start only the stand-ins (no daemon), to try `extdrop -c DIR/config.toml once`.
+        #[arg(long)]
+        stand_in_only: bool,
     },
 }
 
@@ -106,8 +121,38 @@ pub struct RetryArgs {
 
 /// Parses the process arguments, runs the command and returns its exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if matches!(cli.command, Command::Demo { .. }) && config_given(&matches) {
+        // The demo always writes its own configuration; silently ignoring `-c` made people
+        // believe their file was in use.
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "`demo` writes and uses its own configuration (DIR/config.toml), so -c/--config \
+                 does not apply: use `extdrop demo --dir DIR`, or run other commands with -c",
+            )
+            .exit();
+    }
     ExitCode::from(run(cli))
+}
+
+/// The completion script for `shell`, generated from these clap definitions (so it cannot
+/// drift from the command line). The packages ship the same text, kept current by a test.
+pub fn completions(shell: clap_complete::Shell) -> String {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "extdrop", &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `-c/--config` was written on the command line (before or after the subcommand),
+/// as opposed to coming from `EXTDROP_CONFIG` or the default.
+fn config_given(matches: &ArgMatches) -> bool {
+    let given = |m: &ArgMatches| m.value_source("config") == Some(ValueSource::CommandLine);
+    given(matches) || matches.subcommand().is_some_and(|(_, sub)| given(sub))
 }
 
 /// Runs a parsed command line.
@@ -140,7 +185,11 @@ pub fn run(cli: Cli) -> u8 {
         Command::Versions { plugin_name, json } => {
             crate::direct::versions(&cli.config, &plugin_name, json)
         }
-        Command::Demo { dir } => crate::demo::run(&dir),
+        Command::Completions { shell } => {
+            print!("{}", completions(shell));
+            EXIT_OK
+        }
+        Command::Demo { dir, stand_in_only } => crate::demo::run(&dir, stand_in_only),
     }
 }
 
@@ -327,13 +376,8 @@ pub fn explain_one(config: &Config, name: &str, only: Option<&str>) -> (String, 
             ));
             continue;
         }
-        if !w.admits(&rel) {
-            notes.push(format!(
-                "watch \"{}\": ignored (include {:?}, exclude {:?})",
-                w.name,
-                w.include.patterns(),
-                w.exclude.patterns()
-            ));
+        if let Some(why) = w.refusal(&rel) {
+            notes.push(format!("watch \"{}\": ignored: {why}", w.name));
             continue;
         }
         match w.rules.derive(&rel) {

@@ -207,6 +207,35 @@ impl Watch {
         self.inbox.join(crate::store::WORK_DIR)
     }
 
+    /// Why [`Watch::admits`] refuses a path, in the operator's words naming the pattern that
+    /// decided it; `None` when it is admitted. Kept next to `admits` so the two agree.
+    pub fn refusal(&self, rel_path: &str) -> Option<String> {
+        if self.admits(rel_path) {
+            return None;
+        }
+        let mut segments = rel_path.split('/').peekable();
+        while let Some(segment) = segments.next() {
+            if segment.is_empty() {
+                return Some("an empty path segment".to_owned());
+            }
+            if segment == crate::store::WORK_DIR {
+                return Some(format!("inside the work folder {}", crate::store::WORK_DIR));
+            }
+            if let Some(pattern) = self.exclude.first_match(segment) {
+                return Some(format!(
+                    "\"{segment}\" matches exclude pattern \"{pattern}\""
+                ));
+            }
+            if segments.peek().is_none() {
+                return Some(format!(
+                    "\"{segment}\" matches no include pattern ({})",
+                    self.include.patterns().join(", ")
+                ));
+            }
+        }
+        Some("an empty name".to_owned())
+    }
+
     /// Whether a path relative to the inbox (with `/` separators) is a candidate: no segment is
     /// excluded or the work folder, and the file name is included.
     pub fn admits(&self, rel_path: &str) -> bool {
@@ -243,6 +272,12 @@ impl Globs {
         Ok(Globs { patterns, set })
     }
 
+    /// The first glob (as written) that matches a file name, for `explain` to say which.
+    pub fn first_match(&self, name: &str) -> Option<&str> {
+        let index = self.set.matches(name).into_iter().min()?;
+        self.patterns.get(index).map(String::as_str)
+    }
+
     /// Whether a file name matches any of the globs.
     pub fn matches(&self, name: &str) -> bool {
         self.set.is_match(name)
@@ -262,6 +297,18 @@ fn glob(pattern: &str) -> Result<Glob, globset::Error> {
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// There is no file at the path: a newcomer's first command, usually, so say where the
+    /// path came from and how to get going without one.
+    #[error(
+        "no configuration file at {}: name one with -c PATH or the EXTDROP_CONFIG variable \
+         (default {DEFAULT_PATH}), start from config.example.toml, or try `extdrop demo`, which needs none",
+        path.display(),
+        DEFAULT_PATH = DEFAULT_PATH
+    )]
+    Missing {
+        /// The file that is not there.
+        path: PathBuf,
+    },
     /// The file could not be read.
     #[error("cannot read the configuration {}: {source}", path.display())]
     Read {
@@ -305,9 +352,15 @@ impl Config {
             path,
             &std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
         );
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
+        let text = std::fs::read_to_string(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::Missing { path: path.clone() }
+            } else {
+                ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                }
+            }
         })?;
         Config::parse(&text, &path)
     }

@@ -1164,19 +1164,30 @@ async fn file(ctx: &Context, watch: &Arc<Watch>, claim: Claim, report: Report) {
                     Outcome::Failed => ctx.failed.fetch_add(1, Ordering::Relaxed),
                 };
                 ctx.metrics.file_filed(&watch.name, outcome.as_str());
-                tracing::info!(
-                    watch = %watch.name,
-                    file = %name,
-                    outcome = outcome.as_str(),
-                    to = %dest.display(),
-                    plugin_name = report.plugin_name.as_deref().unwrap_or(""),
-                    business_type = report.business_type.as_deref().unwrap_or(""),
-                    attempt = report.attempts,
-                    status = report.http_status,
-                    request_id = report.request_id.as_deref().unwrap_or(""),
-                    reason = report.reason.as_deref().unwrap_or(""),
-                    "filed"
-                );
+                // Operators filter the journal on WARN: a file filed in failed needs a person,
+                // one filed in done does not.
+                macro_rules! filed {
+                    ($level:expr) => {
+                        tracing::event!(
+                            $level,
+                            watch = %watch.name,
+                            file = %name,
+                            outcome = outcome.as_str(),
+                            to = %dest.display(),
+                            plugin_name = report.plugin_name.as_deref().unwrap_or(""),
+                            business_type = report.business_type.as_deref().unwrap_or(""),
+                            attempt = report.attempts,
+                            status = report.http_status,
+                            request_id = report.request_id.as_deref().unwrap_or(""),
+                            reason = report.reason.as_deref().unwrap_or(""),
+                            "filed"
+                        )
+                    };
+                }
+                match outcome {
+                    Outcome::Done => filed!(tracing::Level::INFO),
+                    Outcome::Failed => filed!(tracing::Level::WARN),
+                }
                 return;
             }
             Err(e) => {

@@ -6,8 +6,13 @@
 //! the demo shows the whole path: temporary AK/SK from the metadata service, requests signed
 //! with them and checked by the stand-in's AK/SK verifier.
 //!
+//! With `--stand-in-only` it starts the stand-ins and writes the configuration but runs no
+//! daemon, so that `extdrop once` (or `run`, `upload`, `versions`) can be tried against them
+//! from another terminal until Ctrl-C.
+//!
 //! Nothing the operator already has in the sandbox is deleted; the configuration is rewritten
-//! on every start because the stand-in's port changes.
+//! on every start because the stand-in's port changes. The stop summary counts the files in
+//! the sandbox's folders exactly as `extdrop status` does, so the two always agree.
 
 use std::path::Path;
 
@@ -78,8 +83,8 @@ template = "{{plugin_name}}__{{business_type}}.zip"
     )
 }
 
-/// Runs the demo in `dir`.
-pub fn run(dir: &Path) -> u8 {
+/// Runs the demo in `dir`; with `stand_in_only`, the stand-ins alone (no daemon).
+pub fn run(dir: &Path, stand_in_only: bool) -> u8 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -127,6 +132,9 @@ pub fn run(dir: &Path) -> u8 {
             }
         };
         crate::service::init_logging(&config.log);
+        if stand_in_only {
+            return stand_ins_only(&config, &stub.endpoint(), &metadata.endpoint(), stub).await;
+        }
         let root = config.path.parent().unwrap_or(dir).to_owned();
         let show = |p: &str| root.join(p).display().to_string();
         let announce = || {
@@ -169,10 +177,12 @@ pub fn run(dir: &Path) -> u8 {
         let uploads = stub.uploads().len();
         stub.shutdown().await;
         match result {
-            Ok(summary) => {
+            Ok(_) => {
+                // Counted from the folders as `status` counts them, not from the run's filing
+                // events (a file retried and failed again is one file, filed twice).
+                let (done, failed) = filed_files(&config);
                 println!(
-                    "demo stopped: {} done, {} failed, {uploads} upload(s) accepted by the stand-in",
-                    summary.done, summary.failed
+                    "demo stopped: the sandbox holds {done} done, {failed} failed (as `extdrop status` counts them); {uploads} upload(s) accepted by the stand-in"
                 );
                 EXIT_OK
             }
@@ -182,6 +192,52 @@ pub fn run(dir: &Path) -> u8 {
             }
         }
     })
+}
+
+/// Files in the done and failed folders of every watch, counted as `extdrop status` does.
+fn filed_files(config: &Config) -> (usize, usize) {
+    config
+        .watches
+        .iter()
+        .map(crate::service::watch_status)
+        .fold((0, 0), |(done, failed), s| {
+            (done + s.done, failed + s.failed)
+        })
+}
+
+/// `demo --stand-in-only`: keeps the stand-ins serving until Ctrl-C or SIGTERM, with no daemon
+/// holding the inboxes, so `extdrop once` can be tried in the sandbox.
+async fn stand_ins_only(
+    config: &Config,
+    endpoint: &str,
+    metadata_endpoint: &str,
+    stub: Stub,
+) -> u8 {
+    let path = config.path.display();
+    let root = config.path.parent().unwrap_or(Path::new(".")).to_owned();
+    let show = |p: &str| root.join(p).display().to_string();
+    println!(
+        "\nextdrop demo --stand-in-only: a stand-in CodeArts endpoint on {endpoint} and a stand-in ECS metadata \
+         service on {metadata_endpoint} are running; no daemon is (configuration {path})\n\n\
+         Try, in another terminal:\n  \
+         cp {} {}/\n  \
+         cargo run --release -- -c {path} once      # exits 0 when every file went to done, 2 when any failed\n  \
+         cargo run --release -- -c {path} status\n  \
+         cargo run --release -- -c {path} run       # the daemon, until Ctrl-C\n\n\
+         Ctrl-C stops the stand-ins.\n",
+        show("samples/demo_task__Deploy.zip"),
+        show("inbox"),
+    );
+    let mut controls = crate::service::controls(None);
+    while let Some(control) = controls.recv().await {
+        if matches!(control, daemon::Control::Shutdown) {
+            break;
+        }
+    }
+    let uploads = stub.uploads().len();
+    stub.shutdown().await;
+    println!("stand-ins stopped: {uploads} upload(s) accepted");
+    EXIT_OK
 }
 
 /// Creates the sandbox folders, the configuration and the sample packages.

@@ -161,11 +161,21 @@ pub fn upload(path: &Path, request: UploadRequest<'_>) -> u8 {
             plugin_name,
             business_type,
         };
-        let mut verdict = uploader.attempt(package).await.verdict;
+        // Bytes, rate and ETA on a terminal; nothing at all otherwise (scripts, journald).
+        let progress = crate::progress::UploadProgress::new(&file_name, checked.size);
+        let (uploader, progress) = (&uploader, &progress);
+        let attempt = |package| async move {
+            let attempt = uploader
+                .attempt_observed(package, |tally| progress.follow(tally))
+                .await;
+            progress.finish();
+            attempt.verdict
+        };
+        let mut verdict = attempt(package).await;
         if let Verdict::Unauthorized { answer, stamp } = &verdict {
             let (answer, stamp) = (answer.clone(), *stamp);
             match uploader.auth().renew(stamp).await {
-                Ok(()) => verdict = uploader.attempt(package).await.verdict,
+                Ok(()) => verdict = attempt(package).await,
                 Err(e) => {
                     eprintln!("extdrop: {e} (the server said {})", answer.describe());
                     return EXIT_FATAL;

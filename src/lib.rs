@@ -22,6 +22,7 @@ pub mod direct;
 pub mod metrics;
 pub mod outcome;
 pub mod package;
+pub mod progress;
 pub mod release;
 pub mod retry;
 pub mod rules;

@@ -14,7 +14,7 @@ mod filename;
 mod sent;
 
 pub use filename::encode_filename;
-pub use sent::{FILE_CHANGED, Sent, Snapshot};
+pub use sent::{FILE_CHANGED, Sent, Snapshot, Tally};
 
 use std::path::Path;
 use std::time::Duration;
@@ -213,6 +213,17 @@ impl Uploader {
     /// Makes one attempt and classifies its outcome, with what was sent. Never panics, never
     /// retries.
     pub async fn attempt(&self, package: Package<'_>) -> Attempt {
+        self.attempt_observed(package, |_| ()).await
+    }
+
+    /// As [`Uploader::attempt`], handing `observe` the tally of the bytes read into the body
+    /// before they are sent, so a person at a terminal can watch them go
+    /// ([`crate::progress`]).
+    pub async fn attempt_observed(
+        &self,
+        package: Package<'_>,
+        observe: impl FnOnce(Tally),
+    ) -> Attempt {
         let file = match crate::store::open_payload(package.path) {
             Ok(file) => tokio::fs::File::from_std(file),
             Err(e) => {
@@ -225,6 +236,7 @@ impl Uploader {
             }
         };
         let (reader, tally) = sent::SentReader::new(file, package.checked.size);
+        observe(tally.clone());
         let verdict = self.send(package, reader).await;
         self.judge(package, verdict, tally.sent()).await
     }
@@ -427,7 +439,7 @@ pub(crate) fn transport_failure(e: &reqwest::Error, timeout: Duration, what: &st
             humantime::format_duration(timeout)
         )
     } else if e.is_connect() {
-        format!("cannot connect to the endpoint: {}", error_chain(e))
+        connect_failure(e)
     } else {
         format!(
             "the connection failed during the {what}: {}",
@@ -438,6 +450,56 @@ pub(crate) fn transport_failure(e: &reqwest::Error, timeout: Duration, what: &st
         answer: None,
         why,
         retry_after: None,
+    }
+}
+
+/// A connection failure as one sentence a person reads, "cannot connect to 127.0.0.1:45937:
+/// connection refused", instead of reqwest's chain of wrappers ("error sending request for
+/// url (…): client error (Connect): tcp connect error: …"). The host comes from the request's
+/// URL; the cause from the innermost error of the chain (the OS error, or the resolver's),
+/// which is the only part that tells the operator what to fix.
+pub fn connect_failure(e: &reqwest::Error) -> String {
+    let host = e.url().and_then(|url| {
+        let host = url.host_str()?;
+        Some(match url.port_or_known_default() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        })
+    });
+    let mut innermost: &dyn std::error::Error = e;
+    let mut io_error = None;
+    while let Some(inner) = innermost.source() {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            io_error = Some(io);
+        }
+        innermost = inner;
+    }
+    let cause = match io_error {
+        Some(io) => cause_sentence(&io.to_string()),
+        None => cause_sentence(&innermost.to_string()),
+    };
+    match host {
+        Some(host) => format!("cannot connect to {host}: {cause}"),
+        None => format!("cannot connect to the endpoint: {cause}"),
+    }
+}
+
+/// An OS or resolver message as the end of a sentence: "Connection refused (os error 111)"
+/// becomes "connection refused" (the errno means nothing to an operator).
+fn cause_sentence(message: &str) -> String {
+    let trimmed = match message.rfind(" (os error ") {
+        Some(at) if message.ends_with(')') => &message[..at],
+        _ => message,
+    };
+    let mut chars = trimmed.chars();
+    match chars.next() {
+        // Lower-case only a capitalised word ("Connection"), not an acronym ("DNS").
+        Some(first)
+            if first.is_uppercase() && chars.clone().next().is_some_and(char::is_lowercase) =>
+        {
+            first.to_lowercase().chain(chars).collect()
+        }
+        _ => trimmed.to_owned(),
     }
 }
 
@@ -561,6 +623,19 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn a_cause_reads_as_the_end_of_a_sentence() {
+        assert_eq!(
+            cause_sentence("Connection refused (os error 111)"),
+            "connection refused"
+        );
+        assert_eq!(
+            cause_sentence("DNS error: failed to lookup"),
+            "DNS error: failed to lookup"
+        );
+        assert_eq!(cause_sentence(""), "");
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -211,7 +211,9 @@ fn demo_runs_a_sandbox_end_to_end() {
     assert_eq!(status.code(), Some(0));
     let out = std::fs::read_to_string(&log).expect("log");
     assert!(
-        out.contains("2 done, 1 failed, 2 upload(s) accepted"),
+        out.contains(
+            "holds 2 done, 1 failed (as `extdrop status` counts them); 2 upload(s) accepted"
+        ),
         "{out}"
     );
     // The demo shows the recommended set-up: the upload was signed with the agency's
@@ -284,4 +286,36 @@ fn check_refuses_a_done_that_links_to_the_inbox() {
         "{err}"
     );
     assert!(err.contains("is the inbox itself"), "{err}");
+}
+
+/// Progress is for terminals only: piped (scripts, journald) the output of an upload of a
+/// large file is exactly the one line it always was, with no bar, rate or ETA on stderr.
+#[test]
+fn a_large_upload_to_a_pipe_prints_no_progress() {
+    let s = Sandbox::new();
+    let package = s.path("staging/big__Test.zip");
+    let bytes: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&package, bytes).expect("write");
+    let path = package.display().to_string();
+    let out = s.run(&[
+        "upload",
+        path.as_str(),
+        "--plugin-name",
+        "big",
+        "--business-type",
+        "Test",
+        "--no-check",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with("uploaded big__Test.zip as big (Test); request id "),
+        "{text}"
+    );
+    let err = stderr(&out);
+    for progress in ["\r", "\x1b[", "ETA", "/s"] {
+        assert!(!err.contains(progress), "{progress:?} in {err}");
+    }
+    assert_eq!(s.stub.uploads().len(), 1);
 }

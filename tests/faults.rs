@@ -25,13 +25,16 @@ fn an_endpoint_down_then_back_gets_the_file_once_it_is_back() {
     s.retry = "initial_delay = \"50ms\"\nmax_delay = \"200ms\"\njitter = 0.0\nmax_attempts = 200\nmax_elapsed = \"1m\"".to_owned();
     let daemon = s.start();
     s.drop_named("patient", "Build");
+    // One sentence a person reads, not reqwest's chain of wrappers.
+    let sentence = format!("cannot connect to 127.0.0.1:{port}: connection refused");
     s.wait_until("a refused connection retried", Some(&daemon), || {
-        daemon
-            .log()
-            .matches("cannot connect to the endpoint")
-            .count()
-            >= 2
+        daemon.log().matches(&sentence).count() >= 2
     });
+    assert!(
+        !daemon.log().contains("error sending request"),
+        "{}",
+        daemon.log()
+    );
     let mut config = StubConfig::new(DOMAIN);
     config.auth = StubAuth::Tokens(vec![TOKEN.to_owned()]);
     config.port = port;

@@ -15,6 +15,8 @@ mod idle;
 mod io_faults;
 mod lifecycle;
 mod naming;
+mod newcomer;
+mod packaging;
 mod release;
 mod server;
 mod service;

@@ -49,7 +49,7 @@ pub(super) async fn file_orphan(ctx: &Context, watch: &Arc<Watch>, path: PathBuf
         Ok(Ok(dest)) => {
             ctx.failed.fetch_add(1, Ordering::Relaxed);
             ctx.metrics.file_filed(&watch.name, "failed");
-            tracing::info!(file = %dest.display(), outcome = "failed", "filed an orphan from the work folder");
+            tracing::warn!(file = %dest.display(), outcome = "failed", "filed an orphan from the work folder");
         }
         Ok(Err(e)) => {
             tracing::error!(watch = %watch.name, error = %e, "cannot file an orphan from the work folder; it stays there");

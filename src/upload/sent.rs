@@ -98,6 +98,11 @@ struct State {
 }
 
 impl Tally {
+    /// How many bytes of the file were read into the body so far.
+    pub fn read(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).read
+    }
+
     /// What was sent, as far as the body got.
     pub fn sent(&self) -> Sent {
         let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
