@@ -289,16 +289,17 @@ impl Daemon {
         status_kib(&text, field) / 1024.0
     }
 
-    /// Voluntary context switches summed over the daemon's threads: each is a sleep ended.
-    fn wakeups(&self) -> u64 {
-        let mut total = 0;
+    /// Voluntary context switches per thread (each is a sleep ended), by thread id.
+    fn wakeups(&self) -> HashMap<String, u64> {
+        let mut counts = HashMap::new();
         let tasks = fs::read_dir(format!("/proc/{}/task", self.pid())).expect("tasks");
         for task in tasks.filter_map(Result::ok) {
             if let Ok(text) = fs::read_to_string(task.path().join("status")) {
-                total += status_kib(&text, "voluntary_ctxt_switches:") as u64;
+                let count = status_kib(&text, "voluntary_ctxt_switches:") as u64;
+                counts.insert(task.file_name().to_string_lossy().into_owned(), count);
             }
         }
-        total
+        counts
     }
 
     /// SIGTERM, as systemd would stop it; it must exit within 30 s.
@@ -627,9 +628,21 @@ fn latency_then_idle(sink: &Sink, files: usize, idle_secs: u64) -> Quiet {
     // Idle: let the last filing finish its work, then watch the daemon do nothing.
     std::thread::sleep(Duration::from_secs(2));
     let cpu = daemon.cpu_ticks();
-    let wakeups = daemon.wakeups();
-    std::thread::sleep(Duration::from_secs(idle_secs));
-    let secs = idle_secs as f64;
+    // Threads come and go (the blocking pool), so a sum over the threads of the moment can
+    // shrink. Each thread's switches are counted from its first sighting (0 if it was born in
+    // the window) to its last, sampling once a second: an exiting thread loses at most a second.
+    let first = daemon.wakeups();
+    let mut last = first.clone();
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(idle_secs) {
+        std::thread::sleep(Duration::from_secs(1));
+        last.extend(daemon.wakeups());
+    }
+    let woken: u64 = last
+        .iter()
+        .map(|(tid, n)| n.saturating_sub(first.get(tid).copied().unwrap_or(0)))
+        .sum();
+    let secs = window.elapsed().as_secs_f64();
     let quiet = Quiet {
         latency_files: files,
         p50: percentile(&latencies, 50.0),
@@ -638,7 +651,7 @@ fn latency_then_idle(sink: &Sink, files: usize, idle_secs: u64) -> Quiet {
         idle_secs,
         cpu_percent: (daemon.cpu_ticks() - cpu) as f64 * TICK_MS / 1000.0 / secs * 100.0,
         rss_mib: daemon.memory_mib("VmRSS:"),
-        wakeups_per_s: (daemon.wakeups() - wakeups) as f64 / secs,
+        wakeups_per_s: woken as f64 / secs,
     };
     daemon.stop();
     quiet
@@ -799,6 +812,10 @@ fn main() {
         "latency over {latency_files} spaced drops, then {idle_secs} s idle"
     ));
     let q = latency_then_idle(&sink, latency_files, idle_secs);
+    step(&format!(
+        "latency p99 {:.0} ms; idle {:.3} % CPU, {:.2} wake-ups/s, RSS {:.1} MiB",
+        q.p99, q.cpu_percent, q.wakeups_per_s, q.rss_mib
+    ));
     step("backlog of 1,000");
     let small = backlog(&sink, 1_000);
     step(&format!("backlog of {}", thousands(backlog_large)));
