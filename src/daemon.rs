@@ -264,12 +264,12 @@ impl Context {
     /// Takes the lock of every inbox not locked yet.
     fn lock_inboxes(&self, watches: &[Watch]) -> Result<(), DaemonError> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        for watch in watches {
-            if !locks.contains_key(&watch.inbox) {
-                let lock = store::lock_inbox(watch)?;
-                locks.insert(watch.inbox.clone(), lock);
-            }
-        }
+        let new: Vec<&Watch> = watches
+            .iter()
+            .filter(|w| !locks.contains_key(&w.inbox))
+            .collect();
+        // All or none, as at start-up: a reload refused half-way keeps no lock it took.
+        locks.extend(crate::standby::lock_all(new)?);
         Ok(())
     }
 

@@ -39,7 +39,9 @@ pub enum Standby {
 }
 
 /// Takes every inbox lock of `watches`, or none.
-pub fn lock_all(watches: &[Watch]) -> Result<HashMap<PathBuf, InboxLock>, LockError> {
+pub fn lock_all<'a>(
+    watches: impl IntoIterator<Item = &'a Watch>,
+) -> Result<HashMap<PathBuf, InboxLock>, LockError> {
     let mut locks = HashMap::new();
     for watch in watches {
         if !locks.contains_key(&watch.inbox) {
