@@ -961,7 +961,6 @@ async fn carry_on(
     let facts = match examined {
         Ok(Ok(facts)) => {
             draft.size = facts.snapshot.size;
-            draft.sha256 = Some(facts.sha256.clone());
             facts
         }
         Ok(Err(Refusal { size, reason })) => {
@@ -1079,7 +1078,7 @@ async fn upload(
                 path: &payload,
                 file_name: claim.file_name(),
                 checked: checked.snapshot,
-                sha256: Some(&checked.sha256),
+                sha256: None,
                 plugin_name: &plugin_name,
                 business_type: &business_type,
             })

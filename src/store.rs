@@ -33,6 +33,7 @@
 //! fsyncs, no-replace moves), `retry` is `extdrop retry`, `sweep` removes what a kill left, and
 //! [`fault`] is the seam where tests inject I/O errors.
 
+mod commit;
 mod disk;
 pub mod fault;
 pub mod lock;
@@ -175,7 +176,8 @@ impl Claim {
             .unwrap_or(&self.record.rel_path)
     }
 
-    /// Writes the record atomically (temporary file, fsync, rename, fsync folder).
+    /// Writes the record atomically (temporary file, rename); durable at the next barrier of
+    /// the claim's step (see [`save_record`]).
     pub fn save(&self) -> Result<(), StoreError> {
         save_record(&self.dir, &self.record)
     }
@@ -205,14 +207,18 @@ impl Claim {
     }
 }
 
-/// Writes a claim record into its claim folder atomically.
+/// Writes a claim record into its claim folder atomically: a reader (and a restart after
+/// `kill -9`) sees the old record or the new one. It is not fsynced here: the claim and the
+/// filing each end with a barrier that makes their records durable with everything else they
+/// changed (README, "What is fsynced when"); a record saved between them (an attempt counted, a
+/// release step done) reaches the disk with the next barrier or the kernel's writeback.
 pub fn save_record(dir: &Path, record: &ClaimRecord) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError {
         action: "encode claim record",
         path: dir.to_owned(),
         source: io::Error::other(e),
     })?;
-    write_atomic(&dir.join(RECORD), &bytes)
+    disk::replace(&dir.join(RECORD), &bytes)
 }
 
 /// Creates a folder and its parents with mode 0750 if it does not exist.
@@ -299,12 +305,13 @@ pub fn claim_at(
             // The file is claimed from here on. A folder that cannot be synced now is synced
             // again before the upload: until then a power cut could only undo the rename,
             // which puts the file back in the inbox (its record alone is swept at start-up).
+            // One barrier for the record and the rename (shared with every claim made in the
+            // same moment, see `commit`).
             let mut folders = vec![claim.dir.clone(), work];
             folders.extend(source.parent().map(Path::to_owned));
-            for folder in folders {
-                if sync_folder("claim.sync", &folder).is_err() {
-                    claim.unsynced.push(folder);
-                }
+            let paths: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
+            if commit::barrier("claim.sync", &paths).is_err() {
+                claim.unsynced = folders;
             }
             Ok(Some(claim))
         }
@@ -322,9 +329,11 @@ pub fn claim_at(
 
 /// fsyncs each folder (those of [`Claim::unsynced`]).
 pub fn sync_folders(folders: &[PathBuf]) -> Result<(), StoreError> {
-    folders
-        .iter()
-        .try_for_each(|folder| sync_folder("claim.sync", folder))
+    if folders.is_empty() {
+        return Ok(());
+    }
+    let paths: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
+    commit::barrier("claim.sync", &paths).map_err(StoreError::new("sync folder", &folders[0]))
 }
 
 /// Makes a new, empty claim folder with a name no other claim has used.
@@ -601,17 +610,16 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
                 Err(e) => return Err(StoreError::new("move", &payload)(e)),
             }
         }
-        sync_folder("file.sync", dest_dir)?;
+        // The filing's one barrier: the decision, the report and the move are on disk before
+        // the claim folder goes.
+        commit::barrier("file.sync", &[dest_dir, &claim.dir])
+            .map_err(StoreError::new("sync folder", dest_dir))?;
+        // Not synced: if a power cut brings the claim folder back, filing it again finds the
+        // file at its destination and only removes the folder.
         match fault::hit("file.remove", &claim.dir).and_then(|()| fs::remove_dir_all(&claim.dir)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(StoreError::new("remove", &claim.dir)(e)),
-        }
-        // The filing is complete: a failed sync here is not an error to retry (the claim is
-        // gone), and if a power cut brings the claim folder back, filing it again finds the
-        // file at its destination and only removes the folder.
-        if let Some(work) = claim.dir.parent() {
-            let _ = sync_folder("file.sync", work);
         }
         release(dest_dir, &name);
         return Ok(dest);

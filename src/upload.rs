@@ -225,7 +225,7 @@ impl Uploader {
         observe: impl FnOnce(Tally),
     ) -> Attempt {
         let file = match crate::store::open_payload(package.path) {
-            Ok(file) => tokio::fs::File::from_std(file),
+            Ok(file) => file,
             Err(e) => {
                 let verdict = Verdict::Transient {
                     answer: None,
@@ -235,9 +235,9 @@ impl Uploader {
                 return self.judge(package, verdict, Sent::Partial).await;
             }
         };
-        let (reader, tally) = sent::SentReader::new(file, package.checked.size);
+        let (body, tally) = sent::SentBody::new(file, package.checked.size);
         observe(tally.clone());
-        let verdict = self.send(package, reader).await;
+        let verdict = self.send(package, body).await;
         self.judge(package, verdict, tally.sent()).await
     }
 
@@ -280,16 +280,8 @@ impl Uploader {
     }
 
     /// Sends the request with `reader` as the file's content, and classifies the answer.
-    async fn send(
-        &self,
-        package: Package<'_>,
-        reader: sent::SentReader<tokio::fs::File>,
-    ) -> Verdict {
-        // Large reads: fewer trips to the blocking pool for a file of hundreds of megabytes.
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-            reader,
-            256 * 1024,
-        ));
+    async fn send(&self, package: Package<'_>, body: sent::SentBody) -> Verdict {
+        let body = reqwest::Body::wrap_stream(body);
         let part = reqwest::multipart::Part::stream_with_length(body, package.checked.size)
             .file_name(encode_filename(package.file_name));
         let form = reqwest::multipart::Form::new().part("upload_file", part);

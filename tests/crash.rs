@@ -1,5 +1,6 @@
 //! Crashes and shutdowns: nothing lost, nothing uploaded twice.
 
+use std::os::unix::process::ExitStatusExt;
 use std::time::SystemTime;
 
 use extdrop::stub::Fault;
@@ -323,4 +324,94 @@ fn killed_at_random_moments_every_package_still_lands_exactly_once() {
         }
     }
     drop(daemon);
+}
+
+/// Issue 9: filing shares one `syncfs` among every file at the same step (group commit). A
+/// SIGKILL while such a round runs — its other callers waiting on it — must still leave every
+/// file filed exactly once, with its report, and never upload a decided file again.
+#[test]
+fn killed_in_the_middle_of_a_group_commit_every_file_is_filed_once_with_its_report() {
+    let mut s = Sandbox::new();
+    s.upload = "concurrency = 8".to_owned();
+    let mut names = Vec::new();
+    let mut biggest_batch = 0usize;
+    // The n-th round that serves several files (claims or filings) is where the kill lands.
+    for (round, nth) in [1u32, 2, 4].into_iter().enumerate() {
+        let batch: Vec<String> = (0..30).map(|i| format!("gc{round}x{i}")).collect();
+        for name in &batch {
+            s.drop_named(name, "Build");
+        }
+        names.extend(batch);
+        s.env = vec![(
+            "EXTDROP_FAULTS".to_owned(),
+            format!("point=commit.round,path=shared,nth={nth},kill"),
+        )];
+        let mut daemon = s.spawn_run();
+        let status = daemon.wait_exit();
+        let log = daemon.log();
+        assert_eq!(
+            status.signal(),
+            Some(Signal::KILL.as_raw()),
+            "killed at round {nth}; log:\n{log}"
+        );
+        // The round it died in: the last one begun.
+        let callers = log
+            .lines()
+            .rfind(|l| l.contains("group commit"))
+            .and_then(|l| l.split("callers=").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("no group commit logged before the kill:\n{log}"));
+        assert!(callers > 1, "killed in a shared round: {callers}");
+        biggest_batch = biggest_batch.max(callers);
+        // What the kill left decided (the server's answer written down) is never sent again.
+        let decided = decided_claims(&s);
+
+        s.env.clear();
+        let (code, log) = s.once();
+        assert_eq!(code, 0, "{log}");
+        assert!(s.files("inbox").is_empty(), "{log}");
+        assert_eq!(s.claims(), 0, "no claim left");
+        for name in &decided {
+            assert_eq!(
+                s.accepted(name),
+                1,
+                "{name}: decided before the kill, sent once"
+            );
+        }
+    }
+    assert!(
+        biggest_batch >= 3,
+        "no kill landed in a round shared by many files (largest: {biggest_batch})"
+    );
+    let expected: Vec<String> = {
+        let mut all: Vec<String> = names.iter().map(|n| format!("{n}__Build.zip")).collect();
+        all.sort();
+        all
+    };
+    assert_eq!(s.files("done"), expected, "every file once, no ~2 copies");
+    assert!(s.files("failed").is_empty());
+    for name in &names {
+        let report = s.report("done", &format!("{name}__Build.zip"));
+        assert_eq!(report["outcome"], "done", "{name}");
+        assert!(s.accepted(name) >= 1, "{name}");
+    }
+}
+
+/// The plugin names of the claims whose record holds a decision.
+fn decided_claims(s: &Sandbox) -> Vec<String> {
+    std::fs::read_dir(s.path("inbox/.extdrop"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("claim.json")).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter(|r| !r["decided"].is_null())
+        .filter_map(|r| {
+            r["rel_path"]
+                .as_str()
+                .and_then(|p| p.strip_suffix("__Build.zip"))
+                .map(str::to_owned)
+        })
+        .collect()
 }

@@ -304,7 +304,8 @@ template = "{{plugin_name}}__{{business_type}}.zip"
         daemon
     }
 
-    fn spawn_run(&self) -> Daemon {
+    /// Starts `extdrop run` without waiting for it to arm its watches.
+    pub fn spawn_run(&self) -> Daemon {
         let log = self.path(&format!("daemon-{}.log", fastrand::u32(..)));
         let child = self
             .command(&["run"])

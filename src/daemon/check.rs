@@ -1,6 +1,9 @@
-//! The check before the upload: size, emptiness, the package (ZIP and manifest) and the
-//! SHA-256 of the bytes checked, with the file's snapshot to notice a change later. Blocking:
-//! callers run it with `spawn_blocking`.
+//! The check before the upload: size, emptiness and the package (ZIP and manifest), with the
+//! file's snapshot to notice a change later. Blocking: callers run it with `spawn_blocking`.
+//!
+//! The content is not hashed here: the upload hashes it as it sends it (one read of the file,
+//! see `upload::sent`), and the snapshot — which includes the change time that every write
+//! moves — is what tells that the file sent is the file checked.
 
 use super::*;
 
@@ -8,8 +11,6 @@ use super::*;
 pub(super) struct Facts {
     /// The file as it was checked: an upload compares it with the file as it is sent.
     pub snapshot: Snapshot,
-    /// Lowercase hex SHA-256 of the bytes checked.
-    pub sha256: String,
     /// The package's manifest, when the package check ran.
     pub manifest: Option<crate::package::Manifest>,
 }
@@ -22,7 +23,7 @@ pub(super) struct Refusal {
     pub reason: String,
 }
 
-/// Checks size and (optionally) the package, and hashes the content. Blocking.
+/// Checks size and (optionally) the package. Blocking.
 pub(super) fn examine(
     path: &std::path::Path,
     limit: u64,
@@ -30,7 +31,6 @@ pub(super) fn examine(
     plugin_name: &str,
     business_type: &str,
 ) -> Result<Facts, Refusal> {
-    use sha2::Digest;
     let refuse = |size, reason: String| Refusal { size, reason };
     let meta = std::fs::symlink_metadata(path)
         .map_err(|e| refuse(0, format!("the file cannot be inspected: {e}")))?;
@@ -56,12 +56,12 @@ pub(super) fn examine(
     } else {
         None
     };
-    let mut file = store::open_payload(path)
-        .map_err(|e| refuse(size, format!("the file cannot be read: {e}")))?;
-    let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut file, &mut hasher)
-        .map_err(|e| refuse(size, format!("the file cannot be read: {e}")))?;
-    // The hash and the package check must be of the file as it was measured.
+    // A file the daemon may not read is refused now, not retried until the budget is spent.
+    drop(
+        store::open_payload(path)
+            .map_err(|e| refuse(size, format!("the file cannot be read: {e}")))?,
+    );
+    // The package check must be of the file as it was measured.
     let snapshot = Snapshot::of(&meta);
     let after = std::fs::symlink_metadata(path)
         .map(|m| Snapshot::of(&m))
@@ -72,9 +72,5 @@ pub(super) fn examine(
             format!("the file changed while it was being checked: {detail}"),
         ));
     }
-    Ok(Facts {
-        snapshot,
-        sha256: hex::encode(hasher.finalize()),
-        manifest,
-    })
+    Ok(Facts { snapshot, manifest })
 }

@@ -10,7 +10,8 @@ pub(super) fn temp_path(dir: &Path) -> PathBuf {
     dir.join(format!("{TEMP_PREFIX}{}-{n:x}", std::process::id()))
 }
 
-/// Writes `bytes` to a new temporary file in `dir` and fsyncs it; removes it on failure.
+/// Writes `bytes` to a new temporary file in `dir`; removes it on failure. Not fsynced: the
+/// caller's [`commit::barrier`] makes it durable together with the rest of its step.
 pub(super) fn write_temp(point: &str, dir: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     let tmp = temp_path(dir);
     let result = fault::hit(point, &tmp).and_then(|()| {
@@ -19,8 +20,7 @@ pub(super) fn write_temp(point: &str, dir: &Path, bytes: &[u8]) -> io::Result<Pa
             .create_new(true)
             .mode(0o640)
             .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
+        file.write_all(bytes)
     });
     match result {
         Ok(()) => Ok(tmp),
@@ -32,7 +32,7 @@ pub(super) fn write_temp(point: &str, dir: &Path, bytes: &[u8]) -> io::Result<Pa
 }
 
 /// Places a report at `path` without ever replacing one (`AlreadyExists` then): written to a
-/// temporary file, fsynced, then renamed into place with no-replace.
+/// temporary file, then renamed into place with no-replace (durable at the filing's barrier).
 pub(super) fn place_report(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = write_temp("report.write", dir, bytes)?;
@@ -44,29 +44,32 @@ pub(super) fn place_report(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, so readers see the
-/// old content or the new, never half of it.
+/// old content or the new, never half of it, and makes it durable (a [`commit::barrier`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    replace(path, bytes)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// [`write_atomic`] without the barrier: atomic for every reader and across `kill -9` (the
+/// page cache outlives the process), durable at the caller's next barrier.
+pub(super) fn replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let result = write_temp("write", dir, bytes).and_then(|tmp| {
         fs::rename(&tmp, path).inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })
     });
-    result.map_err(StoreError::new("write", path))?;
-    sync_dir(dir)
+    result.map_err(StoreError::new("write", path))
 }
 
-/// fsyncs a folder so that renames into and out of it survive a power cut.
+/// Makes what was written and renamed in a folder durable (see [`commit::barrier`]).
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     sync_folder("sync", dir)
 }
 
 /// [`sync_dir`] at a named fault point.
 pub(super) fn sync_folder(point: &str, dir: &Path) -> Result<(), StoreError> {
-    fault::hit(point, dir)
-        .and_then(|()| File::open(dir))
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::new("sync folder", dir))
+    commit::barrier(point, &[dir]).map_err(StoreError::new("sync folder", dir))
 }
 
 /// A path's metadata, `None` when nothing is there; any other failure is an error.
@@ -119,7 +122,8 @@ pub(super) fn copy_across(from: &Path, to: &Path, partial: &Path) -> io::Result<
         let _ = fs::remove_file(partial);
         return Err(e);
     }
-    File::open(dest_dir)?.sync_all()?;
+    // The copy must be on disk before the only other copy goes.
+    commit::barrier("file.sync", &[dest_dir])?;
     fs::remove_file(from)
 }
 

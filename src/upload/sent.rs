@@ -2,19 +2,21 @@
 //!
 //! A file is checked (size, package, SHA-256) before its upload and streamed from disk during
 //! it, so a writer that truncates or rewrites it in between would make extdrop upload bytes
-//! nobody checked, and report a hash that is not theirs. So the body is read through a
-//! [`SentReader`], which hashes every byte on its way to the server and ends the body with an
-//! error of its own when the file yields fewer or more bytes than were declared; after the
+//! nobody checked, and report a hash that is not theirs. So the body is a [`SentBody`], which
+//! hashes every byte on its way to the server (the one read of the file: the check before does
+//! not hash it) and ends the body with an error of its own when the file yields fewer or more bytes than were declared; after the
 //! attempt, [`changed`] compares what was sent, and the file's [`Snapshot`], with what was
 //! checked.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
+use futures_core::Stream;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, ReadBuf};
 
 /// The reason of a file that changed during its upload, as the report states it.
 pub const FILE_CHANGED: &str = "the file changed while it was being uploaded";
@@ -27,6 +29,9 @@ pub struct Snapshot {
     pub size: u64,
     /// Modification time: seconds and nanoseconds since the epoch.
     pub mtime: (i64, i64),
+    /// Change time, which every write and every change of the modification time moves (a
+    /// rewrite that puts the old size and modification time back still shows here).
+    pub ctime: (i64, i64),
     /// Device and inode number.
     pub inode: (u64, u64),
 }
@@ -38,6 +43,7 @@ impl Snapshot {
         Snapshot {
             size: meta.size(),
             mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
             inode: (meta.dev(), meta.ino()),
         }
     }
@@ -53,6 +59,8 @@ impl Snapshot {
             ))
         } else if now.mtime != self.mtime {
             Some("it was written to (its modification time changed)".to_owned())
+        } else if now.ctime != self.ctime {
+            Some("it was written to or its attributes changed (its change time moved)".to_owned())
         } else {
             None
         }
@@ -110,70 +118,119 @@ impl Tally {
     }
 }
 
-/// A reader of the file being uploaded that hashes what it yields and refuses to yield more, or
-/// to end earlier, than the declared size.
-#[derive(Debug)]
-pub struct SentReader<R> {
-    inner: R,
+/// Bytes read from the file per chunk of the body: large, so that a file of gigabytes costs
+/// few trips to the blocking pool, and bounded, so that memory is per upload, not per file size.
+pub const CHUNK: usize = 1 << 20;
+
+/// The body of an upload, read from the file in [`CHUNK`]s on the blocking pool, where each
+/// chunk is also hashed: the runtime only passes the bytes on (one read of the file, no copy
+/// between reading and sending). It refuses to yield more, or to end earlier, than the
+/// declared size.
+pub struct SentBody {
+    /// The file, between reads.
+    file: Option<std::fs::File>,
+    /// The read under way.
+    reading: Option<tokio::task::JoinHandle<(std::fs::File, io::Result<Option<Bytes>>)>>,
     tally: Tally,
 }
 
-impl<R> SentReader<R> {
-    /// Reads `inner`, which should hold exactly `declared` bytes.
-    pub fn new(inner: R, declared: u64) -> (SentReader<R>, Tally) {
+impl SentBody {
+    /// Reads `file`, which should hold exactly `declared` bytes from where it stands.
+    pub fn new(file: std::fs::File, declared: u64) -> (SentBody, Tally) {
         let tally = Tally(Arc::new(Mutex::new(State {
             hasher: Sha256::new(),
             read: 0,
             declared,
             end: None,
         })));
-        (
-            SentReader {
-                inner,
-                tally: tally.clone(),
-            },
-            tally,
-        )
+        let body = SentBody {
+            file: Some(file),
+            reading: None,
+            tally: tally.clone(),
+        };
+        (body, tally)
     }
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for SentReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
-        let fresh = &buf.filled()[before..];
-        let mut state = self.tally.0.lock().unwrap_or_else(|e| e.into_inner());
-        let (read, declared) = (state.read, state.declared);
-        if fresh.is_empty() {
-            // The end of the file: it must be where the request said it is.
-            if read < declared {
-                state.end = Some(Sent::Short { read, declared });
-                return Poll::Ready(Err(io::Error::other(format!(
-                    "{FILE_CHANGED}: it ended after {read} of {declared} bytes"
-                ))));
+impl Stream for SentBody {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.reading.is_none() {
+            // No file: the body has ended (or failed) already.
+            let Some(mut file) = this.file.take() else {
+                return Poll::Ready(None);
+            };
+            let tally = this.tally.clone();
+            this.reading = Some(tokio::task::spawn_blocking(move || {
+                let chunk = next_chunk(&mut file, &tally);
+                (file, chunk)
+            }));
+        }
+        let Some(reading) = this.reading.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let joined = ready!(Pin::new(reading).poll(cx));
+        this.reading = None;
+        match joined {
+            Ok((file, Ok(Some(bytes)))) => {
+                this.file = Some(file);
+                Poll::Ready(Some(Ok(bytes)))
             }
-            let sha256 = hex::encode(state.hasher.clone().finalize());
-            state.end = Some(Sent::Complete { sha256 });
-            return Poll::Ready(Ok(()));
+            Ok((_, Ok(None))) => Poll::Ready(None),
+            Ok((_, Err(e))) => Poll::Ready(Some(Err(e))),
+            Err(e) => Poll::Ready(Some(Err(io::Error::other(format!(
+                "the read of the file failed: {e}"
+            ))))),
         }
-        if read + fresh.len() as u64 > declared {
-            // Never send bytes past the declared length: the request would be malformed. An
-            // error must leave nothing read, so the fresh bytes are taken back.
-            state.end = Some(Sent::Long { declared });
-            drop(state);
-            buf.set_filled(before);
-            return Poll::Ready(Err(io::Error::other(format!(
-                "{FILE_CHANGED}: it grew past {declared} bytes"
-            ))));
-        }
-        state.hasher.update(fresh);
-        state.read += fresh.len() as u64;
-        Poll::Ready(Ok(()))
     }
+}
+
+/// Reads and hashes the next chunk of the body (blocking); `None` at its end, where the file
+/// must end too.
+fn next_chunk(file: &mut std::fs::File, tally: &Tally) -> io::Result<Option<Bytes>> {
+    use std::io::Read;
+    let (read, declared) = {
+        let state = tally.0.lock().unwrap_or_else(|e| e.into_inner());
+        (state.read, state.declared)
+    };
+    let left = declared.saturating_sub(read);
+    // With nothing left, one byte is asked for: a file longer than declared shows itself.
+    let mut buf = vec![0u8; left.clamp(1, CHUNK as u64) as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut state = tally.0.lock().unwrap_or_else(|e| e.into_inner());
+    if filled == 0 {
+        // The end of the file: it must be where the request said it is.
+        if left > 0 {
+            state.end = Some(Sent::Short { read, declared });
+            return Err(io::Error::other(format!(
+                "{FILE_CHANGED}: it ended after {read} of {declared} bytes"
+            )));
+        }
+        let sha256 = hex::encode(state.hasher.clone().finalize());
+        state.end = Some(Sent::Complete { sha256 });
+        return Ok(None);
+    }
+    if left == 0 {
+        // Never send bytes past the declared length: the request would be malformed.
+        state.end = Some(Sent::Long { declared });
+        return Err(io::Error::other(format!(
+            "{FILE_CHANGED}: it grew past {declared} bytes"
+        )));
+    }
+    buf.truncate(filled);
+    state.hasher.update(&buf);
+    state.read += filled as u64;
+    Ok(Some(Bytes::from(buf)))
 }
 
 /// Whether the file changed during an attempt: what was sent (`sent`) and the file as it is now
@@ -204,13 +261,38 @@ pub fn changed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use futures_util::StreamExt;
 
     async fn read_all(bytes: &[u8], declared: u64) -> (io::Result<Vec<u8>>, Sent) {
-        let (mut reader, tally) = SentReader::new(bytes, declared);
+        let mut file = tempfile::tempfile().expect("temp file");
+        std::io::Write::write_all(&mut file, bytes).expect("write");
+        std::io::Seek::rewind(&mut file).expect("rewind");
+        let (mut body, tally) = SentBody::new(file, declared);
         let mut out = Vec::new();
-        let result = reader.read_to_end(&mut out).await.map(|_| out);
+        let result = loop {
+            match body.next().await {
+                Some(Ok(chunk)) => out.extend_from_slice(&chunk),
+                Some(Err(e)) => break Err(e),
+                None => break Ok(out),
+            }
+        };
         (result, tally.sent())
+    }
+
+    #[tokio::test]
+    async fn a_file_of_many_chunks_is_sent_whole_in_order() {
+        let bytes: Vec<u8> = (0..CHUNK * 2 + 77).map(|i| (i % 251) as u8).collect();
+        let (result, sent) = read_all(&bytes, bytes.len() as u64).await;
+        assert!(result.is_ok_and(|out| out == bytes));
+        assert!(matches!(sent, Sent::Complete { .. }));
+        let (result, sent) = read_all(&bytes, CHUNK as u64).await;
+        assert!(result.is_err(), "longer than declared at a chunk's edge");
+        assert_eq!(
+            sent,
+            Sent::Long {
+                declared: CHUNK as u64
+            }
+        );
     }
 
     #[tokio::test]
@@ -247,6 +329,7 @@ mod tests {
         let checked = Snapshot {
             size: 3,
             mtime: (1, 0),
+            ctime: (1, 0),
             inode: (1, 7),
         };
         let complete = Sent::Complete {
@@ -270,6 +353,10 @@ mod tests {
             },
             Snapshot {
                 inode: (1, 8),
+                ..checked
+            },
+            Snapshot {
+                ctime: (1, 5),
                 ..checked
             },
         ] {
