@@ -122,6 +122,14 @@ struct Inner {
     last_success: Family<WatchLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
+/// Seconds since the Unix epoch, now (0 if the clock is before 1970, which no alert can use).
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
@@ -135,7 +143,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Builds the registry with every extdrop metric, and `extdrop_build_info`.
+    /// Builds the registry with every extdrop metric, `extdrop_build_info`, and
+    /// `extdrop_start_time_seconds` set to now: the daemon builds its one registry as it
+    /// starts.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("extdrop");
         let files = Family::<OutcomeLabels, Counter>::default();
@@ -154,6 +164,17 @@ impl Metrics {
             "build",
             "The version of the running extdrop, as a label",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        // Alerts on "no success for a while" count from here when nothing was accepted since
+        // the start (the last success is not kept across restarts), and `changes()` of it
+        // counts restarts.
+        let start_time = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        start_time.set(unix_now());
+        registry.register_with_unit(
+            "start_time",
+            "Unix time the daemon started",
+            Unit::Seconds,
+            start_time,
         );
         registry.register(
             "files",
@@ -354,14 +375,10 @@ impl Metrics {
 
     /// The server accepted an upload of this watch just now.
     pub fn last_success(&self, watch: &str) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
         self.inner
             .last_success
             .get_or_create(&watch_label(watch))
-            .set(now);
+            .set(unix_now());
     }
 
     /// The OpenMetrics text exposition of every metric (ends with `# EOF`).
@@ -905,6 +922,12 @@ mod tests {
             &[("watch", "extensions")],
         );
         assert!((now - last).abs() < 60.0, "last success {last}, now {now}");
+        assert_eq!(e.types["extdrop_start_time_seconds"], "gauge");
+        let started = e.value("extdrop_start_time_seconds", &[]);
+        assert!(
+            started <= now && now - started < 60.0,
+            "started {started}, now {now}"
+        );
         assert_eq!(
             e.value(
                 "extdrop_build_info",

@@ -14,6 +14,7 @@ mod filesystems;
 mod idle;
 mod io_faults;
 mod lifecycle;
+mod monitoring;
 mod naming;
 mod newcomer;
 mod packaging;
