@@ -22,7 +22,11 @@
 //! - A resumed filing whose file already stands at its destination (a copy across file systems
 //!   that finished just before a crash) is recognised by its content and not filed twice.
 //! - A move across file systems copies to a hidden temporary name, fsyncs, renames into place
-//!   and only then removes the source. Directories are fsynced after renames.
+//!   and only then removes the source.
+//! - Durability comes from two barriers per file (`commit`: shared `syncfs` rounds): the
+//!   claim's, before anything is sent, and the filing's, before the claim folder goes. Records
+//!   saved between them are atomic but wait for the next barrier (README, "What is fsynced
+//!   when").
 //!
 //! Everything here is blocking file-system work; async callers use `spawn_blocking`. The steps
 //! of claiming, resuming and filing pass through [`fault::hit`] (a named point each), where
@@ -30,8 +34,8 @@
 //!
 //! The rooms: claiming, resuming and filing live here; [`lock`] keeps one process per inbox,
 //! `names` chooses destination names, `disk` holds the file-system primitives (atomic writes,
-//! fsyncs, no-replace moves), `retry` is `extdrop retry`, `sweep` removes what a kill left, and
-//! [`fault`] is the seam where tests inject I/O errors.
+//! no-replace moves), `commit` makes them durable in shared rounds, `retry` is `extdrop retry`,
+//! `sweep` removes what a kill left, and [`fault`] is the seam where tests inject I/O errors.
 
 mod commit;
 mod disk;
