@@ -99,9 +99,7 @@ pub struct Tally(Arc<Mutex<State>>);
 
 #[derive(Debug)]
 struct State {
-    hasher: Sha256,
     read: u64,
-    declared: u64,
     end: Option<Sent>,
 }
 
@@ -109,6 +107,16 @@ impl Tally {
     /// How many bytes of the file were read into the body so far.
     pub fn read(&self) -> u64 {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).read
+    }
+
+    /// Counts `n` more bytes yielded into the body.
+    fn add(&self, n: u64) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).read += n;
+    }
+
+    /// Records how the body ended.
+    fn end(&self, how: Sent) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).end = Some(how);
     }
 
     /// What was sent, as far as the body got.
@@ -124,31 +132,72 @@ pub const CHUNK: usize = 1 << 20;
 
 /// The body of an upload, read from the file in [`CHUNK`]s on the blocking pool, where each
 /// chunk is also hashed: the runtime only passes the bytes on (one read of the file, no copy
-/// between reading and sending). It refuses to yield more, or to end earlier, than the
-/// declared size.
+/// between reading and sending). The next chunk is read and hashed while the last one is being
+/// sent. The body refuses to yield more, or to end earlier, than the declared size.
+///
+/// The tally records only what the body *yielded*: a chunk read ahead and never sent (the
+/// server answered first) is neither counted nor taken for a complete body.
 pub struct SentBody {
-    /// The file, between reads.
-    file: Option<std::fs::File>,
+    /// The file and its hash so far, between reads.
+    reader: Option<Reader>,
     /// The read under way.
-    reading: Option<tokio::task::JoinHandle<(std::fs::File, io::Result<Option<Bytes>>)>>,
+    reading: Option<tokio::task::JoinHandle<(Reader, Step)>>,
     tally: Tally,
+}
+
+/// The file being read, and the hash of what was read of it.
+struct Reader {
+    file: std::fs::File,
+    hasher: Sha256,
+    read: u64,
+    declared: u64,
+    /// The end of the file was met exactly at the declared size.
+    at_end: bool,
+}
+
+/// What one read of the file gave.
+enum Step {
+    /// The next chunk.
+    Data(Bytes),
+    /// The file ended where declared; its hash.
+    End(String),
+    /// The file ended after `read` bytes, short of the declared size.
+    Short(u64),
+    /// The file holds more than declared.
+    Long,
+    /// The read failed.
+    Failed(io::Error),
 }
 
 impl SentBody {
     /// Reads `file`, which should hold exactly `declared` bytes from where it stands.
     pub fn new(file: std::fs::File, declared: u64) -> (SentBody, Tally) {
-        let tally = Tally(Arc::new(Mutex::new(State {
-            hasher: Sha256::new(),
-            read: 0,
-            declared,
-            end: None,
-        })));
+        let tally = Tally(Arc::new(Mutex::new(State { read: 0, end: None })));
         let body = SentBody {
-            file: Some(file),
+            reader: Some(Reader {
+                file,
+                hasher: Sha256::new(),
+                read: 0,
+                declared,
+                at_end: false,
+            }),
             reading: None,
             tally: tally.clone(),
         };
         (body, tally)
+    }
+
+    /// Starts reading the next chunk, unless the body has ended or a read is under way.
+    fn read_ahead(&mut self) {
+        if self.reading.is_some() {
+            return;
+        }
+        if let Some(mut reader) = self.reader.take_if(|r| !r.at_end) {
+            self.reading = Some(tokio::task::spawn_blocking(move || {
+                let step = reader.next_step();
+                (reader, step)
+            }));
+        }
     }
 }
 
@@ -157,80 +206,96 @@ impl Stream for SentBody {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.reading.is_none() {
-            // No file: the body has ended (or failed) already.
-            let Some(mut file) = this.file.take() else {
-                return Poll::Ready(None);
-            };
-            let tally = this.tally.clone();
-            this.reading = Some(tokio::task::spawn_blocking(move || {
-                let chunk = next_chunk(&mut file, &tally);
-                (file, chunk)
-            }));
+        // The file ended with the last chunk: no need to go to the blocking pool to learn it.
+        if let Some(reader) = this.reader.take_if(|r| r.at_end) {
+            let sha256 = hex::encode(reader.hasher.finalize());
+            this.tally.end(Sent::Complete { sha256 });
+            return Poll::Ready(None);
         }
+        this.read_ahead();
         let Some(reading) = this.reading.as_mut() else {
+            // No reader and no read: the body has ended (or failed) already.
             return Poll::Ready(None);
         };
         let joined = ready!(Pin::new(reading).poll(cx));
         this.reading = None;
-        match joined {
-            Ok((file, Ok(Some(bytes)))) => {
-                this.file = Some(file);
+        let (reader, step) = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                return Poll::Ready(Some(Err(io::Error::other(format!(
+                    "the read of the file failed: {e}"
+                )))));
+            }
+        };
+        let declared = reader.declared;
+        match step {
+            Step::Data(bytes) => {
+                this.tally.add(bytes.len() as u64);
+                this.reader = Some(reader);
+                this.read_ahead();
                 Poll::Ready(Some(Ok(bytes)))
             }
-            Ok((_, Ok(None))) => Poll::Ready(None),
-            Ok((_, Err(e))) => Poll::Ready(Some(Err(e))),
-            Err(e) => Poll::Ready(Some(Err(io::Error::other(format!(
-                "the read of the file failed: {e}"
-            ))))),
+            Step::End(sha256) => {
+                this.tally.end(Sent::Complete { sha256 });
+                Poll::Ready(None)
+            }
+            Step::Short(read) => {
+                this.tally.end(Sent::Short { read, declared });
+                Poll::Ready(Some(Err(io::Error::other(format!(
+                    "{FILE_CHANGED}: it ended after {read} of {declared} bytes"
+                )))))
+            }
+            Step::Long => {
+                // Never send bytes past the declared length: the request would be malformed.
+                this.tally.end(Sent::Long { declared });
+                Poll::Ready(Some(Err(io::Error::other(format!(
+                    "{FILE_CHANGED}: it grew past {declared} bytes"
+                )))))
+            }
+            Step::Failed(e) => Poll::Ready(Some(Err(e))),
         }
     }
 }
 
-/// Reads and hashes the next chunk of the body (blocking); `None` at its end, where the file
-/// must end too.
-fn next_chunk(file: &mut std::fs::File, tally: &Tally) -> io::Result<Option<Bytes>> {
-    use std::io::Read;
-    let (read, declared) = {
-        let state = tally.0.lock().unwrap_or_else(|e| e.into_inner());
-        (state.read, state.declared)
-    };
-    let left = declared.saturating_sub(read);
-    // With nothing left, one byte is asked for: a file longer than declared shows itself.
-    let mut buf = vec![0u8; left.clamp(1, CHUNK as u64) as usize];
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+impl Reader {
+    /// Reads and hashes the next chunk (blocking). One byte more than is left is asked for, so
+    /// that a file longer than declared shows itself, and a file that ends where declared is
+    /// known to with its last chunk (no further read).
+    fn next_step(&mut self) -> Step {
+        use std::io::Read;
+        let left = self.declared - self.read;
+        let want = left.saturating_add(1).min(CHUNK as u64) as usize;
+        let mut buf = vec![0u8; want];
+        let mut filled = 0;
+        let mut ended = false;
+        while filled < want {
+            match self.file.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Step::Failed(e),
+            }
         }
-    }
-    let mut state = tally.0.lock().unwrap_or_else(|e| e.into_inner());
-    if filled == 0 {
-        // The end of the file: it must be where the request said it is.
-        if left > 0 {
-            state.end = Some(Sent::Short { read, declared });
-            return Err(io::Error::other(format!(
-                "{FILE_CHANGED}: it ended after {read} of {declared} bytes"
-            )));
+        let filled_u64 = filled as u64;
+        if filled_u64 > left {
+            return Step::Long;
         }
-        let sha256 = hex::encode(state.hasher.clone().finalize());
-        state.end = Some(Sent::Complete { sha256 });
-        return Ok(None);
+        if ended && filled_u64 < left {
+            return Step::Short(self.read + filled_u64);
+        }
+        if filled == 0 {
+            // Nothing was left, and the file ended there.
+            return Step::End(hex::encode(self.hasher.clone().finalize()));
+        }
+        buf.truncate(filled);
+        self.hasher.update(&buf);
+        self.read += filled_u64;
+        self.at_end = ended;
+        Step::Data(Bytes::from(buf))
     }
-    if left == 0 {
-        // Never send bytes past the declared length: the request would be malformed.
-        state.end = Some(Sent::Long { declared });
-        return Err(io::Error::other(format!(
-            "{FILE_CHANGED}: it grew past {declared} bytes"
-        )));
-    }
-    buf.truncate(filled);
-    state.hasher.update(&buf);
-    state.read += filled as u64;
-    Ok(Some(Bytes::from(buf)))
 }
 
 /// Whether the file changed during an attempt: what was sent (`sent`) and the file as it is now
@@ -277,6 +342,22 @@ mod tests {
             }
         };
         (result, tally.sent())
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_after_reading_ahead_is_not_complete() {
+        let mut file = tempfile::tempfile().expect("temp file");
+        let bytes = vec![7u8; CHUNK + 10];
+        std::io::Write::write_all(&mut file, &bytes).expect("write");
+        std::io::Seek::rewind(&mut file).expect("rewind");
+        let (mut body, tally) = SentBody::new(file, bytes.len() as u64);
+        let first = body.next().await;
+        assert!(first.is_some_and(|c| c.is_ok_and(|c| c.len() == CHUNK)));
+        // The last chunk is being read ahead now; the server answers before it is sent.
+        drop(body);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(tally.sent(), Sent::Partial, "only what went out counts");
+        assert_eq!(tally.read(), CHUNK as u64);
     }
 
     #[tokio::test]
