@@ -349,3 +349,24 @@ fn a_large_upload_to_a_pipe_prints_no_progress() {
     }
     assert_eq!(s.stub.uploads().len(), 1);
 }
+
+/// `once` shows files filed out of files found on a terminal only: piped, its output is the
+/// log and the one summary line it always was, with no bar, carriage return or escape.
+#[test]
+fn once_to_a_pipe_prints_no_progress() {
+    let s = Sandbox::new();
+    for name in ["first", "second", "third"] {
+        s.drop_named(name, "Build");
+    }
+    s.drop_package("manifest__Build.zip", "wrong", "Build");
+    let out = s.run(&["once"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "3 done, 1 failed\n");
+    for text in [stdout(&out), stderr(&out)] {
+        for progress in ["\r", "\x1b", "files filed", "[=", "/4"] {
+            assert!(!text.contains(progress), "{progress:?} in {text}");
+        }
+    }
+    // The log is there as before, one line per file filed.
+    assert_eq!(stderr(&out).matches("filed").count(), 4, "{}", stderr(&out));
+}
