@@ -220,10 +220,19 @@ fn check(path: &Path, online: bool) -> u8 {
         }
         Ok(client) => {
             if let Err(e) = crate::auth::Auth::new(&config.auth, client) {
-                // A service gets its secrets through LoadCredential=, which this shell lacks.
-                eprintln!(
-                    "extdrop: warning: {e} (fine if the service gets it through LoadCredential=; `run` stops otherwise)"
-                );
+                let in_service = std::env::var_os("CREDENTIALS_DIRECTORY").is_some();
+                match service_only_credential(&e, in_service) {
+                    // Expected from a shell (the example configuration is so): a note, no
+                    // warning, or every `check` of a correct set-up would warn.
+                    Some(path) => println!(
+                        "credentials: {} is put there by systemd for the running service only (LoadCredential=), so it is not read here; `check --online` run through systemd-run with the same LoadCredential= reads it",
+                        path.display()
+                    ),
+                    // A service gets its secrets through LoadCredential=, which this shell lacks.
+                    None => eprintln!(
+                        "extdrop: warning: {e} (fine if the service gets it through LoadCredential=; `run` stops otherwise)"
+                    ),
+                }
             }
         }
     }
@@ -241,6 +250,30 @@ fn check(path: &Path, online: bool) -> u8 {
     }
     println!("configuration OK");
     EXIT_OK
+}
+
+/// Where systemd puts each service's credentials (`LoadCredential=`): `/run/credentials/UNIT/`.
+const SYSTEMD_CREDENTIALS: &str = "/run/credentials/";
+
+/// The secret file `error` could not read, when not reading it is what `check` should expect:
+/// the file is one systemd makes under `/run/credentials/` for the running service, and this
+/// process is not that service (`in_service`: `$CREDENTIALS_DIRECTORY` is set only inside
+/// one), so the file is absent or its folder closed to us.
+fn service_only_credential(error: &crate::auth::AuthError, in_service: bool) -> Option<&Path> {
+    use std::io::ErrorKind;
+    match error {
+        crate::auth::AuthError::UnreadableSecret { path, reason, .. }
+            if !in_service
+                && path.starts_with(SYSTEMD_CREDENTIALS)
+                && matches!(
+                    reason.kind(),
+                    ErrorKind::NotFound | ErrorKind::PermissionDenied
+                ) =>
+        {
+            Some(path)
+        }
+        _ => None,
+    }
 }
 
 /// The human summary printed by `check`.
@@ -442,5 +475,45 @@ pub fn inline_secret_warnings(config: &Config) -> Vec<String> {
         )]
     } else {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthError;
+
+    fn unreadable(path: &str, kind: std::io::ErrorKind) -> AuthError {
+        AuthError::UnreadableSecret {
+            what: "token",
+            path: PathBuf::from(path),
+            reason: kind.into(),
+        }
+    }
+
+    /// `check` on config.example.toml warned every time: its token_file is the service's
+    /// credential, which no shell has.
+    #[test]
+    fn a_service_credential_missing_outside_the_service_is_expected() {
+        use std::io::ErrorKind::{NotFound, PermissionDenied};
+        let path = "/run/credentials/extdrop.service/token";
+        for kind in [NotFound, PermissionDenied] {
+            let error = unreadable(path, kind);
+            assert_eq!(
+                service_only_credential(&error, false),
+                Some(Path::new(path))
+            );
+            // Inside the service, systemd should have put it there: that is worth a warning.
+            assert_eq!(service_only_credential(&error, true), None);
+        }
+        // Anywhere else, a file that cannot be read is the operator's to fix.
+        let error = unreadable("/etc/extdrop/token", NotFound);
+        assert_eq!(service_only_credential(&error, false), None);
+        // A look-alike prefix is not systemd's folder.
+        let error = unreadable("/run/credentials-old/token", NotFound);
+        assert_eq!(service_only_credential(&error, false), None);
+        // The file is there but unusable (a folder, bad bytes): warned.
+        let error = unreadable(path, std::io::ErrorKind::InvalidData);
+        assert_eq!(service_only_credential(&error, false), None);
     }
 }

@@ -193,6 +193,8 @@ struct Context {
     crashed: Mutex<Vec<Crashed>>,
     /// How many times each claim's handler has crashed.
     crashes: Mutex<HashMap<PathBuf, u32>>,
+    /// Files filed out of files found, shown by `once` on a terminal.
+    progress: crate::progress::FilesProgress,
 }
 
 /// A claim whose handler panicked.
@@ -534,6 +536,7 @@ pub async fn run(
         trouble: CredentialTrouble::default(),
         crashed: Mutex::new(Vec::new()),
         crashes: Mutex::new(HashMap::new()),
+        progress: crate::progress::FilesProgress::new(mode == Mode::Once),
     });
     config
         .watches
@@ -561,6 +564,9 @@ pub async fn run(
     // Files a previous run claimed: they were dropped earliest. Nothing else claims in these
     // inboxes yet, so leftovers of claims never completed can be cleaned up.
     resume_claims(&ctx, &watching.watches, true, &mut tasks).await?;
+    // What `once` has to file: the files found in the inboxes and the claims taken up.
+    ctx.progress
+        .found((watching.tracker.waiting() + tasks.len()) as u64);
     ready();
 
     let watchdog = crate::systemd::watchdog_interval();
@@ -735,6 +741,7 @@ pub async fn run(
         tasks.abort_all();
     }
     let _ = metrics_stop.send(());
+    ctx.progress.finish();
     Ok(Summary {
         done: ctx.done.load(Ordering::Relaxed),
         failed: ctx.failed.load(Ordering::Relaxed),
@@ -1162,6 +1169,7 @@ async fn file(ctx: &Context, watch: &Arc<Watch>, claim: Claim, report: Report) {
                     Outcome::Done => ctx.done.fetch_add(1, Ordering::Relaxed),
                     Outcome::Failed => ctx.failed.fetch_add(1, Ordering::Relaxed),
                 };
+                ctx.progress.filed();
                 ctx.metrics.file_filed(&watch.name, outcome.as_str());
                 // Operators filter the journal on WARN: a file filed in failed needs a person,
                 // one filed in done does not.

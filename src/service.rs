@@ -23,7 +23,8 @@ pub fn init_logging(log: &Log) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        // stderr, stepping around a progress bar shown there (see `progress`).
+        .with_writer(crate::progress::log_writer);
     // Text lines carry file names and server words: their values are escaped so that none can
     // forge a line (JSON escapes every value itself).
     let fields = crate::shown::log_fields();

@@ -10,16 +10,46 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The example's token_file is the service's systemd credential, which a shell never has:
+/// `check` says so in a note, not a warning (it used to warn on every run).
 #[test]
-fn check_accepts_the_example_configuration() {
+fn check_accepts_the_example_configuration_without_a_warning() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_extdrop"))
         .args(["check", "--config", example])
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("EXTDROP_TOKEN")
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("watch \"extensions\""));
     assert!(stdout(&out).contains("rule 2: regex"));
+    assert_eq!(stderr(&out), "", "no warning expected");
+    assert!(
+        stdout(&out).contains(
+            "credentials: /run/credentials/extdrop.service/token is put there by systemd for the running service only"
+        ),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// A token file that cannot be read anywhere but under /run/credentials/ is still warned
+/// about: nothing but the operator will make it appear.
+#[test]
+fn check_warns_of_an_unreadable_token_file_elsewhere() {
+    let mut s = Sandbox::new();
+    let missing = s.path("nowhere/token");
+    s.auth = format!(
+        "method = \"token\"\ntoken_file = {:?}",
+        missing.display().to_string()
+    );
+    let out = s.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("extdrop: warning: cannot read the"), "{err}");
+    assert!(err.contains("nowhere/token"), "{err}");
+    assert!(!stdout(&out).contains("credentials:"), "{}", stdout(&out));
 }
 
 #[test]
@@ -318,4 +348,25 @@ fn a_large_upload_to_a_pipe_prints_no_progress() {
         assert!(!err.contains(progress), "{progress:?} in {err}");
     }
     assert_eq!(s.stub.uploads().len(), 1);
+}
+
+/// `once` shows files filed out of files found on a terminal only: piped, its output is the
+/// log and the one summary line it always was, with no bar, carriage return or escape.
+#[test]
+fn once_to_a_pipe_prints_no_progress() {
+    let s = Sandbox::new();
+    for name in ["first", "second", "third"] {
+        s.drop_named(name, "Build");
+    }
+    s.drop_package("manifest__Build.zip", "wrong", "Build");
+    let out = s.run(&["once"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "3 done, 1 failed\n");
+    for text in [stdout(&out), stderr(&out)] {
+        for progress in ["\r", "\x1b", "files filed", "[=", "/4"] {
+            assert!(!text.contains(progress), "{progress:?} in {text}");
+        }
+    }
+    // The log is there as before, one line per file filed.
+    assert_eq!(stderr(&out).matches("filed").count(), 4, "{}", stderr(&out));
 }

@@ -48,6 +48,7 @@ pub(super) async fn file_orphan(ctx: &Context, watch: &Arc<Watch>, path: PathBuf
     match filed {
         Ok(Ok(dest)) => {
             ctx.failed.fetch_add(1, Ordering::Relaxed);
+            ctx.progress.filed();
             ctx.metrics.file_filed(&watch.name, "failed");
             tracing::warn!(file = %dest.display(), outcome = "failed", "filed an orphan from the work folder");
         }
