@@ -522,6 +522,17 @@ impl Daemon {
         check_usage(self.usage.get(), self.started, self.bounds, &self.log());
     }
 
+    /// The `host:port` of the metrics endpoint, as the daemon logged it (with `[metrics]`
+    /// listening on port 0).
+    pub fn metrics_address(&self) -> String {
+        self.log()
+            .split("metrics on http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .expect("the log names the metrics address")
+            .to_owned()
+    }
+
     /// What the daemon logged so far.
     pub fn log(&self) -> String {
         let mut text = String::new();

@@ -75,13 +75,7 @@ fn every_metric_the_dashboard_and_rules_name_is_exported() {
     let mut s = Sandbox::new();
     s.tables = "[metrics]\nlisten = \"127.0.0.1:0\"".to_owned();
     let daemon = s.start();
-    let addr = daemon
-        .log()
-        .split("metrics on http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect("the log names the metrics address")
-        .to_owned();
+    let addr = daemon.metrics_address();
     // One accepted upload, so that every family has had its moment (the last success's
     // timestamp exists only after one).
     s.drop_named("monitored", "Build");

@@ -452,13 +452,7 @@ fn metrics_count_the_release_steps() {
     s.tables = "[metrics]\nlisten = \"127.0.0.1:0\"".to_owned();
     known(&s, "old", &["1.0.0"]);
     let daemon = s.start();
-    let addr = daemon
-        .log()
-        .split("metrics on http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect("the log names the metrics address")
-        .to_owned();
+    let addr = daemon.metrics_address();
     s.drop_named("new", "Build");
     s.drop_named("old", "Deploy");
     s.wait_until("one done, one failed", Some(&daemon), || {

@@ -228,13 +228,7 @@ fn metrics_match_what_happened() {
     s.tables = "[metrics]\nlisten = \"127.0.0.1:0\"".to_owned();
     s.faults([Fault::status(503)]);
     let daemon = s.start();
-    let log = daemon.log();
-    let addr = log
-        .split("metrics on http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect("the log names the metrics address")
-        .to_owned();
+    let addr = daemon.metrics_address();
     assert_eq!(http_get(&addr, "/healthz").0, 200);
 
     s.drop_named("one", "Build");
