@@ -540,7 +540,7 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
     // Choosing a free name and taking it must not interleave with another filing into the same
     // folder (two `a.zip` from different subfolders or watches finishing at once).
     let lock = folder_lock(dest_dir);
-    let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let held = lock.lock().unwrap_or_else(|e| e.into_inner());
     let payload = claim.payload();
     let has_payload =
         exists("file.stat", &payload).map_err(StoreError::new("inspect", &payload))?;
@@ -614,6 +614,9 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
                 Err(e) => return Err(StoreError::new("move", &payload)(e)),
             }
         }
+        // The name is taken (report and file stand there): other filings into this folder may
+        // go on while this one waits for its barrier, and share its round.
+        drop(held);
         // The filing's one barrier: the decision, the report and the move are on disk before
         // the claim folder goes.
         commit::barrier("file.sync", &[dest_dir, &claim.dir])
