@@ -217,12 +217,33 @@ impl Claim {
 /// changed (README, "What is fsynced when"); a record saved between them (an attempt counted, a
 /// release step done) reaches the disk with the next barrier or the kernel's writeback.
 pub fn save_record(dir: &Path, record: &ClaimRecord) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError {
+    disk::replace(&dir.join(RECORD), &encode_record(dir, record)?)
+}
+
+/// Writes the first record of a new claim folder: straight into place (no temporary file to
+/// rename, since nobody reads the folder before the file is renamed in, and a record without
+/// its file is swept at start-up).
+fn create_record(dir: &Path, record: &ClaimRecord) -> Result<(), StoreError> {
+    let path = dir.join(RECORD);
+    let bytes = encode_record(dir, record)?;
+    fault::hit("write", &path)
+        .and_then(|()| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o640)
+                .open(&path)?
+                .write_all(&bytes)
+        })
+        .map_err(StoreError::new("write", &path))
+}
+
+fn encode_record(dir: &Path, record: &ClaimRecord) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec_pretty(record).map_err(|e| StoreError {
         action: "encode claim record",
         path: dir.to_owned(),
         source: io::Error::other(e),
-    })?;
-    disk::replace(&dir.join(RECORD), &bytes)
+    })
 }
 
 /// Creates a folder and its parents with mode 0750 if it does not exist.
@@ -299,7 +320,7 @@ pub fn claim_at(
         },
         unsynced: Vec::new(),
     };
-    if let Err(e) = claim.save() {
+    if let Err(e) = create_record(&claim.dir, &claim.record) {
         // A claim folder without a record is garbage; the file was never touched.
         let _ = fs::remove_dir_all(&claim.dir);
         return Err(e);
@@ -518,14 +539,15 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
     // Filing removes the claim: the rename that made it must be durable first.
     sync_folders(&claim.unsynced)?;
     claim.unsynced.clear();
-    // The outcome is written down before anything else: from here on the file is only filed,
-    // never uploaded again, whatever fails below.
-    if claim.record.decided.is_none() {
+    // The outcome is written down before anything leaves the claim folder, in one save with
+    // the name it is filed under — or alone, when no name can be chosen now (see
+    // `decided_anyway`): from then on the file is only filed, never uploaded again.
+    let mut unsaved = claim.record.decided.is_none();
+    if unsaved {
         claim.record.decided = Some(Decision {
             report,
             dest_name: None,
         });
-        claim.save()?;
     }
     let Some(mut decision) = claim.record.decided.clone() else {
         return Err(StoreError::new("file", &claim.dir)(io::Error::other(
@@ -536,14 +558,15 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
         Outcome::Done => &watch.done,
         Outcome::Failed => &watch.failed,
     };
-    ensure_folder(dest_dir)?;
+    ensure_folder(dest_dir).map_err(|e| decided_anyway(&claim, unsaved, e))?;
     // Choosing a free name and taking it must not interleave with another filing into the same
     // folder (two `a.zip` from different subfolders or watches finishing at once).
     let lock = folder_lock(dest_dir);
     let held = lock.lock().unwrap_or_else(|e| e.into_inner());
     let payload = claim.payload();
-    let has_payload =
-        exists("file.stat", &payload).map_err(StoreError::new("inspect", &payload))?;
+    let has_payload = exists("file.stat", &payload)
+        .map_err(StoreError::new("inspect", &payload))
+        .map_err(|e| decided_anyway(&claim, unsaved, e))?;
     // The report's bytes are the same at every try (the report is in the record), which is how
     // a report already standing at our name is told to be ours.
     let report_bytes = report_bytes(&decision.report);
@@ -555,7 +578,8 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
                 name
             }
             _ => {
-                let name = free_name(dest_dir, claim.file_name())?;
+                let name = free_name(dest_dir, claim.file_name())
+                    .map_err(|e| decided_anyway(&claim, unsaved, e))?;
                 reserve(dest_dir, &name);
                 decision.dest_name = Some(name.clone());
                 claim.record.decided = Some(decision.clone());
@@ -564,6 +588,7 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
                     release(dest_dir, &name);
                     return Err(e);
                 }
+                unsaved = false;
                 name
             }
         };
@@ -630,6 +655,16 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
         }
         release(dest_dir, &name);
         return Ok(dest);
+    }
+}
+
+/// An error met before the decision's first save (no name could be chosen): the decision is
+/// saved alone, without a name, so that a crash before the retry still never uploads the file
+/// again; then the error is returned (or the save's own, if it fails too).
+fn decided_anyway(claim: &Claim, unsaved: bool, error: StoreError) -> StoreError {
+    match unsaved.then(|| claim.save()) {
+        Some(Err(save)) => save,
+        _ => error,
     }
 }
 
@@ -970,6 +1005,25 @@ template = "{business_type}/{plugin_name}.zip"
 
     /// Regression (issue 11.5): a name reserved by a filing whose record could not be saved
     /// stayed reserved, so each retry took `N~2`, `N~3`, …
+    /// The decision and the name are saved together; when no name can be chosen (the
+    /// destination cannot be looked at), the decision is saved alone all the same.
+    #[test]
+    fn a_decision_is_on_record_even_when_no_name_can_be_chosen()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        let claim = claimed(&watch, "a.zip", b"x")?;
+        let claim_dir = claim.dir().to_owned();
+        let guard = fault::inject(fault::Rule::new("name.stat", &watch.done));
+        assert!(file(&watch, claim, report_for("a.zip")).is_err());
+        drop(guard);
+        let claim = reopen(&claim_dir)?.ok_or("claim gone")?;
+        let decision = claim.record.decided.clone().ok_or("no decision on record")?;
+        assert_eq!(decision.dest_name, None);
+        assert_eq!(file(&watch, claim, report_for("a.zip"))?, watch.done.join("a.zip"));
+        Ok(())
+    }
+
     #[test]
     fn regression_a_reserved_name_is_released_when_saving_fails()
     -> Result<(), Box<dyn std::error::Error>> {
@@ -977,8 +1031,8 @@ template = "{business_type}/{plugin_name}.zip"
         let watch = watch(dir.path())?;
         let claim = claimed(&watch, "a.zip", b"x")?;
         let claim_dir = claim.dir().to_owned();
-        // The record's second write is the one that names the destination.
-        let guard = fault::inject(fault::Rule::new("write", &claim_dir).nth(2));
+        // The record's first write in the filing is the one that names the destination.
+        let guard = fault::inject(fault::Rule::new("write", &claim_dir).nth(1));
         assert!(file(&watch, claim, report_for("a.zip")).is_err());
         drop(guard);
         let claim = reopen(&claim_dir)?.ok_or("claim gone")?;

@@ -56,11 +56,14 @@ pub(super) fn examine(
     } else {
         None
     };
-    // A file the daemon may not read is refused now, not retried until the budget is spent.
-    drop(
-        store::open_payload(path)
-            .map_err(|e| refuse(size, format!("the file cannot be read: {e}")))?,
-    );
+    // A file the daemon may not read is refused now, not retried until the budget is spent
+    // (the package check has read it already).
+    if !validate {
+        drop(
+            store::open_payload(path)
+                .map_err(|e| refuse(size, format!("the file cannot be read: {e}")))?,
+        );
+    }
     // The package check must be of the file as it was measured.
     let snapshot = Snapshot::of(&meta);
     let after = std::fs::symlink_metadata(path)
