@@ -211,13 +211,21 @@ impl Claim {
     }
 }
 
-/// Writes a claim record into its claim folder atomically: a reader (and a restart after
-/// `kill -9`) sees the old record or the new one. It is not fsynced here: the claim and the
+/// Writes a claim record into its claim folder atomically: a restart after `kill -9` sees the
+/// old record or the new one (a record of up to a page is rewritten in place by one `pwrite`,
+/// a larger one through a temporary file and a rename; see `disk::overwrite_small`). It is not fsynced here: the claim and the
 /// filing each end with a barrier that makes their records durable with everything else they
 /// changed (README, "What is fsynced when"); a record saved between them (an attempt counted, a
 /// release step done) reaches the disk with the next barrier or the kernel's writeback.
 pub fn save_record(dir: &Path, record: &ClaimRecord) -> Result<(), StoreError> {
-    disk::replace(&dir.join(RECORD), &encode_record(dir, record)?)
+    let (path, bytes) = (dir.join(RECORD), encode_record(dir, record)?);
+    match disk::overwrite_small(&path, &bytes) {
+        Ok(true) => Ok(()),
+        // Too large, or no record yet (an orphan's, made when it is filed).
+        Ok(false) => disk::replace(&path, &bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => disk::replace(&path, &bytes),
+        Err(e) => Err(StoreError::new("write", &path)(e)),
+    }
 }
 
 /// Writes the first record of a new claim folder: straight into place (no temporary file to
@@ -1005,6 +1013,43 @@ template = "{business_type}/{plugin_name}.zip"
 
     /// Regression (issue 11.5): a name reserved by a filing whose record could not be saved
     /// stayed reserved, so each retry took `N~2`, `N~3`, …
+    /// A record is rewritten in place while it fits in a page (a shorter one padded with
+    /// spaces), through a temporary file when it does not; either way it reads back whole.
+    #[test]
+    fn records_are_rewritten_in_place_or_replaced_and_read_back_whole()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        let mut claim = claimed(&watch, "a.zip", b"x")?;
+        let record = claim.dir().join(RECORD);
+        let inode = |p: &Path| fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        let first = inode(&record)?;
+        claim.record.attempts = 123_456;
+        claim.save()?;
+        claim.record.attempts = 1;
+        claim.save()?;
+        assert_eq!(inode(&record)?, first, "rewritten in place");
+        assert!(
+            fs::read(&record)?.ends_with(b" "),
+            "padded to the old length"
+        );
+        assert_eq!(reopen(claim.dir())?.ok_or("gone")?.record.attempts, 1);
+        let mut big = report_for("a.zip");
+        big.reason = Some("x".repeat(5000));
+        claim.record.decided = Some(Decision {
+            report: big,
+            dest_name: None,
+        });
+        claim.save()?;
+        assert_ne!(inode(&record)?, first, "too large for a page: replaced");
+        let back = reopen(claim.dir())?.ok_or("gone")?;
+        assert_eq!(
+            back.record.decided.map(|d| d.report.reason),
+            Some(Some("x".repeat(5000)))
+        );
+        Ok(())
+    }
+
     /// The decision and the name are saved together; when no name can be chosen (the
     /// destination cannot be looked at), the decision is saved alone all the same.
     #[test]
@@ -1018,9 +1063,16 @@ template = "{business_type}/{plugin_name}.zip"
         assert!(file(&watch, claim, report_for("a.zip")).is_err());
         drop(guard);
         let claim = reopen(&claim_dir)?.ok_or("claim gone")?;
-        let decision = claim.record.decided.clone().ok_or("no decision on record")?;
+        let decision = claim
+            .record
+            .decided
+            .clone()
+            .ok_or("no decision on record")?;
         assert_eq!(decision.dest_name, None);
-        assert_eq!(file(&watch, claim, report_for("a.zip"))?, watch.done.join("a.zip"));
+        assert_eq!(
+            file(&watch, claim, report_for("a.zip"))?,
+            watch.done.join("a.zip")
+        );
         Ok(())
     }
 

@@ -62,6 +62,41 @@ pub(super) fn replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     result.map_err(StoreError::new("write", path))
 }
 
+/// The most a record may hold to be rewritten in place: one page, which a single `pwrite`
+/// replaces whole in the page cache (nothing a `kill -9` can cut in two).
+const IN_PLACE_MAX: u64 = 4096;
+
+/// Rewrites a small file in place, with one `pwrite` at offset 0, padding the new content with
+/// spaces to the old length (JSON ignores trailing whitespace). Cheaper than [`replace`]: no
+/// new inode, no rename over the old one (which makes ext4 write the new data out at once and
+/// free, and on some disks discard, the old blocks). `Ok(false)` when either content is larger
+/// than [`IN_PLACE_MAX`]: use [`replace`] then.
+pub(super) fn overwrite_small(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    if bytes.len() as u64 > IN_PLACE_MAX {
+        return Ok(false);
+    }
+    fault::hit("write", path)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    let old = file.metadata()?.len();
+    if old > IN_PLACE_MAX {
+        return Ok(false);
+    }
+    let mut padded = bytes.to_vec();
+    padded.resize(bytes.len().max(old as usize), b' ');
+    let written = file.write_at(&padded, 0)?;
+    if written != padded.len() {
+        return Err(io::Error::other(format!(
+            "short write: {written} of {} bytes",
+            padded.len()
+        )));
+    }
+    Ok(true)
+}
+
 /// Makes what was written and renamed in a folder durable (see [`commit::barrier`]).
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     sync_folder("sync", dir)
