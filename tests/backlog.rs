@@ -1,8 +1,9 @@
 //! A backlog costs memory per upload slot, not per file: files ready and waiting for a slot
-//! are a queue of paths in the main loop, not a task each (once 8 KB or so apiece).
+//! are compact entries of the readiness tracker (a name and its state, a few hundred bytes),
+//! not a task each (once 8 KB or so apiece), nor a path held two or three times over.
 //!
-//! All the files below are present at the start, so they become ready in the same look and
-//! are handed out together: once the first one is filed, every one of them is waiting.
+//! All the files below are present at the start, so they become ready within moments of each
+//! other: once the first one is filed, nearly every one of them is waiting for a slot.
 
 use std::time::Duration;
 
@@ -10,11 +11,13 @@ use rustix::process::Signal;
 
 use crate::harness::Sandbox;
 
-/// Files waiting at once, with two upload slots.
-const BACKLOG: usize = 3_000;
-/// Peak resident memory allowed while they wait. Measured in a debug build: 24 MiB with 10
-/// files waiting; with 3,000, 54 MiB when each waiting file was a task (about 10 KiB apiece)
-/// and 29 MiB as a queue (about 1.5 KiB apiece, the readiness tracker's entry included).
+/// Files waiting at once, with two upload slots: enough that a cost per waiting file shows
+/// above the daemon's own memory.
+const BACKLOG: usize = 20_000;
+/// Peak resident memory allowed while they wait. Measured in a debug build: each waiting file
+/// was once a task (about 10 KiB apiece), then a queued `Found` plus its tracker entry and busy
+/// path (about 1.5 KiB apiece: some 55 MiB here); as one compact tracker entry it is 28 MiB
+/// with 3,000 files and 32.5 MiB with 20,000 (about 250 bytes apiece).
 const BACKLOG_PEAK_RSS_KIB: u64 = 40 * 1024;
 
 #[test]
