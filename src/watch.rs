@@ -350,15 +350,18 @@ impl Candidate {
 /// upload slot.
 ///
 /// Memory: a waiting file costs one compact entry — its name (relative to the inbox, once),
-/// a [`Candidate`] in its watch's map, and one key in exactly one queue (`due` while it
-/// settles, `ready` once ready) — a couple of hundred bytes, whatever the backlog. A
+/// a [`Candidate`] in its watch's map, and one key in exactly one queue (`unseen` until its
+/// first look, `due` while it settles, `ready` once ready) — a couple of hundred bytes,
+/// whatever the backlog. A
 /// [`Found`] (full path, display name, watch) is built, and its path held in [`Busy`], only
 /// when it is handed out with a slot ([`Tracker::take_ready`]).
 ///
 /// Invariants:
-/// - Every candidate not ready has exactly one entry in `due`, at or before the time it is
-///   due (an event that restarts its settle leaves the entry early; it is put back at the
-///   later time when it comes up), so the earliest look is the heap's top, not a search.
+/// - Every candidate not ready has exactly one entry, in `unseen` (found by a scan, never
+///   looked at: due at once, first found first) or in `due` (at or before the time it is due:
+///   an event that restarts its settle leaves the entry early, and it is put back at the
+///   later time when it comes up), so the earliest look is found at the queues' heads, not by
+///   a search.
 /// - Every ready candidate has exactly one entry in `ready`, in the order it became ready
 ///   (arrival order); it is no longer looked at, and events about it change nothing.
 /// - A ready file is still unclaimed in its inbox and counted by [`Tracker::waiting`]; once
@@ -369,7 +372,9 @@ pub struct Tracker {
     watches: Vec<Arc<Watch>>,
     /// Per watch (same index as `watches`): its candidates, ready or not, by name.
     candidates: Vec<HashMap<Name, Candidate>>,
-    /// Candidates not ready, by when they are next due for a look, earliest first.
+    /// Candidates found by a scan and never looked at, in the order found.
+    unseen: VecDeque<Key>,
+    /// Candidates settling, by when they are next due for a look, earliest first.
     due: BinaryHeap<Reverse<(Instant, Key)>>,
     /// Ready candidates waiting for an upload slot, in the order they became ready.
     ready: VecDeque<Key>,
@@ -382,6 +387,7 @@ impl Tracker {
         Tracker {
             candidates: watches.iter().map(|_| HashMap::new()).collect(),
             watches,
+            unseen: VecDeque::new(),
             due: BinaryHeap::new(),
             ready: VecDeque::new(),
             busy,
@@ -407,9 +413,15 @@ impl Tracker {
 
     /// When the next candidate is due for a look: at once for one never looked at, else when
     /// it will have been unchanged for its `settle` (possibly a little earlier, after an event
-    /// restarted it). `None` when no candidate is settling. Constant time.
+    /// restarted it). `None` when no candidate waits for a look. Constant time.
     pub fn next_check(&self) -> Option<Instant> {
-        self.due.peek().map(|Reverse((due, _))| *due)
+        let unseen = self.unseen.front().map(|(index, name)| {
+            self.candidates[*index]
+                .get(name)
+                .map_or_else(Instant::now, |c| c.unchanged_since)
+        });
+        let settling = self.due.peek().map(|Reverse((due, _))| *due);
+        unseen.into_iter().chain(settling).min()
     }
 
     /// Whether no file waits: none settling, none ready.
@@ -528,10 +540,11 @@ impl Tracker {
             ready: false,
         };
         let name: Name = Arc::from(name);
-        self.due.push(Reverse((
-            candidate.due(watch.settle),
-            (index, name.clone()),
-        )));
+        let key = (index, name.clone());
+        match seen {
+            Some(_) => self.due.push(Reverse((candidate.due(watch.settle), key))),
+            None => self.unseen.push_back(key),
+        }
         candidates.insert(name, candidate);
     }
 
@@ -551,6 +564,10 @@ impl Tracker {
     /// [`Tracker::take_ready`]. Files that vanished or stopped being regular files are
     /// forgotten. A candidate not yet due is not looked at: a change it meets before then is
     /// seen at its look, which then starts its settle again. Returns how many became ready.
+    ///
+    /// Settling candidates are looked at before the first looks of those a scan found: only
+    /// they can become ready, so a large backlog found at start begins to flow after one
+    /// `settle`, not after every file of it has been looked at once.
     pub fn ready(&mut self, now: Instant) -> usize {
         let mut looks = 0;
         let mut became = 0;
@@ -561,43 +578,59 @@ impl Tracker {
             let Some(Reverse((_, key))) = self.due.pop() else {
                 break;
             };
-            let (index, name) = &key;
-            let watch = &self.watches[*index];
-            let candidates = &mut self.candidates[*index];
-            let Some(c) = candidates.get_mut(name) else {
-                continue; // cannot happen (see the invariants); nothing to look at
-            };
-            let settle = watch.settle;
-            if c.due(settle) > now {
-                // An event restarted its settle since this entry was made.
-                self.due.push(Reverse((c.due(settle), key)));
-                continue;
-            }
-            looks += 1;
-            let meta = match fs::symlink_metadata(watch.inbox.join(&**name)) {
-                Ok(meta) if meta.is_file() => meta,
-                _ => {
-                    candidates.remove(name);
-                    continue;
-                }
-            };
-            let mtime = meta.modified().ok();
-            if meta.len() != c.size || mtime != c.mtime {
-                c.size = meta.len();
-                c.mtime = mtime;
-                c.unchanged_since = now;
-            }
-            // A zero settle means "ready when seen": no second look needed.
-            if now.duration_since(c.unchanged_since) < settle {
-                self.due.push(Reverse((c.due(settle), key)));
-                continue;
-            }
-            c.ready = true;
-            self.ready.push_back(key);
-            became += 1;
+            let (looked, ready) = self.look(key, now);
+            looks += usize::from(looked);
+            became += usize::from(ready);
+        }
+        while looks < LOOKS_PER_ROUND
+            && let Some(key) = self.unseen.pop_front()
+        {
+            let (looked, ready) = self.look(key, now);
+            looks += usize::from(looked);
+            became += usize::from(ready);
         }
         compact_heap(&mut self.due);
+        compact_deque(&mut self.unseen);
         became
+    }
+
+    /// Looks at the candidate `key`, just taken from its queue, if it is due by `now`, and
+    /// puts it where it belongs next: in `due` (not due yet, or settling), in `ready`, or
+    /// nowhere (gone). Returns whether it was looked at (an `lstat`) and whether it is ready.
+    fn look(&mut self, key: Key, now: Instant) -> (bool, bool) {
+        let (index, name) = &key;
+        let watch = &self.watches[*index];
+        let candidates = &mut self.candidates[*index];
+        let Some(c) = candidates.get_mut(name) else {
+            return (false, false); // cannot happen (see the invariants); nothing to look at
+        };
+        let settle = watch.settle;
+        if c.due(settle) > now {
+            // An event restarted its settle since this entry was made.
+            self.due.push(Reverse((c.due(settle), key)));
+            return (false, false);
+        }
+        let meta = match fs::symlink_metadata(watch.inbox.join(&**name)) {
+            Ok(meta) if meta.is_file() => meta,
+            _ => {
+                candidates.remove(name);
+                return (true, false);
+            }
+        };
+        let mtime = meta.modified().ok();
+        if meta.len() != c.size || mtime != c.mtime {
+            c.size = meta.len();
+            c.mtime = mtime;
+            c.unchanged_since = now;
+        }
+        // A zero settle means "ready when seen": no second look needed.
+        if now.duration_since(c.unchanged_since) < settle {
+            self.due.push(Reverse((c.due(settle), key)));
+            return (true, false);
+        }
+        c.ready = true;
+        self.ready.push_back(key);
+        (true, true)
     }
 
     /// Hands out the ready file first in line, for a handler that has an upload slot: from
