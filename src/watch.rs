@@ -320,28 +320,99 @@ type Name = Arc<OsStr>;
 /// A candidate as the queues hold it: its watch's index in [`Tracker::watches`] and its name.
 type Key = (usize, Name);
 
-/// What the tracker knows of a file in an inbox. Compact on purpose (see the module's
-/// memory note): no path, no watch, no display text — those are rebuilt from the key when the
-/// file is handed out.
+/// What the tracker knows of a file in an inbox: 32 bytes. Compact on purpose (see
+/// [`Tracker`]'s memory note): no path, no watch, no display text — those are rebuilt from the
+/// key when the file is handed out — and times in 8 bytes rather than 16.
 #[derive(Debug)]
 struct Candidate {
     /// `u64::MAX` (no file's size) while never looked at.
     size: u64,
-    mtime: Option<SystemTime>,
-    unchanged_since: Instant,
-    first_seen: SystemTime,
-    /// Ready and queued in [`Tracker`]'s `ready`, waiting for an upload slot.
-    ready: bool,
+    /// The modification time, as [`wall`] writes it; only compared.
+    mtime: i64,
+    /// Since when unchanged, as [`since_epoch`] writes it; [`READY`] once ready (and queued
+    /// in [`Tracker`]'s `ready`, waiting for an upload slot).
+    unchanged_since: u64,
+    /// When first noticed, as [`wall`] writes it.
+    first_seen: i64,
+}
+
+/// [`Candidate::unchanged_since`] of a ready candidate: no instant the tracker meets.
+const READY: u64 = u64::MAX;
+
+/// The instant the times of [`Candidate`]s count from (the first tracker's making).
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `t` as nanoseconds since [`epoch`] (584 years fit; an instant before it counts as it).
+fn since_epoch(t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch()).as_nanos()).unwrap_or(READY - 1)
+}
+
+/// A wall-clock time as nanoseconds since the Unix epoch (negative before it, saturated past
+/// ±292 years); `i64::MIN` for none.
+fn wall(t: Option<SystemTime>) -> i64 {
+    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    match t.map(|t| t.duration_since(SystemTime::UNIX_EPOCH)) {
+        None => i64::MIN,
+        Some(Ok(after)) => nanos(after),
+        Some(Err(before)) => -nanos(before.duration()),
+    }
+}
+
+/// The time [`wall`] wrote as `n` (not `i64::MIN`).
+fn from_wall(n: i64) -> SystemTime {
+    let d = Duration::from_nanos(n.unsigned_abs());
+    if n >= 0 {
+        SystemTime::UNIX_EPOCH + d
+    } else {
+        SystemTime::UNIX_EPOCH - d
+    }
 }
 
 impl Candidate {
-    /// When this candidate is next looked at: at once when never looked at, else when it will
-    /// have been unchanged for `settle`.
-    fn due(&self, settle: Duration) -> Instant {
+    /// A candidate first noticed now: `seen` is its size and modification time when the
+    /// caller has them (its settle starts now), `None` for one never looked at.
+    fn new(seen: Option<(u64, Option<SystemTime>)>, now: Instant) -> Candidate {
+        // `u64::MAX` is no file's size, so the first look records the file and starts its
+        // settle.
+        let (size, mtime) = seen.unwrap_or((u64::MAX, None));
+        Candidate {
+            size,
+            mtime: wall(mtime),
+            unchanged_since: since_epoch(now),
+            first_seen: wall(Some(SystemTime::now())),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.unchanged_since == READY
+    }
+
+    /// Records what a look or an event saw; a change starts its settle again at `now`.
+    /// Returns whether it changed.
+    fn saw(&mut self, size: u64, mtime: Option<SystemTime>, now: Instant) -> bool {
+        let mtime = wall(mtime);
+        let changed = (size, mtime) != (self.size, self.mtime);
+        if changed {
+            (self.size, self.mtime, self.unchanged_since) = (size, mtime, since_epoch(now));
+        }
+        changed
+    }
+
+    fn first_seen(&self) -> SystemTime {
+        from_wall(self.first_seen)
+    }
+
+    /// When this candidate is next looked at (as [`since_epoch`] writes it): at once when
+    /// never looked at, else when it will have been unchanged for `settle`.
+    fn due(&self, settle: Duration) -> u64 {
         if self.size == u64::MAX {
             self.unchanged_since
         } else {
-            self.unchanged_since + settle
+            let settle = u64::try_from(settle.as_nanos()).unwrap_or(READY);
+            self.unchanged_since.saturating_add(settle).min(READY - 1)
         }
     }
 }
@@ -375,7 +446,7 @@ pub struct Tracker {
     /// Candidates found by a scan and never looked at, in the order found.
     unseen: VecDeque<Key>,
     /// Candidates settling, by when they are next due for a look, earliest first.
-    due: BinaryHeap<Reverse<(Instant, Key)>>,
+    due: BinaryHeap<Reverse<(u64, Key)>>,
     /// Ready candidates waiting for an upload slot, in the order they became ready.
     ready: VecDeque<Key>,
     busy: Busy,
@@ -384,6 +455,8 @@ pub struct Tracker {
 impl Tracker {
     /// A tracker for these watches; `busy` is shared with the handlers.
     pub fn new(watches: Vec<Arc<Watch>>, busy: Busy) -> Tracker {
+        // Set before any candidate's time counts from it.
+        epoch();
         Tracker {
             candidates: watches.iter().map(|_| HashMap::new()).collect(),
             watches,
@@ -418,10 +491,11 @@ impl Tracker {
         let unseen = self.unseen.front().map(|(index, name)| {
             self.candidates[*index]
                 .get(name)
-                .map_or_else(Instant::now, |c| c.unchanged_since)
+                .map_or_else(|| since_epoch(Instant::now()), |c| c.unchanged_since)
         });
         let settling = self.due.peek().map(|Reverse((due, _))| *due);
-        unseen.into_iter().chain(settling).min()
+        let due = unseen.into_iter().chain(settling).min()?;
+        Some(epoch() + Duration::from_nanos(due))
     }
 
     /// Whether no file waits: none settling, none ready.
@@ -451,7 +525,7 @@ impl Tracker {
                 let (n, oldest) = self.busy.under(&w.inbox);
                 let oldest = candidates
                     .values()
-                    .map(|c| c.first_seen)
+                    .map(Candidate::first_seen)
                     .chain(oldest)
                     .min();
                 (n + candidates.len() as u64, oldest)
@@ -519,26 +593,16 @@ impl Tracker {
             // A ready file is no longer looked at (see the invariants); its entry in `due`
             // (for one settling) is put back at the new time when it comes up.
             if let Some((size, mtime)) = seen
-                && !c.ready
-                && (size, mtime) != (c.size, c.mtime)
+                && !c.is_ready()
             {
-                (c.size, c.mtime, c.unchanged_since) = (size, mtime, Instant::now());
+                c.saw(size, mtime, Instant::now());
             }
             return;
         }
         if !watch.admits(&rel.text) || self.busy.contains(path) {
             return;
         }
-        // Never looked at (from a scan): `u64::MAX` is no file's size, so the first look
-        // records the file and starts its settle.
-        let (size, mtime) = seen.unwrap_or((u64::MAX, None));
-        let candidate = Candidate {
-            size,
-            mtime,
-            unchanged_since: Instant::now(),
-            first_seen: SystemTime::now(),
-            ready: false,
-        };
+        let candidate = Candidate::new(seen, Instant::now());
         let name: Name = Arc::from(name);
         let key = (index, name.clone());
         match seen {
@@ -571,9 +635,10 @@ impl Tracker {
     pub fn ready(&mut self, now: Instant) -> usize {
         let mut looks = 0;
         let mut became = 0;
+        let at = since_epoch(now);
         while looks < LOOKS_PER_ROUND
             && let Some(Reverse((due, _))) = self.due.peek()
-            && *due <= now
+            && *due <= at
         {
             let Some(Reverse((_, key))) = self.due.pop() else {
                 break;
@@ -605,7 +670,8 @@ impl Tracker {
             return (false, false); // cannot happen (see the invariants); nothing to look at
         };
         let settle = watch.settle;
-        if c.due(settle) > now {
+        let at = since_epoch(now);
+        if c.due(settle) > at {
             // An event restarted its settle since this entry was made.
             self.due.push(Reverse((c.due(settle), key)));
             return (false, false);
@@ -617,18 +683,13 @@ impl Tracker {
                 return (true, false);
             }
         };
-        let mtime = meta.modified().ok();
-        if meta.len() != c.size || mtime != c.mtime {
-            c.size = meta.len();
-            c.mtime = mtime;
-            c.unchanged_since = now;
-        }
+        c.saw(meta.len(), meta.modified().ok(), now);
         // A zero settle means "ready when seen": no second look needed.
-        if now.duration_since(c.unchanged_since) < settle {
+        if c.due(settle) > at {
             self.due.push(Reverse((c.due(settle), key)));
             return (true, false);
         }
-        c.ready = true;
+        c.unchanged_since = READY;
         self.ready.push_back(key);
         (true, true)
     }
@@ -649,13 +710,13 @@ impl Tracker {
             let Some(rel) = relative(watch, &path) else {
                 continue; // cannot happen: the name is not empty
             };
-            self.busy.insert(path.clone(), c.first_seen);
+            self.busy.insert(path.clone(), c.first_seen());
             return Some(Found {
                 watch: watch.clone(),
                 rel_path: rel.text,
                 path,
                 exact_name: rel.exact,
-                first_seen: c.first_seen,
+                first_seen: c.first_seen(),
             });
         }
         None
@@ -858,6 +919,30 @@ template = "{{plugin_name}}__{{business_type}}.zip"
     }
 
     #[test]
+    fn a_waiting_files_entry_stays_compact() {
+        // Each waiting file holds one of each (see `Tracker`'s memory note): growing them
+        // grows a backlog of 100,000 by 100,000 times as much.
+        assert!(std::mem::size_of::<Candidate>() <= 32);
+        assert!(std::mem::size_of::<Key>() <= 24);
+        assert!(std::mem::size_of::<Reverse<(u64, Key)>>() <= 32);
+        let now = Instant::now();
+        let mut c = Candidate::new(None, now);
+        assert!(!c.is_ready() && c.due(Duration::from_secs(1)) == since_epoch(now));
+        let mtime = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        assert!(c.saw(10, Some(mtime), now));
+        assert!(
+            !c.saw(10, Some(mtime), now + Duration::from_secs(1)),
+            "unchanged"
+        );
+        assert_eq!(
+            c.due(Duration::from_secs(1)),
+            since_epoch(now + Duration::from_secs(1))
+        );
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(from_wall(wall(Some(before))), before);
+    }
+
+    #[test]
     fn ready_files_are_taken_in_the_order_they_became_ready_and_vanished_ones_are_forgotten() {
         let dir = tempfile::tempdir().expect("a scratch folder");
         let inbox = dir.path().join("inbox");
@@ -896,8 +981,10 @@ template = "{{plugin_name}}__{{business_type}}.zip"
         let mut old = Tracker::new(vec![watch(&inbox, "0s")], busy.clone());
         old.scan_all();
         assert_eq!(look_until_idle(&mut old, Instant::now()), 2);
-        let first_seen: Vec<SystemTime> =
-            old.candidates[0].values().map(|c| c.first_seen).collect();
+        let first_seen: Vec<SystemTime> = old.candidates[0]
+            .values()
+            .map(Candidate::first_seen)
+            .collect();
         let mut new = Tracker::new(vec![watch(&inbox, "1h")], busy);
         new.adopt_ready(&mut old, |_, _| true);
         new.scan_all();
