@@ -313,12 +313,139 @@ fn worth_a_look(kind: &notify::EventKind) -> bool {
 /// finished tasks and signals) between rounds instead of after `lstat`-ing every file.
 const LOOKS_PER_ROUND: usize = 2_048;
 
-/// A candidate's name: its path relative to its watch's inbox, as the file system spells it.
-/// Held once per candidate and shared (not copied) by the queue it waits in.
-type Name = Arc<OsStr>;
+/// Where a candidate is kept in [`Candidates`]: 4 bytes in the queues instead of its name.
+type Id = u32;
 
-/// A candidate as the queues hold it: its watch's index in [`Tracker::watches`] and its name.
-type Key = (usize, Name);
+/// Slots per chunk of [`Candidates`]: the store grows a chunk at a time, never copying what it
+/// holds (a doubling `Vec` would need both copies at once, at the worst moment).
+const CHUNK: usize = 4_096;
+
+/// A candidate with what identifies it: 56 bytes.
+#[derive(Debug)]
+struct Slot {
+    /// Its path relative to its watch's inbox, as the file system spells it.
+    name: Box<OsStr>,
+    /// Its watch's index in [`Tracker::watches`].
+    watch: u32,
+    candidate: Candidate,
+}
+
+/// The tracker's candidates, each kept once, found by watch and name. Compact on purpose (see
+/// [`Tracker`]'s memory note): slots in fixed chunks reused through a free list, and an index
+/// from a 64-bit hash of the watch and name to the slot; the rare names whose hash is taken
+/// by another name are indexed by name in `collided`.
+#[derive(Debug, Default)]
+struct Candidates {
+    chunks: Vec<Vec<Option<Slot>>>,
+    free: Vec<Id>,
+    by_hash: HashMap<u64, Id>,
+    collided: HashMap<(u32, Box<OsStr>), Id>,
+    hasher: std::hash::RandomState,
+    /// Per watch: how many.
+    counts: Vec<usize>,
+}
+
+impl Candidates {
+    fn new(watches: usize) -> Candidates {
+        Candidates {
+            counts: vec![0; watches],
+            ..Candidates::default()
+        }
+    }
+
+    fn hash(&self, watch: u32, name: &OsStr) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one((watch, name))
+    }
+
+    fn len(&self) -> usize {
+        self.counts.iter().sum()
+    }
+
+    fn slot(&self, id: Id) -> Option<&Slot> {
+        let id = id as usize;
+        self.chunks.get(id / CHUNK)?.get(id % CHUNK)?.as_ref()
+    }
+
+    fn slot_mut(&mut self, id: Id) -> Option<&mut Slot> {
+        let id = id as usize;
+        self.chunks
+            .get_mut(id / CHUNK)?
+            .get_mut(id % CHUNK)?
+            .as_mut()
+    }
+
+    fn find(&self, watch: u32, name: &OsStr) -> Option<Id> {
+        let id = *self.by_hash.get(&self.hash(watch, name))?;
+        match self.slot(id) {
+            Some(slot) if slot.watch == watch && *slot.name == *name => Some(id),
+            _ => self.collided.get(&(watch, Box::from(name))).copied(),
+        }
+    }
+
+    /// Keeps a candidate not kept yet (see [`Candidates::find`]).
+    fn insert(&mut self, watch: u32, name: &OsStr, candidate: Candidate) -> Id {
+        let slot = Slot {
+            name: Box::from(name),
+            watch,
+            candidate,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                let id_ = id as usize;
+                self.chunks[id_ / CHUNK][id_ % CHUNK] = Some(slot);
+                id
+            }
+            None => {
+                if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+                    self.chunks.push(Vec::with_capacity(CHUNK));
+                }
+                let full = (self.chunks.len() - 1) * CHUNK;
+                let last = self.chunks.len() - 1;
+                let chunk = &mut self.chunks[last];
+                chunk.push(Some(slot));
+                // Ids are u32: four thousand million candidates would not fit in memory anyway.
+                (full + chunk.len() - 1) as Id
+            }
+        };
+        let hash = self.hash(watch, name);
+        if let Some(taken) = self.by_hash.insert(hash, id) {
+            // Another name has this hash: it keeps its place, this one goes by name.
+            self.by_hash.insert(hash, taken);
+            self.collided.insert((watch, Box::from(name)), id);
+        }
+        self.counts[watch as usize] += 1;
+        id
+    }
+
+    fn remove(&mut self, id: Id) -> Option<Slot> {
+        let index = id as usize;
+        let slot = self
+            .chunks
+            .get_mut(index / CHUNK)?
+            .get_mut(index % CHUNK)?
+            .take()?;
+        let hash = self.hash(slot.watch, &slot.name);
+        if self.by_hash.get(&hash) == Some(&id) {
+            self.by_hash.remove(&hash);
+        } else {
+            self.collided.remove(&(slot.watch, slot.name.clone()));
+        }
+        self.counts[slot.watch as usize] -= 1;
+        self.free.push(id);
+        if self.len() == 0 {
+            // The backlog is gone: give its memory back.
+            *self = Candidates::new(self.counts.len());
+        } else {
+            compact_map(&mut self.by_hash);
+        }
+        Some(slot)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Slot> {
+        self.chunks.iter().flatten().flatten()
+    }
+}
 
 /// What the tracker knows of a file in an inbox: 32 bytes. Compact on purpose (see
 /// [`Tracker`]'s memory note): no path, no watch, no display text — those are rebuilt from the
@@ -420,12 +547,12 @@ impl Candidate {
 /// The candidates of all inboxes and their readiness, and the ready files waiting for an
 /// upload slot.
 ///
-/// Memory: a waiting file costs one compact entry — its name (relative to the inbox, once),
-/// a [`Candidate`] in its watch's map, and one key in exactly one queue (`unseen` until its
-/// first look, `due` while it settles, `ready` once ready) — a couple of hundred bytes,
-/// whatever the backlog. A
-/// [`Found`] (full path, display name, watch) is built, and its path held in [`Busy`], only
-/// when it is handed out with a slot ([`Tracker::take_ready`]).
+/// Memory: a waiting file costs one compact entry — a [`Slot`] in [`Candidates`] (its name
+/// relative to the inbox, once, and a 32-byte [`Candidate`]), its index entry, and its 4-byte
+/// id in exactly one queue (`unseen` until its first look, `due` while it settles, `ready`
+/// once ready) — about 150 bytes, whatever the backlog. A [`Found`] (full path, display name,
+/// watch) is built, and its path held in [`Busy`], only when it is handed out with a slot
+/// ([`Tracker::take_ready`]).
 ///
 /// Invariants:
 /// - Every candidate not ready has exactly one entry, in `unseen` (found by a scan, never
@@ -441,14 +568,14 @@ impl Candidate {
 #[derive(Debug)]
 pub struct Tracker {
     watches: Vec<Arc<Watch>>,
-    /// Per watch (same index as `watches`): its candidates, ready or not, by name.
-    candidates: Vec<HashMap<Name, Candidate>>,
+    /// Every candidate, ready or not.
+    candidates: Candidates,
     /// Candidates found by a scan and never looked at, in the order found.
-    unseen: VecDeque<Key>,
+    unseen: VecDeque<Id>,
     /// Candidates settling, by when they are next due for a look, earliest first.
-    due: BinaryHeap<Reverse<(u64, Key)>>,
+    due: BinaryHeap<Reverse<(u64, Id)>>,
     /// Ready candidates waiting for an upload slot, in the order they became ready.
-    ready: VecDeque<Key>,
+    ready: VecDeque<Id>,
     busy: Busy,
 }
 
@@ -458,7 +585,7 @@ impl Tracker {
         // Set before any candidate's time counts from it.
         epoch();
         Tracker {
-            candidates: watches.iter().map(|_| HashMap::new()).collect(),
+            candidates: Candidates::new(watches.len()),
             watches,
             unseen: VecDeque::new(),
             due: BinaryHeap::new(),
@@ -488,10 +615,11 @@ impl Tracker {
     /// it will have been unchanged for its `settle` (possibly a little earlier, after an event
     /// restarted it). `None` when no candidate waits for a look. Constant time.
     pub fn next_check(&self) -> Option<Instant> {
-        let unseen = self.unseen.front().map(|(index, name)| {
-            self.candidates[*index]
-                .get(name)
-                .map_or_else(|| since_epoch(Instant::now()), |c| c.unchanged_since)
+        let unseen = self.unseen.front().map(|id| {
+            self.candidates.slot(*id).map_or_else(
+                || since_epoch(Instant::now()),
+                |s| s.candidate.unchanged_since,
+            )
         });
         let settling = self.due.peek().map(|Reverse((due, _))| *due);
         let due = unseen.into_iter().chain(settling).min()?;
@@ -500,13 +628,13 @@ impl Tracker {
 
     /// Whether no file waits: none settling, none ready.
     pub fn is_empty(&self) -> bool {
-        self.candidates.iter().all(HashMap::is_empty)
+        self.candidates.len() == 0
     }
 
     /// How many files wait in the inboxes: settling, or ready and waiting for an upload slot
     /// (files handed out and not yet claimed are in [`Busy`], not here).
     pub fn waiting(&self) -> usize {
-        self.candidates.iter().map(HashMap::len).sum()
+        self.candidates.len()
     }
 
     /// Whether a ready file waits for an upload slot.
@@ -518,17 +646,22 @@ impl Tracker {
     /// ready, ready and waiting for an upload slot, or handed out and not yet claimed — and
     /// when the oldest was first seen.
     pub fn waiting_per_watch(&self) -> Vec<(u64, Option<SystemTime>)> {
+        // One pass over the candidates for every watch's oldest.
+        let mut oldest: Vec<Option<i64>> = vec![None; self.watches.len()];
+        for slot in self.candidates.iter() {
+            if let Some(o) = oldest.get_mut(slot.watch as usize) {
+                let seen = slot.candidate.first_seen;
+                *o = Some(o.map_or(seen, |o| o.min(seen)));
+            }
+        }
         self.watches
             .iter()
-            .zip(&self.candidates)
-            .map(|(w, candidates)| {
-                let (n, oldest) = self.busy.under(&w.inbox);
-                let oldest = candidates
-                    .values()
-                    .map(Candidate::first_seen)
-                    .chain(oldest)
-                    .min();
-                (n + candidates.len() as u64, oldest)
+            .zip(&self.candidates.counts)
+            .zip(oldest)
+            .map(|((w, count), oldest)| {
+                let (n, busy_oldest) = self.busy.under(&w.inbox);
+                let oldest = oldest.map(from_wall).into_iter().chain(busy_oldest).min();
+                (n + *count as u64, oldest)
             })
             .collect()
     }
@@ -588,14 +721,16 @@ impl Tracker {
         };
         let name = name.as_os_str();
         let seen = meta.map(|m| (m.len(), m.modified().ok()));
-        let candidates = &mut self.candidates[index];
-        if let Some(c) = candidates.get_mut(name) {
+        // Watches are few: their indexes fit.
+        let w = index as u32;
+        if let Some(id) = self.candidates.find(w, name) {
             // A ready file is no longer looked at (see the invariants); its entry in `due`
             // (for one settling) is put back at the new time when it comes up.
             if let Some((size, mtime)) = seen
-                && !c.is_ready()
+                && let Some(slot) = self.candidates.slot_mut(id)
+                && !slot.candidate.is_ready()
             {
-                c.saw(size, mtime, Instant::now());
+                slot.candidate.saw(size, mtime, Instant::now());
             }
             return;
         }
@@ -603,13 +738,12 @@ impl Tracker {
             return;
         }
         let candidate = Candidate::new(seen, Instant::now());
-        let name: Name = Arc::from(name);
-        let key = (index, name.clone());
+        let due = candidate.due(watch.settle);
+        let id = self.candidates.insert(w, name, candidate);
         match seen {
-            Some(_) => self.due.push(Reverse((candidate.due(watch.settle), key))),
-            None => self.unseen.push_back(key),
+            Some(_) => self.due.push(Reverse((due, id))),
+            None => self.unseen.push_back(id),
         }
-        candidates.insert(name, candidate);
     }
 
     /// The index of the watch whose inbox holds `path` (the longest inbox that is a prefix).
@@ -662,35 +796,34 @@ impl Tracker {
     /// Looks at the candidate `key`, just taken from its queue, if it is due by `now`, and
     /// puts it where it belongs next: in `due` (not due yet, or settling), in `ready`, or
     /// nowhere (gone). Returns whether it was looked at (an `lstat`) and whether it is ready.
-    fn look(&mut self, key: Key, now: Instant) -> (bool, bool) {
-        let (index, name) = &key;
-        let watch = &self.watches[*index];
-        let candidates = &mut self.candidates[*index];
-        let Some(c) = candidates.get_mut(name) else {
+    fn look(&mut self, id: Id, now: Instant) -> (bool, bool) {
+        let Some(slot) = self.candidates.slot_mut(id) else {
             return (false, false); // cannot happen (see the invariants); nothing to look at
         };
+        let watch = &self.watches[slot.watch as usize];
         let settle = watch.settle;
+        let c = &mut slot.candidate;
         let at = since_epoch(now);
         if c.due(settle) > at {
             // An event restarted its settle since this entry was made.
-            self.due.push(Reverse((c.due(settle), key)));
+            self.due.push(Reverse((c.due(settle), id)));
             return (false, false);
         }
-        let meta = match fs::symlink_metadata(watch.inbox.join(&**name)) {
+        let meta = match fs::symlink_metadata(watch.inbox.join(&*slot.name)) {
             Ok(meta) if meta.is_file() => meta,
             _ => {
-                candidates.remove(name);
+                self.candidates.remove(id);
                 return (true, false);
             }
         };
         c.saw(meta.len(), meta.modified().ok(), now);
         // A zero settle means "ready when seen": no second look needed.
         if c.due(settle) > at {
-            self.due.push(Reverse((c.due(settle), key)));
+            self.due.push(Reverse((c.due(settle), id)));
             return (true, false);
         }
         c.unchanged_since = READY;
-        self.ready.push_back(key);
+        self.ready.push_back(id);
         (true, true)
     }
 
@@ -698,25 +831,24 @@ impl Tracker {
     /// now on it is no longer the tracker's, and its path is held in [`Busy`] until the
     /// handler lets go of it. `None` when no file is ready.
     pub fn take_ready(&mut self) -> Option<Found> {
-        while let Some((index, name)) = self.ready.pop_front() {
-            let candidates = &mut self.candidates[index];
-            let Some(c) = candidates.remove(&name) else {
+        while let Some(id) = self.ready.pop_front() {
+            compact_deque(&mut self.ready);
+            let Some(slot) = self.candidates.remove(id) else {
                 continue; // cannot happen (see the invariants)
             };
-            compact_map(candidates);
-            compact_deque(&mut self.ready);
-            let watch = &self.watches[index];
-            let path = watch.inbox.join(&*name);
+            let watch = &self.watches[slot.watch as usize];
+            let path = watch.inbox.join(&*slot.name);
             let Some(rel) = relative(watch, &path) else {
                 continue; // cannot happen: the name is not empty
             };
-            self.busy.insert(path.clone(), c.first_seen());
+            let first_seen = slot.candidate.first_seen();
+            self.busy.insert(path.clone(), first_seen);
             return Some(Found {
                 watch: watch.clone(),
                 rel_path: rel.text,
                 path,
                 exact_name: rel.exact,
-                first_seen: c.first_seen(),
+                first_seen,
             });
         }
         None
@@ -728,19 +860,22 @@ impl Tracker {
     /// folder, and that the new watch still admits; the others are left to the scan. Call it
     /// before the first scan.
     pub fn adopt_ready(&mut self, old: &mut Tracker, same: impl Fn(usize, usize) -> bool) {
-        for (old_index, name) in std::mem::take(&mut old.ready) {
-            let Some(c) = old.candidates[old_index].remove(&name) else {
+        for id in std::mem::take(&mut old.ready) {
+            let Some(slot) = old.candidates.remove(id) else {
                 continue;
             };
+            let old_index = slot.watch as usize;
             let Some(index) = (0..self.watches.len()).find(|&new| same(old_index, new)) else {
                 continue;
             };
             let watch = &self.watches[index];
-            let admitted = relative(watch, &watch.inbox.join(&*name))
+            let admitted = relative(watch, &watch.inbox.join(&*slot.name))
                 .is_some_and(|rel| watch.admits(&rel.text));
-            if admitted && !self.candidates[index].contains_key(&name) {
-                self.candidates[index].insert(name.clone(), c);
-                self.ready.push_back((index, name));
+            // Watches are few: their indexes fit.
+            let w = index as u32;
+            if admitted && self.candidates.find(w, &slot.name).is_none() {
+                let id = self.candidates.insert(w, &slot.name, slot.candidate);
+                self.ready.push_back(id);
             }
         }
     }
@@ -923,8 +1058,10 @@ template = "{{plugin_name}}__{{business_type}}.zip"
         // Each waiting file holds one of each (see `Tracker`'s memory note): growing them
         // grows a backlog of 100,000 by 100,000 times as much.
         assert!(std::mem::size_of::<Candidate>() <= 32);
-        assert!(std::mem::size_of::<Key>() <= 24);
-        assert!(std::mem::size_of::<Reverse<(u64, Key)>>() <= 32);
+        assert!(std::mem::size_of::<Option<Slot>>() <= 56);
+        assert!(std::mem::size_of::<Reverse<(u64, Id)>>() <= 16);
+        // Set first, as a tracker does: an instant before it counts as it.
+        epoch();
         let now = Instant::now();
         let mut c = Candidate::new(None, now);
         assert!(!c.is_ready() && c.due(Duration::from_secs(1)) == since_epoch(now));
@@ -940,6 +1077,24 @@ template = "{{plugin_name}}__{{business_type}}.zip"
         );
         let before = SystemTime::UNIX_EPOCH - Duration::from_secs(5);
         assert_eq!(from_wall(wall(Some(before))), before);
+    }
+
+    #[test]
+    fn a_name_whose_hash_is_taken_is_kept_by_name() {
+        epoch();
+        let mut candidates = Candidates::new(1);
+        let a = candidates.insert(0, OsStr::new("a"), Candidate::new(None, Instant::now()));
+        // As if "b" hashed like "a": its hash's place is taken by another name.
+        let hash_b = candidates.hash(0, OsStr::new("b"));
+        candidates.by_hash.insert(hash_b, a);
+        let b = candidates.insert(0, OsStr::new("b"), Candidate::new(None, Instant::now()));
+        assert_eq!(candidates.find(0, OsStr::new("b")), Some(b));
+        assert_eq!(candidates.find(0, OsStr::new("a")), Some(a));
+        assert_eq!(candidates.len(), 2);
+        assert!(candidates.remove(b).is_some());
+        assert_eq!(candidates.find(0, OsStr::new("b")), None);
+        assert_eq!(candidates.find(0, OsStr::new("a")), Some(a));
+        assert!(candidates.collided.is_empty());
     }
 
     #[test]
@@ -981,9 +1136,10 @@ template = "{{plugin_name}}__{{business_type}}.zip"
         let mut old = Tracker::new(vec![watch(&inbox, "0s")], busy.clone());
         old.scan_all();
         assert_eq!(look_until_idle(&mut old, Instant::now()), 2);
-        let first_seen: Vec<SystemTime> = old.candidates[0]
-            .values()
-            .map(Candidate::first_seen)
+        let first_seen: Vec<SystemTime> = old
+            .candidates
+            .iter()
+            .map(|slot| slot.candidate.first_seen())
             .collect();
         let mut new = Tracker::new(vec![watch(&inbox, "1h")], busy);
         new.adopt_ready(&mut old, |_, _| true);
