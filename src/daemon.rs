@@ -6,8 +6,9 @@
 //! `wake` (when the main loop must wake next).
 //!
 //! Concurrency: `[upload] concurrency` permits bound how many files are past the claim at once,
-//! across all watches. A ready file waits for its permit in the main loop's queue
-//! ([`backlog::Backlog`]), unclaimed in its inbox, and gets a task only with one, so a backlog
+//! across all watches. A ready file waits for its permit unclaimed in its inbox, as a compact
+//! entry of the readiness tracker ([`Tracker`]), while the main loop waits in line for a slot
+//! ([`backlog::Backlog`]); it becomes a [`Found`] and gets a task only with one, so a backlog
 //! costs memory per slot, not per file. A task gives its permit back while it waits to
 //! retry, so a file in backoff never blocks the others. On shutdown no new file is claimed,
 //! waiting tasks stop at once (their files stay claimed and are resumed at the next start), and
@@ -437,11 +438,15 @@ struct Watching {
 }
 
 impl Watching {
+    /// Arms and scans the watches of `config`. Replacing `previous` (a reload, a re-arm), it
+    /// takes over its ready files in inboxes that are still the same folders, so they keep
+    /// their place in line; `previous` keeps the rest (it is dropped right after).
     fn new(
         config: &Config,
         mode: Mode,
         busy: &Busy,
         nudges: &mpsc::UnboundedSender<Nudge>,
+        previous: Option<&mut Watching>,
     ) -> Result<Watching, DaemonError> {
         for watch in &config.watches {
             store::ensure_folders(watch)?;
@@ -451,13 +456,21 @@ impl Watching {
             Mode::Watch => Some(watch::arm(&watches, nudges.clone())?),
             Mode::Once => None,
         };
+        let inboxes: Vec<_> = watches.iter().map(|w| watch::folder_id(&w.inbox)).collect();
         let mut tracker = Tracker::new(watches.clone(), busy.clone());
+        if let Some(previous) = previous {
+            let same = |old: usize, new: usize| {
+                previous.watches[old].inbox == watches[new].inbox
+                    && previous.inboxes[old].is_some()
+                    && previous.inboxes[old] == inboxes[new]
+            };
+            tracker.adopt_ready(&mut previous.tracker, same);
+        }
         tracker.scan_all();
         let next_rescan = watches
             .iter()
             .map(|w| Instant::now() + w.rescan_interval)
             .collect();
-        let inboxes = watches.iter().map(|w| watch::folder_id(&w.inbox)).collect();
         Ok(Watching {
             watches,
             _armed: armed,
@@ -559,7 +572,7 @@ pub async fn run(
     for watch in &config.watches {
         store::recover_retries(watch);
     }
-    let mut watching = Watching::new(config, mode, &ctx.busy, &nudge_tx)?;
+    let mut watching = Watching::new(config, mode, &ctx.busy, &nudge_tx, None)?;
     let mut tasks = JoinSet::new();
     // Files a previous run claimed: they were dropped earliest. Nothing else claims in these
     // inboxes yet, so leftovers of claims never completed can be cleaned up.
@@ -596,7 +609,7 @@ pub async fn run(
                 }
                 Some(Control::Reload(new)) => {
                     crate::systemd::reloading();
-                    match reload(&ctx, &current, &new, mode, &nudge_tx, &watching, &mut tasks).await {
+                    match reload(&ctx, &current, &new, mode, &nudge_tx, &mut watching, &mut tasks).await {
                         Ok(swapped) => {
                             watching = swapped;
                             tracing::info!(watches = watching.watches.len(), "configuration reloaded");
@@ -627,8 +640,11 @@ pub async fn run(
                     take_up_crashed(&ctx, e, &mut tasks);
                 }
             }
-            (found, permit) = backlog.next(), if !backlog.is_empty() => {
-                tasks.spawn(life_of_a_file(ctx.clone(), found, permit));
+            permit = backlog.next(), if watching.tracker.has_ready() => {
+                // Nothing between the guard and here takes a ready file.
+                if let Some(found) = watching.tracker.take_ready() {
+                    tasks.spawn(life_of_a_file(ctx.clone(), found, permit));
+                }
             }
             _ = wake::until(wake_at) => changed = false,
         }
@@ -646,7 +662,7 @@ pub async fn run(
             lost_check = None;
             if let Some(lost) = watching.lost_inbox() {
                 let inbox = lost.inbox.clone();
-                match rearm(&ctx, &current, &inbox, &nudge_tx) {
+                match rearm(&ctx, &current, &inbox, &nudge_tx, &mut watching) {
                     Ok(rearmed) => {
                         watching = rearmed;
                         rearm_failing = false;
@@ -670,12 +686,17 @@ pub async fn run(
                 }
             }
         }
-        for found in offload(|| watching.tracker.ready(now)) {
+        if offload(|| watching.tracker.ready(now)) > 0 {
             changed = true;
-            backlog.push(found);
         }
-        while let Some((found, permit)) = backlog.try_next() {
+        while watching.tracker.has_ready()
+            && let Some(permit) = backlog.try_next()
+            && let Some(found) = watching.tracker.take_ready()
+        {
             tasks.spawn(life_of_a_file(ctx.clone(), found, permit));
+        }
+        if !watching.tracker.has_ready() {
+            backlog.leave_line();
         }
         if changed {
             refresh = refresh.or(Some(now + wake::STATUS_EVERY));
@@ -704,18 +725,11 @@ pub async fn run(
                 status = line;
             }
             // Counts and ages move on their own while files wait or are in progress.
-            let active = !watching.tracker.is_empty()
-                || !backlog.is_empty()
-                || !ctx.busy.is_empty()
-                || !tasks.is_empty();
+            let active = !watching.tracker.is_empty() || !ctx.busy.is_empty() || !tasks.is_empty();
             refresh = active.then(|| now + wake::STATUS_EVERY);
         }
         // Checked after every wake-up, a finished task's included, not on a tick.
-        if mode == Mode::Once
-            && watching.tracker.is_empty()
-            && backlog.is_empty()
-            && tasks.is_empty()
-        {
+        if mode == Mode::Once && watching.tracker.is_empty() && tasks.is_empty() {
             break;
         }
     }
@@ -760,12 +774,12 @@ async fn reload(
     new: &Config,
     mode: Mode,
     nudges: &mpsc::UnboundedSender<Nudge>,
-    watching: &Watching,
+    watching: &mut Watching,
     tasks: &mut JoinSet<()>,
 ) -> Result<Watching, DaemonError> {
     let settings = Settings::new(new)?;
     ctx.lock_inboxes(&new.watches)?;
-    let swapped = Watching::new(new, mode, &ctx.busy, nudges)?;
+    let swapped = Watching::new(new, mode, &ctx.busy, nudges, Some(watching))?;
     new.watches
         .iter()
         .for_each(|w| ctx.metrics.add_watch(&w.name));
@@ -804,6 +818,7 @@ fn rearm(
     config: &Config,
     inbox: &std::path::Path,
     nudges: &mpsc::UnboundedSender<Nudge>,
+    previous: &mut Watching,
 ) -> Result<Watching, DaemonError> {
     if let Some(watch) = config.watches.iter().find(|w| w.inbox == inbox) {
         store::ensure_folders(watch)?;
@@ -813,7 +828,7 @@ fn rearm(
             .unwrap_or_else(|e| e.into_inner())
             .insert(inbox.to_owned(), lock);
     }
-    Watching::new(config, Mode::Watch, &ctx.busy, nudges)
+    Watching::new(config, Mode::Watch, &ctx.busy, nudges, Some(previous))
 }
 
 /// Runs file-system work of the main loop (scans, readiness checks) without stalling the

@@ -261,16 +261,16 @@ pub struct Failure {
 /// Counts a watch's folders (works with or without a running daemon).
 pub fn watch_status(watch: &Watch) -> WatchStatus {
     let now = SystemTime::now();
-    let waiting_files = crate::watch::admitted_files(watch, &watch.inbox);
-    let waiting = waiting_files.len();
-    let oldest = waiting_files
-        .iter()
-        .filter_map(|(_, path)| {
-            std::fs::symlink_metadata(path)
-                .and_then(|m| m.modified())
-                .ok()
-        })
-        .min();
+    // Counted as listed, not collected: an inbox can hold a large backlog.
+    let mut waiting = 0;
+    let mut oldest: Option<SystemTime> = None;
+    crate::watch::each_admitted_file(watch, &watch.inbox, |_, path| {
+        waiting += 1;
+        let modified = std::fs::symlink_metadata(&path).and_then(|m| m.modified());
+        if let Ok(modified) = modified {
+            oldest = Some(oldest.map_or(modified, |o| o.min(modified)));
+        }
+    });
     let in_progress = store::claimed(watch);
     let filed = |folder: &Path| -> Vec<PathBuf> {
         std::fs::read_dir(folder)
