@@ -163,7 +163,9 @@ pub fn log_writer() -> LogWriter {
     LogWriter
 }
 
-/// Writes to stderr; while a bar is shown, with the bar lifted off for the write.
+/// Writes to stderr; while a bar is shown, with the bar lifted off for the write. A line
+/// stderr refuses (closed, a broken pipe) is dropped: the daemon goes on without its log
+/// rather than failing where it logs.
 #[derive(Debug)]
 pub struct LogWriter;
 
@@ -171,17 +173,17 @@ impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         // Cloned out of the lock: the bar's own lock is taken while writing.
         let shown = SHOWN.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match shown {
-            // A log event arrives as one buffer, so the whole line goes out at once.
-            Some(bar) => bar
-                .suspend(|| std::io::stderr().write_all(buf))
-                .map(|()| buf.len()),
-            None => std::io::stderr().write(buf),
-        }
+        // A log event arrives as one buffer, so the whole line goes out at once.
+        let _lost = match shown {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf)),
+            None => std::io::stderr().write_all(buf),
+        };
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
+        let _lost = std::io::stderr().flush();
+        Ok(())
     }
 }
 

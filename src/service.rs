@@ -23,8 +23,12 @@ pub fn init_logging(log: &Log) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        // stderr, stepping around a progress bar shown there (see `progress`).
-        .with_writer(crate::progress::log_writer);
+        // stderr, stepping around a progress bar shown there (see `progress`). A line that
+        // cannot be written is lost, never fatal: the subscriber's fallback for a failed write
+        // is `eprintln!`, which panics on a closed stderr (journald restarting, a pipe whose
+        // reader went away) — in whatever thread was logging.
+        .with_writer(crate::progress::log_writer)
+        .log_internal_errors(false);
     // Text lines carry file names and server words: their values are escaped so that none can
     // forge a line (JSON escapes every value itself).
     let fields = crate::shown::log_fields();

@@ -263,3 +263,51 @@ fn a_clock_stepped_forward_does_not_spend_the_retry_budget() {
     );
     assert_eq!(s.report("done", "stepped__Build.zip")["attempts"], 7);
 }
+
+/// Regression: with its stderr closed (journald restarted, a pipe whose reader went away)
+/// every log line panicked the thread that wrote it — `tracing`'s fallback for a failed write
+/// is `eprintln!` — so handlers "crashed" and a group commit's leader died holding its round,
+/// hanging every later claim and the shutdown. The log is lost; nothing else is.
+#[test]
+fn a_closed_stderr_loses_the_log_not_the_files() {
+    let s = Sandbox::new();
+    let mut child = s
+        .command(&["run"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Read the first line (the daemon is up), then hang up.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).expect("first log line");
+    drop(stderr);
+    let names: Vec<String> = (0..12).map(|i| format!("quiet{i}")).collect();
+    for name in &names {
+        s.drop_named(name, "Build");
+    }
+    s.wait_until("every file filed", None, || {
+        s.files("done").len() + s.files("failed").len() == names.len()
+    });
+    assert_eq!(
+        s.files("done").len(),
+        names.len(),
+        "{:?}",
+        s.files("failed")
+    );
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the daemon did not stop on SIGTERM with its stderr closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "a clean stop");
+}

@@ -125,20 +125,46 @@ impl Rounds {
                     "commit.round",
                     Path::new(if callers > 1 { "shared" } else { "single" }),
                 );
+                // The round ends whatever happens in it: should the leader unwind (a panic),
+                // the round fails its callers instead of leaving them waiting for ever.
+                let mut ending = RoundEnd {
+                    rounds: self,
+                    round,
+                    result: Err((io::ErrorKind::Other, "the round was cut short".to_owned())),
+                };
                 // A caller leads at most once: the round it leads begins after its call.
-                let synced = sync.take().map_or(Ok(()), |sync| sync());
-                state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                state.running = false;
-                state.done = round;
-                state.last = Some(Instant::now());
-                if let Err(e) = synced {
-                    state.failed = Some((round, e.kind(), e.to_string()));
+                if let Err(e) = sync.take().map_or(Ok(()), |sync| sync()) {
+                    ending.result = Err((e.kind(), e.to_string()));
+                } else {
+                    ending.result = Ok(());
                 }
-                self.finished.notify_all();
+                drop(ending);
+                state = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 continue;
             }
             state = self.finished.wait(state).unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+/// Ends a round when dropped: records its result, lets the next round begin and wakes the
+/// callers — also when the leader unwinds.
+struct RoundEnd<'a> {
+    rounds: &'a Rounds,
+    round: u64,
+    result: Result<(), (io::ErrorKind, String)>,
+}
+
+impl Drop for RoundEnd<'_> {
+    fn drop(&mut self) {
+        let mut state = self.rounds.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.running = false;
+        state.done = self.round;
+        state.last = Some(Instant::now());
+        if let Err((kind, message)) = &self.result {
+            state.failed = Some((self.round, *kind, message.clone()));
+        }
+        self.rounds.finished.notify_all();
     }
 }
 
@@ -176,6 +202,26 @@ mod tests {
         // Other tests may share the file system; this one alone asked 32 times.
         assert!(after > before, "no round ran");
         Ok(())
+    }
+
+    /// Regression: a leader that panicked (a log line to a closed stderr did) left its round
+    /// running for ever, and every later barrier on the file system waited for it.
+    #[test]
+    fn a_leader_that_panics_fails_its_round_and_the_next_one_runs() {
+        let rounds = Rounds::default();
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rounds.wait(|| panic!("the leader dies"))
+        }));
+        assert!(unwound.is_err());
+        let mut ran = false;
+        let next = rounds.wait(|| {
+            ran = true;
+            Ok(())
+        });
+        assert!(
+            next.is_ok() && ran,
+            "the next caller leads a round of its own"
+        );
     }
 
     #[test]
