@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use super::fault;
 
 /// How long a round waits for more callers before it syncs, when the file system is busy (a
-/// round ended less than [`BUSY`] ago): in a burst, the files a millisecond behind share the
+/// round ended less than [`BUSY`] ago): in a burst, the files a few milliseconds behind share the
 /// flush instead of paying for the next one. A lone file on an idle disk does not wait.
-const GATHER: Duration = Duration::from_millis(1);
+const GATHER: Duration = Duration::from_millis(2);
 
 /// See [`GATHER`].
 const BUSY: Duration = Duration::from_millis(10);
