@@ -35,6 +35,7 @@ use std::sync::Arc;
 
 pub use agency::RENEW_BEFORE as AGENCY_RENEW_BEFORE;
 pub use error::AuthError;
+pub(crate) use secret::CREDENTIALS_DIRECTORY;
 pub use secret::Secret;
 pub use sign::clock_skew_hint;
 

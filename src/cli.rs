@@ -220,7 +220,7 @@ fn check(path: &Path, online: bool) -> u8 {
         }
         Ok(client) => {
             if let Err(e) = crate::auth::Auth::new(&config.auth, client) {
-                let in_service = std::env::var_os("CREDENTIALS_DIRECTORY").is_some();
+                let in_service = std::env::var_os(crate::auth::CREDENTIALS_DIRECTORY).is_some();
                 match service_only_credential(&e, in_service) {
                     // Expected from a shell (the example configuration is so): a note, no
                     // warning, or every `check` of a correct set-up would warn.

@@ -1100,7 +1100,6 @@ async fn upload(
                 path: &payload,
                 file_name: claim.file_name(),
                 checked: checked.snapshot,
-                sha256: None,
                 plugin_name: &plugin_name,
                 business_type: &business_type,
             })

@@ -157,7 +157,6 @@ pub fn upload(path: &Path, request: UploadRequest<'_>) -> u8 {
             file_name: &file_name,
             checked,
             // Not hashed beforehand: the size, time and inode still catch a file that changes.
-            sha256: None,
             plugin_name,
             business_type,
         };

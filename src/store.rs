@@ -180,8 +180,7 @@ impl Claim {
             .unwrap_or(&self.record.rel_path)
     }
 
-    /// Writes the record atomically (temporary file, rename); durable at the next barrier of
-    /// the claim's step (see [`save_record`]).
+    /// Writes the record atomically; durable at the next barrier (see [`save_record`]).
     pub fn save(&self) -> Result<(), StoreError> {
         save_record(&self.dir, &self.record)
     }
@@ -213,10 +212,11 @@ impl Claim {
 
 /// Writes a claim record into its claim folder atomically: a restart after `kill -9` sees the
 /// old record or the new one (a record of up to a page is rewritten in place by one `pwrite`,
-/// a larger one through a temporary file and a rename; see `disk::overwrite_small`). It is not fsynced here: the claim and the
-/// filing each end with a barrier that makes their records durable with everything else they
-/// changed (README, "What is fsynced when"); a record saved between them (an attempt counted, a
-/// release step done) reaches the disk with the next barrier or the kernel's writeback.
+/// a larger one through a temporary file and a rename; see `disk::overwrite_small`). It is not
+/// fsynced here: the claim and the filing each end with a barrier that makes their records
+/// durable with everything else they changed (README, "What is fsynced when"); a record saved
+/// between them (an attempt counted, a release step done) reaches the disk with the next
+/// barrier or the kernel's writeback.
 pub fn save_record(dir: &Path, record: &ClaimRecord) -> Result<(), StoreError> {
     let (path, bytes) = (dir.join(RECORD), encode_record(dir, record)?);
     match disk::overwrite_small(&path, &bytes) {
@@ -233,16 +233,7 @@ pub fn save_record(dir: &Path, record: &ClaimRecord) -> Result<(), StoreError> {
 /// its file is swept at start-up).
 fn create_record(dir: &Path, record: &ClaimRecord) -> Result<(), StoreError> {
     let path = dir.join(RECORD);
-    let bytes = encode_record(dir, record)?;
-    fault::hit("write", &path)
-        .and_then(|()| {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o640)
-                .open(&path)?
-                .write_all(&bytes)
-        })
+    disk::create_new("write", &path, &encode_record(dir, record)?)
         .map_err(StoreError::new("write", &path))
 }
 
@@ -342,8 +333,7 @@ pub fn claim_at(
             // same moment, see `commit`).
             let mut folders = vec![claim.dir.clone(), work];
             folders.extend(source.parent().map(Path::to_owned));
-            let paths: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
-            if commit::barrier("claim.sync", &paths).is_err() {
+            if sync_folders(&folders).is_err() {
                 claim.unsynced = folders;
             }
             Ok(Some(claim))

@@ -115,8 +115,6 @@ pub struct Package<'a> {
     /// The file as it was checked; its size is sent as the part's length. A file that no longer
     /// matches it, or yields other bytes, fails the attempt for good.
     pub checked: Snapshot,
-    /// The SHA-256 of the check, when the file was hashed before the attempt.
-    pub sha256: Option<&'a str>,
     /// Query parameter `plugin_name`.
     pub plugin_name: &'a str,
     /// Query parameter `business_type`.
@@ -257,8 +255,7 @@ impl Uploader {
             .await
             .ok()
             .map(|meta| Snapshot::of(&meta));
-        let Some(reason) = sent::changed(&package.checked, package.sha256, &sent, now.as_ref())
-        else {
+        let Some(reason) = sent::changed(&package.checked, &sent, now.as_ref()) else {
             return Attempt {
                 verdict,
                 sent,

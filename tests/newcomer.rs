@@ -48,6 +48,27 @@ fn interrupt(mut child: Child) -> Option<i32> {
 
 /// Copies a sample into an inbox the way a careful writer does: under another name, then a
 /// rename, so the daemon never sees half a file.
+/// Starts `extdrop demo ARGS --dir ROOT/demo` (its output in `ROOT/demo.log`) and waits for
+/// its banner to say `ready`.
+fn start_demo(root: &Path, args: &[&str], ready: &str) -> Child {
+    let log = root.join("demo.log");
+    let child = extdrop()
+        .arg("demo")
+        .args(args)
+        .arg("--dir")
+        .arg(root.join("demo"))
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    wait("the banner", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(ready)
+    });
+    child
+}
+
 fn drop_sample(sandbox: &Path, sample: &str, inbox: &str) {
     let staged = sandbox.join("staging-copy");
     std::fs::copy(sandbox.join("samples").join(sample), &staged).expect("copy");
@@ -139,19 +160,11 @@ fn a_file_filed_in_failed_is_logged_at_warn_and_done_at_info() {
 fn the_demo_config_checks_clean_and_the_stand_in_alone_serves_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sandbox = dir.path().join("demo");
-    let log = dir.path().join("demo.log");
-    let child = extdrop()
-        .args(["demo", "--stand-in-only", "--dir"])
-        .arg(&sandbox)
-        .stdout(std::fs::File::create(&log).expect("log"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn demo");
-    wait("the banner", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("Ctrl-C stops the stand-ins")
-    });
+    let child = start_demo(
+        dir.path(),
+        &["--stand-in-only"],
+        "Ctrl-C stops the stand-ins",
+    );
     let config = sandbox.join("config.toml");
     // The demo's own configuration is one `check` has nothing to warn about.
     let out = extdrop()
@@ -184,7 +197,7 @@ fn the_demo_config_checks_clean_and_the_stand_in_alone_serves_once() {
             .exists()
     );
     assert_eq!(interrupt(child), Some(0));
-    let out = std::fs::read_to_string(&log).expect("log");
+    let out = std::fs::read_to_string(dir.path().join("demo.log")).expect("log");
     assert!(out.contains("1 upload(s) accepted"), "{out}");
 }
 
@@ -192,19 +205,7 @@ fn the_demo_config_checks_clean_and_the_stand_in_alone_serves_once() {
 fn the_demo_stop_summary_counts_files_as_status_does() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sandbox = dir.path().join("demo");
-    let log = dir.path().join("demo.log");
-    let child = extdrop()
-        .args(["demo", "--dir"])
-        .arg(&sandbox)
-        .stdout(std::fs::File::create(&log).expect("log"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn demo");
-    wait("the banner", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("Ctrl-C stops the demo")
-    });
+    let child = start_demo(dir.path(), &[], "Ctrl-C stops the demo");
     // A file that fails, is retried and fails again is one failed file, filed twice.
     drop_sample(&sandbox, "wrong_name__Build.zip", "inbox");
     let report = sandbox.join("failed/wrong_name__Build.zip.result.json");
@@ -230,6 +231,6 @@ fn the_demo_stop_summary_counts_files_as_status_does() {
         stdout(&status)
     );
     assert_eq!(interrupt(child), Some(0));
-    let out = std::fs::read_to_string(&log).expect("log");
+    let out = std::fs::read_to_string(dir.path().join("demo.log")).expect("log");
     assert!(out.contains("holds 0 done, 1 failed"), "{out}");
 }

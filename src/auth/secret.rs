@@ -129,7 +129,7 @@ pub(super) const SECURITY_TOKEN: SecretKind = SecretKind {
 pub(super) type EnvLookup<'a> = dyn Fn(&str) -> Option<OsString> + 'a;
 
 /// The variable systemd sets to the folder holding `LoadCredential=` files.
-const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+pub(crate) const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 
 /// Where a secret was found.
 #[derive(Debug, Clone, PartialEq, Eq)]

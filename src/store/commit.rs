@@ -133,11 +133,10 @@ impl Rounds {
                     result: Err((io::ErrorKind::Other, "the round was cut short".to_owned())),
                 };
                 // A caller leads at most once: the round it leads begins after its call.
-                if let Err(e) = sync.take().map_or(Ok(()), |sync| sync()) {
-                    ending.result = Err((e.kind(), e.to_string()));
-                } else {
-                    ending.result = Ok(());
-                }
+                ending.result = sync
+                    .take()
+                    .map_or(Ok(()), |sync| sync())
+                    .map_err(|e| (e.kind(), e.to_string()));
                 drop(ending);
                 state = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 continue;

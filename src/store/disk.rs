@@ -10,19 +10,22 @@ pub(super) fn temp_path(dir: &Path) -> PathBuf {
     dir.join(format!("{TEMP_PREFIX}{}-{n:x}", std::process::id()))
 }
 
-/// Writes `bytes` to a new temporary file in `dir`; removes it on failure. Not fsynced: the
+/// Writes `bytes` to a file that must not exist yet, at fault point `point`. Not fsynced: the
 /// caller's [`commit::barrier`] makes it durable together with the rest of its step.
+pub(super) fn create_new(point: &str, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    fault::hit(point, path)?;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(path)?
+        .write_all(bytes)
+}
+
+/// Writes `bytes` to a new temporary file in `dir` (see [`create_new`]); removes it on failure.
 pub(super) fn write_temp(point: &str, dir: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     let tmp = temp_path(dir);
-    let result = fault::hit(point, &tmp).and_then(|()| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(&tmp)?;
-        file.write_all(bytes)
-    });
-    match result {
+    match create_new(point, &tmp, bytes) {
         Ok(()) => Ok(tmp),
         Err(e) => {
             let _ = fs::remove_file(&tmp);
@@ -99,12 +102,7 @@ pub(super) fn overwrite_small(path: &Path, bytes: &[u8]) -> io::Result<bool> {
 
 /// Makes what was written and renamed in a folder durable (see [`commit::barrier`]).
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    sync_folder("sync", dir)
-}
-
-/// [`sync_dir`] at a named fault point.
-pub(super) fn sync_folder(point: &str, dir: &Path) -> Result<(), StoreError> {
-    commit::barrier(point, &[dir]).map_err(StoreError::new("sync folder", dir))
+    commit::barrier("sync", &[dir]).map_err(StoreError::new("sync folder", dir))
 }
 
 /// A path's metadata, `None` when nothing is there; any other failure is an error.

@@ -299,22 +299,14 @@ impl Reader {
 }
 
 /// Whether the file changed during an attempt: what was sent (`sent`) and the file as it is now
-/// (`now`, `None` when it is gone) against what was checked (`checked`, and the SHA-256 of the
-/// check when one was made). Returns the reason for the report.
-pub fn changed(
-    checked: &Snapshot,
-    checked_sha256: Option<&str>,
-    sent: &Sent,
-    now: Option<&Snapshot>,
-) -> Option<String> {
+/// (`now`, `None` when it is gone) against what was checked (`checked`). Returns the reason for
+/// the report.
+pub fn changed(checked: &Snapshot, sent: &Sent, now: Option<&Snapshot>) -> Option<String> {
     let detail = match sent {
         Sent::Short { read, declared } => {
             Some(format!("it ended after {read} of {declared} bytes"))
         }
         Sent::Long { declared } => Some(format!("it grew past {declared} bytes")),
-        Sent::Complete { sha256 } if checked_sha256.is_some_and(|c| c != sha256) => {
-            Some("the bytes sent are not the bytes that were checked".to_owned())
-        }
         Sent::Complete { .. } | Sent::Partial => match now {
             None => Some("it is gone".to_owned()),
             Some(now) => checked.difference(now),
@@ -416,16 +408,8 @@ mod tests {
         let complete = Sent::Complete {
             sha256: "aa".to_owned(),
         };
-        assert_eq!(
-            changed(&checked, Some("aa"), &complete, Some(&checked)),
-            None
-        );
-        assert_eq!(
-            changed(&checked, None, &Sent::Partial, Some(&checked)),
-            None
-        );
-        let reason = changed(&checked, Some("bb"), &complete, Some(&checked));
-        assert!(reason.is_some_and(|r| r.starts_with(FILE_CHANGED)));
+        assert_eq!(changed(&checked, &complete, Some(&checked)), None);
+        assert_eq!(changed(&checked, &Sent::Partial, Some(&checked)), None);
         for now in [
             Snapshot { size: 2, ..checked },
             Snapshot {
@@ -441,10 +425,11 @@ mod tests {
                 ..checked
             },
         ] {
-            assert!(changed(&checked, Some("aa"), &complete, Some(&now)).is_some());
-            assert!(changed(&checked, None, &Sent::Partial, Some(&now)).is_some());
+            assert!(changed(&checked, &complete, Some(&now)).is_some());
+            assert!(changed(&checked, &Sent::Partial, Some(&now)).is_some());
         }
-        assert!(changed(&checked, None, &Sent::Partial, None).is_some());
-        assert!(changed(&checked, None, &Sent::Long { declared: 3 }, Some(&checked)).is_some());
+        let reason = changed(&checked, &Sent::Partial, None);
+        assert!(reason.is_some_and(|r| r.starts_with(FILE_CHANGED)));
+        assert!(changed(&checked, &Sent::Long { declared: 3 }, Some(&checked)).is_some());
     }
 }
