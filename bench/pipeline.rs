@@ -584,6 +584,31 @@ fn backlog(sink: &Sink, files: usize) -> Backlog {
     }
 }
 
+/// Seconds from start to the first upload with `files` already in the inbox and already
+/// written back (`sync` before the start, as after downtime): the large backlog's first upload
+/// without the flush of the packages the bench has just written, which the first claim's
+/// `syncfs` otherwise pays for. The daemon is stopped once the first upload arrived.
+fn backlog_written_back(sink: &Sink, files: usize) -> f64 {
+    let sandbox = Sandbox::new();
+    sandbox.small_files("inbox", files);
+    let synced = Command::new("sync").status().expect("run sync");
+    assert!(synced.success(), "sync failed");
+    sink.take();
+    let daemon = Daemon::start(&sandbox, sink);
+    wait_for("the first upload", Duration::from_secs(600), || {
+        sink.count() > 0
+    });
+    let started = daemon.started;
+    daemon.stop();
+    let first = sink
+        .take()
+        .iter()
+        .map(|h| h.arrived)
+        .min()
+        .expect("an upload");
+    (first - started).as_secs_f64()
+}
+
 struct Quiet {
     latency_files: usize,
     p50: f64,
@@ -790,6 +815,22 @@ fn report_path() -> PathBuf {
     )
 }
 
+/// Which cases to run: all, or those named in `EXTDROP_BENCH_ONLY` (comma-separated:
+/// `burst`, `large`, `latency`, `backlog`, `strace`), for profiling one case alone.
+fn wanted(case: &str) -> bool {
+    const CASES: [&str; 5] = ["burst", "large", "latency", "backlog", "strace"];
+    match std::env::var("EXTDROP_BENCH_ONLY") {
+        Ok(list) => {
+            let names: Vec<&str> = list.split(',').map(str::trim).collect();
+            if let Some(bad) = names.iter().find(|n| !CASES.contains(n)) {
+                panic!("EXTDROP_BENCH_ONLY names {bad:?}; the cases are {CASES:?}");
+            }
+            names.contains(&case)
+        }
+        Err(_) => true,
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; this harness has no filters to honour.
     let burst_files = knob("EXTDROP_BENCH_BURST", 5_000) as usize;
@@ -802,62 +843,82 @@ fn main() {
     let started = Instant::now();
     let step = |what: &str| eprintln!("[{:>6.1} s] {what}", started.elapsed().as_secs_f64());
 
-    step(&format!(
-        "burst of {burst_files} × 4 KiB (extdrop, bash loop, curl --parallel)"
-    ));
-    let b = burst(&sink, burst_files);
-    step(&format!("one {large_mib} MiB package (extdrop, curl -F)"));
-    let l = large(&sink, large_mib);
-    step(&format!(
-        "latency over {latency_files} spaced drops, then {idle_secs} s idle"
-    ));
-    let q = latency_then_idle(&sink, latency_files, idle_secs);
-    step(&format!(
-        "latency p99 {:.0} ms; idle {:.3} % CPU, {:.2} wake-ups/s, RSS {:.1} MiB",
-        q.p99, q.cpu_percent, q.wakeups_per_s, q.rss_mib
-    ));
-    step("backlog of 1,000");
-    let small = backlog(&sink, 1_000);
-    step(&format!("backlog of {}", thousands(backlog_large)));
-    let big = backlog(&sink, backlog_large);
-    step(&format!("strace -f -c over a burst of {strace_files}"));
-    let s = syscalls(&sink, strace_files);
+    let b = wanted("burst").then(|| {
+        step(&format!(
+            "burst of {burst_files} × 4 KiB (extdrop, bash loop, curl --parallel)"
+        ));
+        burst(&sink, burst_files)
+    });
+    let l = wanted("large").then(|| {
+        step(&format!("one {large_mib} MiB package (extdrop, curl -F)"));
+        large(&sink, large_mib)
+    });
+    let q = wanted("latency").then(|| {
+        step(&format!(
+            "latency over {latency_files} spaced drops, then {idle_secs} s idle"
+        ));
+        let q = latency_then_idle(&sink, latency_files, idle_secs);
+        step(&format!(
+            "latency p99 {:.0} ms; idle {:.3} % CPU, {:.2} wake-ups/s, RSS {:.1} MiB",
+            q.p99, q.cpu_percent, q.wakeups_per_s, q.rss_mib
+        ));
+        q
+    });
+    let backlogs = wanted("backlog").then(|| {
+        step("backlog of 1,000");
+        let small = backlog(&sink, 1_000);
+        step(&format!("backlog of {}", thousands(backlog_large)));
+        let big = backlog(&sink, backlog_large);
+        step(&format!(
+            "backlog of {} written back: first upload",
+            thousands(backlog_large)
+        ));
+        (small, big, backlog_written_back(&sink, backlog_large))
+    });
+    let s = wanted("strace").then(|| {
+        step(&format!("strace -f -c over a burst of {strace_files}"));
+        syscalls(&sink, strace_files)
+    });
     step("done");
 
-    let mut rows = vec![
-        row(
-            &format!("burst: {} × 4 KiB at once, throughput", thousands(b.files)),
-            format!("{:.0} files/s", b.extdrop_rate),
-            format!(
-                "bash `curl -F` + `mv` loop {:.0} files/s; `curl --parallel-max 8` {:.0} files/s",
-                b.bash_rate, b.parallel_rate
+    let mut rows = Vec::new();
+    if let Some(b) = &b {
+        rows.extend([
+            row(
+                &format!("burst: {} × 4 KiB at once, throughput", thousands(b.files)),
+                format!("{:.0} files/s", b.extdrop_rate),
+                format!(
+                    "bash `curl -F` + `mv` loop {:.0} files/s; `curl --parallel-max 8` {:.0} files/s",
+                    b.bash_rate, b.parallel_rate
+                ),
+                "≥ 20× bash loop",
+                Some(b.extdrop_rate >= 20.0 * b.bash_rate),
             ),
-            "≥ 20× bash loop",
-            Some(b.extdrop_rate >= 20.0 * b.bash_rate),
-        ),
-        row(
-            "burst: vs the curl ceiling",
-            format!(
-                "{:.0} % of curl --parallel",
-                100.0 * b.extdrop_rate / b.parallel_rate
+            row(
+                "burst: vs the curl ceiling",
+                format!(
+                    "{:.0} % of curl --parallel",
+                    100.0 * b.extdrop_rate / b.parallel_rate
+                ),
+                format!("{:.1}× the bash loop", b.extdrop_rate / b.bash_rate),
+                "≥ 50 % of curl --parallel",
+                Some(b.extdrop_rate >= 0.5 * b.parallel_rate),
             ),
-            format!("{:.1}× the bash loop", b.extdrop_rate / b.bash_rate),
-            "≥ 50 % of curl --parallel",
-            Some(b.extdrop_rate >= 0.5 * b.parallel_rate),
-        ),
-        row(
-            "burst: CPU per file",
-            format!("{:.2} ms", b.extdrop_cpu_ms),
-            format!(
-                "bash loop {:.2} ms; curl --parallel {:.2} ms",
-                b.bash_cpu_ms, b.parallel_cpu_ms
+            row(
+                "burst: CPU per file",
+                format!("{:.2} ms", b.extdrop_cpu_ms),
+                format!(
+                    "bash loop {:.2} ms; curl --parallel {:.2} ms",
+                    b.bash_cpu_ms, b.parallel_cpu_ms
+                ),
+                "≤ 0.3 ms",
+                Some(b.extdrop_cpu_ms <= 0.3),
             ),
-            "≤ 0.3 ms",
-            Some(b.extdrop_cpu_ms <= 0.3),
-        ),
-    ];
+        ]);
+    }
     match &s {
-        Some(s) => {
+        None => {}
+        Some(Some(s)) => {
             rows.push(row(
                 &format!(
                     "burst of {} under `strace -f -c`: fsyncs per file",
@@ -876,7 +937,7 @@ fn main() {
                 None,
             ));
         }
-        None => rows.push(row(
+        Some(None) => rows.push(row(
             "fsyncs and syscalls per file",
             "skipped: strace is not installed".to_owned(),
             "—".to_owned(),
@@ -884,26 +945,30 @@ fn main() {
             None,
         )),
     }
-    rows.extend([
-        row(
-            &format!("one {} MiB package: MB/s at the sink", l.mib),
-            format!("{:.0} MB/s", l.extdrop_mb_s),
-            format!(
-                "`curl -F` {:.0} MB/s ({:.0} %)",
-                l.curl_mb_s,
-                100.0 * l.extdrop_mb_s / l.curl_mb_s
+    if let Some(l) = &l {
+        rows.extend([
+            row(
+                &format!("one {} MiB package: MB/s at the sink", l.mib),
+                format!("{:.0} MB/s", l.extdrop_mb_s),
+                format!(
+                    "`curl -F` {:.0} MB/s ({:.0} %)",
+                    l.curl_mb_s,
+                    100.0 * l.extdrop_mb_s / l.curl_mb_s
+                ),
+                "≥ 80 % of curl -F",
+                Some(l.extdrop_mb_s >= 0.8 * l.curl_mb_s),
             ),
-            "≥ 80 % of curl -F",
-            Some(l.extdrop_mb_s >= 0.8 * l.curl_mb_s),
-        ),
-        row(
-            &format!("one {} MiB package: peak RSS", l.mib),
-            format!("{:.1} MiB", l.extdrop_peak_mib),
-            "—".to_owned(),
-            "≤ 32 MiB",
-            Some(l.extdrop_peak_mib <= 32.0),
-        ),
-        row(
+            row(
+                &format!("one {} MiB package: peak RSS", l.mib),
+                format!("{:.1} MiB", l.extdrop_peak_mib),
+                "—".to_owned(),
+                "≤ 32 MiB",
+                Some(l.extdrop_peak_mib <= 32.0),
+            ),
+        ]);
+    }
+    if let Some(q) = &q {
+        rows.extend([row(
             &format!("latency rename → request, {} spaced drops", q.latency_files),
             format!(
                 "p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms",
@@ -912,67 +977,78 @@ fn main() {
             format!("settle itself: {SETTLE_MS} ms"),
             &format!("p99 ≤ {} ms", SETTLE_MS + 50),
             Some(q.p99 <= (SETTLE_MS + 50) as f64),
-        ),
-        row(
-            "backlog of 1,000 at start",
-            format!(
-                "first upload {:.2} s, {:.2} ms/file, CPU {:.2} ms/file, peak RSS {:.1} MiB",
-                small.first_upload_s, small.per_file_ms, small.cpu_ms, small.peak_mib
+        )]);
+    }
+    if let Some((small, big, written_back)) = &backlogs {
+        rows.extend([
+            row(
+                "backlog of 1,000 at start",
+                format!(
+                    "first upload {:.2} s, {:.2} ms/file, CPU {:.2} ms/file, peak RSS {:.1} MiB",
+                    small.first_upload_s, small.per_file_ms, small.cpu_ms, small.peak_mib
+                ),
+                "the reference for the large backlog".to_owned(),
+                "—",
+                None,
             ),
-            "the reference for the large backlog".to_owned(),
-            "—",
-            None,
-        ),
-        row(
-            &format!("backlog of {} at start: first upload", thousands(big.files)),
-            format!("{:.2} s", big.first_upload_s),
-            format!("1,000: {:.2} s", small.first_upload_s),
-            "≤ 1 s",
-            Some(big.first_upload_s <= 1.0),
-        ),
-        row(
-            &format!("backlog of {}: cost per file", thousands(big.files)),
-            format!("{:.2} ms/file (CPU {:.2} ms)", big.per_file_ms, big.cpu_ms),
-            format!(
-                "1,000: {:.2} ms/file ({:.2}×)",
-                small.per_file_ms,
-                big.per_file_ms / small.per_file_ms
+            row(
+                &format!("backlog of {} at start: first upload", thousands(big.files)),
+                format!("{:.2} s", big.first_upload_s),
+                format!(
+                    "1,000: {:.2} s; the same backlog written back first: {:.2} s",
+                    small.first_upload_s, written_back
+                ),
+                "≤ 1 s",
+                Some(big.first_upload_s <= 1.0),
             ),
-            "≤ 1.5× that at 1,000",
-            Some(big.per_file_ms <= 1.5 * small.per_file_ms),
-        ),
-        row(
-            &format!("backlog of {}: peak RSS", thousands(big.files)),
-            format!("{:.1} MiB", big.peak_mib),
-            format!("1,000: {:.1} MiB", small.peak_mib),
-            "≤ 48 MiB",
-            Some(big.peak_mib <= 48.0),
-        ),
-        row(
-            &format!(
-                "idle {} s after {} uploads: CPU",
-                q.idle_secs, q.latency_files
+            row(
+                &format!("backlog of {}: cost per file", thousands(big.files)),
+                format!("{:.2} ms/file (CPU {:.2} ms)", big.per_file_ms, big.cpu_ms),
+                format!(
+                    "1,000: {:.2} ms/file ({:.2}×)",
+                    small.per_file_ms,
+                    big.per_file_ms / small.per_file_ms
+                ),
+                "≤ 1.5× that at 1,000",
+                Some(big.per_file_ms <= 1.5 * small.per_file_ms),
             ),
-            format!("{:.3} % of a core", q.cpu_percent),
-            "a sleeping process: 0".to_owned(),
-            "≤ 0.1 %",
-            Some(q.cpu_percent <= 0.1),
-        ),
-        row(
-            "idle: wake-ups per second",
-            format!("{:.2}/s", q.wakeups_per_s),
-            "a sleeping process: 0".to_owned(),
-            "≤ 1/s",
-            Some(q.wakeups_per_s <= 1.0),
-        ),
-        row(
-            "idle: RSS",
-            format!("{:.1} MiB", q.rss_mib),
-            "—".to_owned(),
-            "≤ 16 MiB",
-            Some(q.rss_mib <= 16.0),
-        ),
-    ]);
+            row(
+                &format!("backlog of {}: peak RSS", thousands(big.files)),
+                format!("{:.1} MiB", big.peak_mib),
+                format!("1,000: {:.1} MiB", small.peak_mib),
+                "≤ 48 MiB",
+                Some(big.peak_mib <= 48.0),
+            ),
+        ]);
+    }
+    if let Some(q) = &q {
+        rows.extend([
+            row(
+                &format!(
+                    "idle {} s after {} uploads: CPU",
+                    q.idle_secs, q.latency_files
+                ),
+                format!("{:.3} % of a core", q.cpu_percent),
+                "a sleeping process: 0".to_owned(),
+                "≤ 0.1 %",
+                Some(q.cpu_percent <= 0.1),
+            ),
+            row(
+                "idle: wake-ups per second",
+                format!("{:.2}/s", q.wakeups_per_s),
+                "a sleeping process: 0".to_owned(),
+                "≤ 1/s",
+                Some(q.wakeups_per_s <= 1.0),
+            ),
+            row(
+                "idle: RSS",
+                format!("{:.1} MiB", q.rss_mib),
+                "—".to_owned(),
+                "≤ 16 MiB",
+                Some(q.rss_mib <= 16.0),
+            ),
+        ]);
+    }
 
     let mut table = format!(
         "# extdrop benchmark\n\n{} cores, concurrency {CONCURRENCY}, settle {SETTLE_MS} ms, loopback \

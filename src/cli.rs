@@ -186,7 +186,7 @@ pub fn run(cli: Cli) -> u8 {
             crate::direct::versions(&cli.config, &plugin_name, json)
         }
         Command::Completions { shell } => {
-            print!("{}", completions(shell));
+            crate::out!("{}", completions(shell));
             EXIT_OK
         }
         Command::Demo { dir, stand_in_only } => crate::demo::run(&dir, stand_in_only),
@@ -198,7 +198,7 @@ pub fn load(path: &Path) -> Option<Config> {
     match Config::load(path) {
         Ok(config) => Some(config),
         Err(e) => {
-            eprintln!("extdrop: {e}");
+            crate::errln!("extdrop: {e}");
             None
         }
     }
@@ -208,14 +208,14 @@ fn check(path: &Path, online: bool) -> u8 {
     let Some(config) = load(path) else {
         return EXIT_FATAL;
     };
-    print!("{}", summary(&config));
+    crate::out!("{}", summary(&config));
     for warning in inline_secret_warnings(&config) {
-        eprintln!("extdrop: warning: {warning}");
+        crate::errln!("extdrop: warning: {warning}");
     }
     // What `run` would do first, without the network: read the CA file and find the secrets.
     match crate::upload::http_client(&config.codearts) {
         Err(e) => {
-            eprintln!("extdrop: {e}");
+            crate::errln!("extdrop: {e}");
             return EXIT_FATAL;
         }
         Ok(client) => {
@@ -224,12 +224,12 @@ fn check(path: &Path, online: bool) -> u8 {
                 match service_only_credential(&e, in_service) {
                     // Expected from a shell (the example configuration is so): a note, no
                     // warning, or every `check` of a correct set-up would warn.
-                    Some(path) => println!(
+                    Some(path) => crate::outln!(
                         "credentials: {} is put there by systemd for the running service only (LoadCredential=), so it is not read here; `check --online` run through systemd-run with the same LoadCredential= reads it",
                         path.display()
                     ),
                     // A service gets its secrets through LoadCredential=, which this shell lacks.
-                    None => eprintln!(
+                    None => crate::errln!(
                         "extdrop: warning: {e} (fine if the service gets it through LoadCredential=; `run` stops otherwise)"
                     ),
                 }
@@ -239,16 +239,16 @@ fn check(path: &Path, online: bool) -> u8 {
     if online {
         match crate::service::probe(&config) {
             Ok((credentials, endpoint)) => {
-                println!("credentials: {credentials}");
-                println!("endpoint: {endpoint}");
+                crate::outln!("credentials: {credentials}");
+                crate::outln!("endpoint: {endpoint}");
             }
             Err(e) => {
-                eprintln!("extdrop: credentials check failed: {e}");
+                crate::errln!("extdrop: credentials check failed: {e}");
                 return EXIT_FATAL;
             }
         }
     }
-    println!("configuration OK");
+    crate::outln!("configuration OK");
     EXIT_OK
 }
 
@@ -373,13 +373,13 @@ fn explain(path: &Path, names: &[String], only: Option<&str>) -> u8 {
     if let Some(name) = only
         && !config.watches.iter().any(|w| w.name == name)
     {
-        eprintln!("extdrop: no watch is named \"{name}\"");
+        crate::errln!("extdrop: no watch is named \"{name}\"");
         return EXIT_FATAL;
     }
     let mut all_matched = true;
     for name in names {
         let (line, matched) = explain_one(&config, name, only);
-        println!("{line}");
+        crate::outln!("{line}");
         all_matched &= matched;
     }
     if all_matched { EXIT_OK } else { EXIT_PARTIAL }

@@ -91,7 +91,7 @@ pub fn run(dir: &Path, stand_in_only: bool) -> u8 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("extdrop: cannot start the async runtime: {e}");
+            crate::errln!("extdrop: cannot start the async runtime: {e}");
             return EXIT_FATAL;
         }
     };
@@ -99,7 +99,7 @@ pub fn run(dir: &Path, stand_in_only: bool) -> u8 {
         let metadata = match MetadataStub::start_background(MetadataConfig::default()) {
             Ok(metadata) => metadata,
             Err(e) => {
-                eprintln!("extdrop: cannot start the loopback metadata stand-in: {e}");
+                crate::errln!("extdrop: cannot start the loopback metadata stand-in: {e}");
                 return EXIT_FATAL;
             }
         };
@@ -111,7 +111,7 @@ pub fn run(dir: &Path, stand_in_only: bool) -> u8 {
         let stub = match Stub::start(stub_config).await {
             Ok(stub) => stub,
             Err(e) => {
-                eprintln!("extdrop: cannot start the loopback stand-in: {e}");
+                crate::errln!("extdrop: cannot start the loopback stand-in: {e}");
                 return EXIT_FATAL;
             }
         };
@@ -121,13 +121,13 @@ pub fn run(dir: &Path, stand_in_only: bool) -> u8 {
                 .and_then(|()| catalog.register("hello", "Hello", "Normal", "The demo's sample"))
         });
         if let Err(refusal) = known {
-            eprintln!("extdrop: cannot set up the stand-in: {}", refusal.error_msg);
+            crate::errln!("extdrop: cannot set up the stand-in: {}", refusal.error_msg);
             return EXIT_FATAL;
         }
         let config = match prepare(dir, &stub.endpoint(), &metadata.endpoint()) {
             Ok(config) => config,
             Err(e) => {
-                eprintln!("extdrop: cannot prepare the demo folder {}: {e}", dir.display());
+                crate::errln!("extdrop: cannot prepare the demo folder {}: {e}", dir.display());
                 return EXIT_FATAL;
             }
         };
@@ -138,7 +138,7 @@ pub fn run(dir: &Path, stand_in_only: bool) -> u8 {
         let root = config.path.parent().unwrap_or(dir).to_owned();
         let show = |p: &str| root.join(p).display().to_string();
         let announce = || {
-            println!(
+            crate::outln!(
                 "\nextdrop demo is running: a stand-in CodeArts endpoint on {}, a stand-in ECS metadata service on {} \
                  handing out temporary credentials (method = \"agency\"), and the daemon watching {}\n\n\
                  Try, in another terminal:\n  \
@@ -181,13 +181,13 @@ pub fn run(dir: &Path, stand_in_only: bool) -> u8 {
                 // Counted from the folders as `status` counts them, not from the run's filing
                 // events (a file retried and failed again is one file, filed twice).
                 let (done, failed) = filed_files(&config);
-                println!(
+                crate::outln!(
                     "demo stopped: the sandbox holds {done} done, {failed} failed (as `extdrop status` counts them); {uploads} upload(s) accepted by the stand-in"
                 );
                 EXIT_OK
             }
             Err(e) => {
-                eprintln!("extdrop: {e}");
+                crate::errln!("extdrop: {e}");
                 EXIT_FATAL
             }
         }
@@ -216,7 +216,7 @@ async fn stand_ins_only(
     let path = config.path.display();
     let root = config.path.parent().unwrap_or(Path::new(".")).to_owned();
     let show = |p: &str| root.join(p).display().to_string();
-    println!(
+    crate::outln!(
         "\nextdrop demo --stand-in-only: a stand-in CodeArts endpoint on {endpoint} and a stand-in ECS metadata \
          service on {metadata_endpoint} are running; no daemon is (configuration {path})\n\n\
          Try, in another terminal:\n  \
@@ -236,7 +236,7 @@ async fn stand_ins_only(
     }
     let uploads = stub.uploads().len();
     stub.shutdown().await;
-    println!("stand-ins stopped: {uploads} upload(s) accepted");
+    crate::outln!("stand-ins stopped: {uploads} upload(s) accepted");
     EXIT_OK
 }
 

@@ -85,11 +85,11 @@ pub fn upload(path: &Path, request: UploadRequest<'_>) -> u8 {
     let checked = match std::fs::symlink_metadata(file) {
         Ok(meta) if meta.is_file() => Snapshot::of(&meta),
         Ok(_) => {
-            eprintln!("extdrop: {} is not a regular file", file.display());
+            crate::errln!("extdrop: {} is not a regular file", file.display());
             return EXIT_FATAL;
         }
         Err(e) => {
-            eprintln!("extdrop: cannot read {}: {e}", file.display());
+            crate::errln!("extdrop: cannot read {}: {e}", file.display());
             return EXIT_FATAL;
         }
     };
@@ -105,7 +105,7 @@ pub fn upload(path: &Path, request: UploadRequest<'_>) -> u8 {
             match check(file, plugin_name, business_type, &config) {
                 Ok(manifest) => manifest,
                 Err(reason) => {
-                    eprintln!(
+                    crate::errln!(
                         "extdrop: refused, nothing was sent: {reason} (--no-check skips the checks)"
                     );
                     return EXIT_PARTIAL;
@@ -119,7 +119,7 @@ pub fn upload(path: &Path, request: UploadRequest<'_>) -> u8 {
             (true, None) => match crate::package::read_manifest(file) {
                 Ok(manifest) => Some(manifest.version),
                 Err(e) => {
-                    eprintln!(
+                    crate::errln!(
                         "extdrop: refused, nothing was sent: --publish needs the version in the package's codearts-extension.json: {e}"
                     );
                     return EXIT_PARTIAL;
@@ -129,7 +129,7 @@ pub fn upload(path: &Path, request: UploadRequest<'_>) -> u8 {
         let (uploader, releaser) = match clients(&config) {
             Ok(clients) => clients,
             Err(e) => {
-                eprintln!("extdrop: {e}");
+                crate::errln!("extdrop: {e}");
                 return EXIT_FATAL;
             }
         };
@@ -137,13 +137,13 @@ pub fn upload(path: &Path, request: UploadRequest<'_>) -> u8 {
             // Refused early what cannot succeed, as the daemon does.
             match releaser.versions(plugin_name).await {
                 Ok((versions, _)) if !versions.exists() => {
-                    eprintln!(
+                    crate::errln!(
                         "extdrop: refused, nothing was sent: extension {plugin_name} does not exist in CodeArts; register it or drop the package into a watch with register = true"
                     );
                     return EXIT_PARTIAL;
                 }
                 Ok((versions, _)) if versions.is_formal(version) => {
-                    eprintln!(
+                    crate::errln!(
                         "extdrop: refused, nothing was sent: version {version} of {plugin_name} is already published; official versions cannot be replaced: raise the version in codearts-extension.json"
                     );
                     return EXIT_PARTIAL;
@@ -176,7 +176,7 @@ pub fn upload(path: &Path, request: UploadRequest<'_>) -> u8 {
             match uploader.auth().renew(stamp).await {
                 Ok(()) => verdict = attempt(package).await,
                 Err(e) => {
-                    eprintln!("extdrop: {e} (the server said {})", answer.describe());
+                    crate::errln!("extdrop: {e} (the server said {})", answer.describe());
                     return EXIT_FATAL;
                 }
             }
@@ -185,7 +185,7 @@ pub fn upload(path: &Path, request: UploadRequest<'_>) -> u8 {
             Verdict::Uploaded(answer) => answer,
             other => return upload_failed(other),
         };
-        println!(
+        crate::outln!(
             "uploaded {file_name} as {plugin_name} ({business_type}); request id {}",
             answer.request_id.as_deref().unwrap_or("-")
         );
@@ -213,14 +213,14 @@ async fn publish_now(releaser: &Releaser, plugin_name: &str, version: &str) -> u
     }
     match releaser.detail(plugin_name, version).await {
         Ok((detail, answer)) if detail.is_formal(version) => {
-            println!(
+            crate::outln!(
                 "published version {version} of {plugin_name}; request id {}",
                 answer.request_id.as_deref().unwrap_or("-")
             );
             EXIT_OK
         }
         Ok((detail, _)) => {
-            eprintln!(
+            crate::errln!(
                 "extdrop: {FAILED}: version {version} is {} after publishing",
                 detail.version_attribution
             );
@@ -236,7 +236,7 @@ pub fn versions(path: &Path, plugin_name: &str, json: bool) -> u8 {
         let (_, releaser) = match clients(&config) {
             Ok(clients) => clients,
             Err(e) => {
-                eprintln!("extdrop: {e}");
+                crate::errln!("extdrop: {e}");
                 return EXIT_FATAL;
             }
         };
@@ -245,7 +245,7 @@ pub fn versions(path: &Path, plugin_name: &str, json: bool) -> u8 {
             Err(verdict) => return fail("cannot list the versions", &verdict),
         };
         if !versions.exists() {
-            eprintln!("extdrop: extension {plugin_name} does not exist in CodeArts");
+            crate::errln!("extdrop: extension {plugin_name} does not exist in CodeArts");
             return EXIT_PARTIAL;
         }
         let rows = newest_first(versions.data);
@@ -259,12 +259,12 @@ pub fn versions(path: &Path, plugin_name: &str, json: bool) -> u8 {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::Value::Array(list));
+            crate::outln!("{}", serde_json::Value::Array(list));
         } else if rows.is_empty() {
-            eprintln!("extdrop: extension {plugin_name} is registered but has no version yet");
+            crate::errln!("extdrop: extension {plugin_name} is registered but has no version yet");
         } else {
             for v in &rows {
-                println!(
+                crate::outln!(
                     "{:<10} {}",
                     v.version.as_deref().unwrap_or(""),
                     v.version_attribution
@@ -301,7 +301,7 @@ fn clients(config: &Config) -> Result<(Uploader, Releaser), String> {
 
 /// A failed call: refusals exit 2, anything that might work later exits 1.
 fn fail(what: &str, verdict: &Verdict) -> u8 {
-    eprintln!("extdrop: {what}: {}", verdict_reason(verdict));
+    crate::errln!("extdrop: {what}: {}", verdict_reason(verdict));
     match verdict {
         Verdict::Rejected { .. } | Verdict::Unauthorized { .. } => EXIT_PARTIAL,
         _ => EXIT_FATAL,
@@ -312,21 +312,21 @@ fn upload_failed(verdict: Verdict) -> u8 {
     match verdict {
         Verdict::Uploaded(_) => EXIT_OK,
         Verdict::Rejected { reason, .. } => {
-            eprintln!("extdrop: rejected: {reason}");
+            crate::errln!("extdrop: rejected: {reason}");
             EXIT_PARTIAL
         }
         Verdict::Unauthorized { .. } => {
-            eprintln!(
+            crate::errln!(
                 "extdrop: rejected: the server answered 401: the credentials were refused even after renewing them"
             );
             EXIT_PARTIAL
         }
         Verdict::Transient { why, .. } => {
-            eprintln!("extdrop: {why}");
+            crate::errln!("extdrop: {why}");
             EXIT_FATAL
         }
         Verdict::NoCredentials(e) => {
-            eprintln!("extdrop: {e}");
+            crate::errln!("extdrop: {e}");
             EXIT_FATAL
         }
     }

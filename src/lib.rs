@@ -26,6 +26,7 @@ pub mod progress;
 pub mod release;
 pub mod retry;
 pub mod rules;
+pub mod say;
 pub mod service;
 pub mod shown;
 pub mod standby;

@@ -58,7 +58,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     {
         Ok(rt) => Some(rt),
         Err(e) => {
-            eprintln!("extdrop: cannot start the async runtime: {e}");
+            crate::errln!("extdrop: cannot start the async runtime: {e}");
             None
         }
     }
@@ -158,7 +158,7 @@ pub fn run(path: &Path) -> u8 {
             }
             Err(e) => {
                 tracing::error!("{e}");
-                eprintln!("extdrop: {e}");
+                crate::errln!("extdrop: {e}");
                 EXIT_FATAL
             }
         }
@@ -170,18 +170,20 @@ pub fn once(path: &Path) -> u8 {
     with_runtime(path, |config| async move {
         match daemon::run(&config, Mode::Once, controls(None), || {}).await {
             Ok(summary) => {
-                println!("{} done, {} failed", summary.done, summary.failed);
+                crate::outln!("{} done, {} failed", summary.done, summary.failed);
                 if summary.waiting > 0 {
-                    eprintln!(
+                    crate::errln!(
                         "extdrop: {} file(s) could not be uploaded because the credentials are unusable (see the log); they stay claimed and the next run takes them up",
                         summary.waiting
                     );
                     EXIT_FATAL
                 } else if summary.interrupted {
-                    eprintln!("extdrop: interrupted; files not yet filed stay for the next run");
+                    crate::errln!(
+                        "extdrop: interrupted; files not yet filed stay for the next run"
+                    );
                     EXIT_FATAL
                 } else if summary.errors > 0 {
-                    eprintln!(
+                    crate::errln!(
                         "extdrop: {} file(s) could not be claimed or filed because of an error (see the log); they stay where they are",
                         summary.errors
                     );
@@ -193,7 +195,7 @@ pub fn once(path: &Path) -> u8 {
                 }
             }
             Err(e) => {
-                eprintln!("extdrop: {e}");
+                crate::errln!("extdrop: {e}");
                 EXIT_FATAL
             }
         }
@@ -347,16 +349,16 @@ pub fn status(path: &Path, json: bool) -> u8 {
     let all: Vec<WatchStatus> = config.watches.iter().map(watch_status).collect();
     if json {
         match serde_json::to_string_pretty(&all) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => crate::outln!("{text}"),
             Err(e) => {
-                eprintln!("extdrop: {e}");
+                crate::errln!("extdrop: {e}");
                 return EXIT_FATAL;
             }
         }
         return EXIT_OK;
     }
     for s in &all {
-        println!(
+        crate::outln!(
             "{}: {} waiting, {} in progress, {} done, {} failed{}",
             s.watch,
             s.waiting,
@@ -371,13 +373,15 @@ pub fn status(path: &Path, json: bool) -> u8 {
                 .unwrap_or_default()
         );
         if let Some(r) = &s.release {
-            println!(
+            crate::outln!(
                 "  release: {} registered, {} published, {} refused as already official",
-                r.registered, r.published, r.refused_official
+                r.registered,
+                r.published,
+                r.refused_official
             );
         }
         for f in &s.recent_failures {
-            println!(
+            crate::outln!(
                 "  {} {}: {}",
                 f.finished,
                 crate::shown::escaped(&f.file),
@@ -386,7 +390,7 @@ pub fn status(path: &Path, json: bool) -> u8 {
         }
     }
     if let Some(line) = agency_status(&config) {
-        println!("{line}");
+        crate::outln!("{line}");
     }
     EXIT_OK
 }
@@ -442,7 +446,7 @@ pub fn retry(path: &Path, files: &[PathBuf], all: bool, only: Option<&str>) -> u
     if let Some(name) = only
         && watches.is_empty()
     {
-        eprintln!("extdrop: no watch is named \"{name}\"");
+        crate::errln!("extdrop: no watch is named \"{name}\"");
         return EXIT_FATAL;
     }
     // A retry across file systems that a kill interrupted is completed or undone first.
@@ -476,7 +480,7 @@ pub fn retry(path: &Path, files: &[PathBuf], all: bool, only: Option<&str>) -> u
             match found {
                 Some(path) => wanted.push(path),
                 None => {
-                    eprintln!(
+                    crate::errln!(
                         "extdrop: {} is not a file in a failed folder",
                         file.display()
                     );
@@ -496,16 +500,16 @@ pub fn retry(path: &Path, files: &[PathBuf], all: bool, only: Option<&str>) -> u
         match store::unfail(watch, &failed_file) {
             Ok(back) => {
                 moved += 1;
-                println!("{} -> {}", failed_file.display(), back.display());
+                crate::outln!("{} -> {}", failed_file.display(), back.display());
             }
             Err(e) => {
-                eprintln!("extdrop: {e}");
+                crate::errln!("extdrop: {e}");
                 missing = true;
             }
         }
     }
     if all {
-        println!("{moved} file(s) moved back to their inbox");
+        crate::outln!("{moved} file(s) moved back to their inbox");
     }
     if missing { EXIT_PARTIAL } else { EXIT_OK }
 }

@@ -370,3 +370,55 @@ fn once_to_a_pipe_prints_no_progress() {
     // The log is there as before, one line per file filed.
     assert_eq!(stderr(&out).matches("filed").count(), 4, "{}", stderr(&out));
 }
+
+/// Regression: `extdrop status | head` closed the pipe and `println!` panicked (exit code 101).
+/// Every command that prints is run with stdout and stderr into pipes nobody reads any more:
+/// each must end with the exit code it has when its output is read, and its work must stand
+/// (`retry` moves its files back even though it cannot say so).
+#[test]
+fn every_command_that_prints_survives_a_reader_that_has_gone() {
+    let s = Sandbox::new();
+    s.drop_package("broken__Build.zip", "wrong", "Build");
+    assert_eq!(s.once().0, 2, "once exits 2 when a file failed");
+    let closed = || {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        writer
+    };
+    let commands: [&[&str]; 8] = [
+        &["check"],
+        &["explain", "demo_task__deploy.zip", "notes.txt"],
+        &["status"],
+        &["status", "--json"],
+        &["retry", "nothing-here.zip"],
+        &["completions", "bash"],
+        &["--help"],
+        &["retry", "--all"],
+    ];
+    for args in commands {
+        let heard = if args == ["retry", "--all"] {
+            0 // run once only: it moves the file, then there is nothing left to move
+        } else {
+            let out = s.run(args);
+            out.status.code().expect("an exit code")
+        };
+        let status = s
+            .command(args)
+            .stdout(closed())
+            .stderr(closed())
+            .status()
+            .expect("run");
+        assert_eq!(
+            status.code(),
+            Some(heard),
+            "`extdrop {}` with nobody reading its output",
+            args.join(" ")
+        );
+    }
+    assert_eq!(
+        s.files("inbox"),
+        ["broken__Build.zip"],
+        "retry did its work"
+    );
+    assert!(s.files("failed").is_empty());
+}
