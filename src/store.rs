@@ -4,7 +4,8 @@
 //! Invariants, which together mean that no file is lost or silently uploaded twice:
 //! - A claimed file lives at `<inbox>/.extdrop/<id>/file` beside `claim.json`, its record. The
 //!   record is written (atomically) before the file is renamed in, so a claim folder with a file
-//!   always has a record.
+//!   always has a record. Claim folders are reused (`recycle`): a record names the folder it was
+//!   written for, and one naming another folder is not trusted.
 //! - The outcome and the chosen destination name are written into the record before anything
 //!   leaves the claim folder. A file whose record has an outcome is never uploaded again; after
 //!   a crash its filing is simply completed.
@@ -24,7 +25,7 @@
 //! - A move across file systems copies to a hidden temporary name, fsyncs, renames into place
 //!   and only then removes the source.
 //! - Durability comes from two barriers per file (`commit`: shared `syncfs` rounds): the
-//!   claim's, before anything is sent, and the filing's, before the claim folder goes. Records
+//!   claim's, before anything is sent, and the filing's, before the claim folder is put aside. Records
 //!   saved between them are atomic but wait for the next barrier (README, "What is fsynced
 //!   when").
 //!
@@ -34,7 +35,8 @@
 //!
 //! The rooms: claiming, resuming and filing live here; [`lock`] keeps one process per inbox,
 //! `names` chooses destination names, `disk` holds the file-system primitives (atomic writes,
-//! no-replace moves), `commit` makes them durable in shared rounds, `retry` is `extdrop retry`,
+//! no-replace moves), `commit` makes them durable in shared rounds, `recycle` reuses claim
+//! folders, `retry` is `extdrop retry`,
 //! `sweep` removes what a kill left, and [`fault`] is the seam where tests inject I/O errors.
 
 mod commit;
@@ -42,6 +44,7 @@ mod disk;
 pub mod fault;
 pub mod lock;
 mod names;
+mod recycle;
 mod retry;
 mod sweep;
 
@@ -142,6 +145,11 @@ pub struct ClaimRecord {
         skip_serializing_if = "crate::release::Progress::is_untouched"
     )]
     pub release: crate::release::Progress,
+    /// The name of the claim folder this record was written for. Claim folders are reused
+    /// (`recycle`): a record naming another folder is a former claim's, whose replacement a
+    /// power cut undid, and is not trusted. Empty in records of older versions.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub claim: String,
 }
 
 /// An outcome that has been decided but perhaps not yet filed.
@@ -228,15 +236,6 @@ pub fn save_record(dir: &Path, record: &ClaimRecord) -> Result<(), StoreError> {
     }
 }
 
-/// Writes the first record of a new claim folder: straight into place (no temporary file to
-/// rename, since nobody reads the folder before the file is renamed in, and a record without
-/// its file is swept at start-up).
-fn create_record(dir: &Path, record: &ClaimRecord) -> Result<(), StoreError> {
-    let path = dir.join(RECORD);
-    disk::create_new("write", &path, &encode_record(dir, record)?)
-        .map_err(StoreError::new("write", &path))
-}
-
 fn encode_record(dir: &Path, record: &ClaimRecord) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec_pretty(record).map_err(|e| StoreError {
         action: "encode claim record",
@@ -301,10 +300,9 @@ pub fn claim_at(
     }
     let work = watch.work_dir();
     ensure_folder(&work)?;
-    let dir = new_claim_dir(&work)?;
     let now = SystemTime::now();
     let mut claim = Claim {
-        dir,
+        dir: PathBuf::new(),
         record: ClaimRecord {
             watch: watch.name.clone(),
             rel_path: rel_path.to_owned(),
@@ -316,14 +314,11 @@ pub fn claim_at(
             decided: None,
             name_not_utf8: !exact_name,
             release: Default::default(),
+            claim: String::new(),
         },
         unsynced: Vec::new(),
     };
-    if let Err(e) = create_record(&claim.dir, &claim.record) {
-        // A claim folder without a record is garbage; the file was never touched.
-        let _ = fs::remove_dir_all(&claim.dir);
-        return Err(e);
-    }
+    claim.dir = open_claim_folder(&work, &mut claim.record)?;
     match fault::hit("claim.rename", &source).and_then(|()| fs::rename(&source, claim.payload())) {
         Ok(()) => {
             // The file is claimed from here on. A folder that cannot be synced now is synced
@@ -359,8 +354,9 @@ pub fn sync_folders(folders: &[PathBuf]) -> Result<(), StoreError> {
     commit::barrier("claim.sync", &paths).map_err(StoreError::new("sync folder", &folders[0]))
 }
 
-/// Makes a new, empty claim folder with a name no other claim has used.
-fn new_claim_dir(work: &Path) -> Result<PathBuf, StoreError> {
+/// Makes a claim folder, under a name no other claim has used, holding `record` (which is
+/// given that name): a reused one when one is kept (see `recycle`), else a new one.
+fn open_claim_folder(work: &Path, record: &mut ClaimRecord) -> Result<PathBuf, StoreError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -368,8 +364,9 @@ fn new_claim_dir(work: &Path) -> Result<PathBuf, StoreError> {
         .unwrap_or_default();
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = work.join(format!("{nanos:x}-{:x}-{n:x}", std::process::id()));
-        match fs::DirBuilder::new().mode(0o750).create(&dir) {
+        record.claim = format!("{nanos:x}-{:x}-{n:x}", std::process::id());
+        let dir = work.join(&record.claim);
+        match recycle::open(work, &dir, &encode_record(&dir, record)?) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(StoreError::new("create claim folder", &dir)(e)),
@@ -404,6 +401,7 @@ pub fn claimed(watch: &Watch) -> usize {
         .into_iter()
         .flatten()
         .flatten()
+        .filter(|e| is_claim_name(&e.file_name()))
         // A payload that cannot be looked at is still claimed: only "not found" is absence.
         .filter(|e| {
             !matches!(
@@ -451,6 +449,7 @@ pub fn resume(watch: &Watch, clean_up: bool) -> Result<Vec<Resumed>, StoreError>
     };
     if clean_up {
         sweep_temporaries(watch);
+        recycle::clear(&work);
     }
     let mut found = Vec::new();
     for entry in entries {
@@ -461,6 +460,9 @@ pub fn resume(watch: &Watch, clean_up: bool) -> Result<Vec<Resumed>, StoreError>
                 break;
             }
         };
+        if !is_claim_name(&entry.file_name()) {
+            continue;
+        }
         let dir = entry.path();
         match entry.file_type() {
             Ok(t) if t.is_dir() => {}
@@ -493,7 +495,9 @@ pub fn inspect(watch: &Watch, dir: &Path, clean_up: bool) -> Result<Option<Resum
     let record_path = dir.join(RECORD);
     let record = match fault::hit("resume.read", &record_path).and_then(|()| fs::read(&record_path))
     {
-        Ok(bytes) => serde_json::from_slice::<ClaimRecord>(&bytes).map_err(|e| e.to_string()),
+        Ok(bytes) => serde_json::from_slice::<ClaimRecord>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|record| written_for(record, dir)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(e.to_string()),
         Err(e) => return Err(StoreError::new("read", &record_path)(e)),
     };
@@ -527,6 +531,25 @@ pub fn inspect(watch: &Watch, dir: &Path, clean_up: bool) -> Result<Option<Resum
             }
             Ok(None)
         }
+    }
+}
+
+/// Whether a work folder entry can be a claim folder: hidden names are not (the lock, the
+/// temporaries, the folders kept for reuse).
+fn is_claim_name(name: &std::ffi::OsStr) -> bool {
+    !name.as_encoded_bytes().starts_with(b".")
+}
+
+/// `record` if it was written for the claim folder `dir` (or names none: an older version's).
+fn written_for(record: ClaimRecord, dir: &Path) -> Result<ClaimRecord, String> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if record.claim.is_empty() || record.claim == name {
+        Ok(record)
+    } else {
+        Err(format!(
+            "the record was written for claim folder {}: a reused folder whose new record did not reach the disk",
+            record.claim
+        ))
     }
 }
 
@@ -646,7 +669,10 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
             .map_err(StoreError::new("sync folder", dest_dir))?;
         // Not synced: if a power cut brings the claim folder back, filing it again finds the
         // file at its destination and only removes the folder.
-        match fault::hit("file.remove", &claim.dir).and_then(|()| fs::remove_dir_all(&claim.dir)) {
+        // The folder, holding only its record now, goes aside for the next claim (`recycle`).
+        match fault::hit("file.remove", &claim.dir)
+            .and_then(|()| recycle::give(&watch.work_dir(), &claim.dir))
+        {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(StoreError::new("remove", &claim.dir)(e)),
@@ -745,6 +771,11 @@ fn same_bytes(path: &Path, bytes: &[u8]) -> io::Result<bool> {
 /// an operator sees it instead of it being uploaded blindly or left behind.
 pub fn file_orphan(watch: &Watch, payload: &Path, why: &str) -> Result<PathBuf, StoreError> {
     let dir = payload.parent().unwrap_or(payload).to_owned();
+    let folder = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
     let size = fs::symlink_metadata(payload).map(|m| m.len()).unwrap_or(0);
     let now = crate::outcome::timestamp(SystemTime::now());
     let name = format!(
@@ -763,6 +794,7 @@ pub fn file_orphan(watch: &Watch, payload: &Path, why: &str) -> Result<PathBuf, 
             decided: None,
             name_not_utf8: false,
             release: Default::default(),
+            claim: folder,
         },
         unsynced: Vec::new(),
     };
@@ -886,6 +918,84 @@ template = "{business_type}/{plugin_name}.zip"
         assert!(!watch.inbox.join("a.zip").exists());
         let filed = file(&watch, claimed, report_for("a.zip"))?;
         assert_eq!(fs::read(&filed)?, b"x");
+        Ok(())
+    }
+
+    /// A filed claim's folder, record and all, is the next claim's: no inode made or freed.
+    /// Its record is the new claim's, names the new folder, and nothing of the old one shows.
+    #[test]
+    fn a_filed_claims_folder_is_reused_by_the_next_claim() -> Result<(), Box<dyn std::error::Error>>
+    {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        fs::write(watch.inbox.join("a.zip"), b"a")?;
+        let first = claim(&watch, "a.zip", SystemTime::now())?.ok_or("not claimed")?;
+        let (first_dir, first_record) = (first.dir().to_owned(), first.dir().join(RECORD));
+        let inodes = (
+            fs::metadata(&first_dir)?.ino(),
+            fs::metadata(&first_record)?.ino(),
+        );
+        file(&watch, first, report_for("a.zip"))?;
+        assert!(
+            !first_dir.exists(),
+            "the filed claim is gone from the work folder"
+        );
+        assert!(
+            resume(&watch, false)?.is_empty(),
+            "a kept folder is no claim"
+        );
+        assert_eq!(super::claimed(&watch), 0);
+
+        fs::write(watch.inbox.join("b.zip"), b"b")?;
+        let second = claim(&watch, "b.zip", SystemTime::now())?.ok_or("not claimed")?;
+        let second_dir = second.dir().to_owned();
+        assert_ne!(second_dir, first_dir);
+        let record = second_dir.join(RECORD);
+        assert_eq!(
+            (
+                fs::metadata(&second_dir)?.ino(),
+                fs::metadata(&record)?.ino()
+            ),
+            inodes,
+            "the folder and its record were reused"
+        );
+        let resumed = resume(&watch, false)?;
+        let [Resumed::Claim(again)] = resumed.as_slice() else {
+            panic!("{resumed:?}");
+        };
+        assert_eq!(again.record.rel_path, "b.zip");
+        assert!(
+            again.record.decided.is_none(),
+            "nothing of the first claim's decision"
+        );
+        assert_eq!(again.record.claim, again.id());
+        assert_eq!(fs::read(second.payload())?, b"b");
+        Ok(())
+    }
+
+    /// Should a power cut undo a reused folder's new record but keep its new name and the file
+    /// renamed in, the folder would hold a former claim's record, decision and all. That record
+    /// names its own folder, so it is not trusted: the file is an orphan (filed in `failed`
+    /// with the reason), never filed under the former claim's outcome without an upload.
+    #[test]
+    fn a_record_written_for_another_claim_folder_is_not_trusted()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        let mut held = claimed(&watch, "a.zip", b"payload")?;
+        held.record.claim = "another-claim".to_owned();
+        held.record.decided = Some(Decision {
+            report: report_for("old.zip"),
+            dest_name: None,
+        });
+        held.save()?;
+        let resumed = resume(&watch, true)?;
+        let [Resumed::Orphan { path, why }] = resumed.as_slice() else {
+            panic!("{resumed:?}");
+        };
+        assert!(why.contains("another-claim"), "{why}");
+        assert_eq!(fs::read(path)?, b"payload");
         Ok(())
     }
 
@@ -1238,7 +1348,7 @@ template = "{business_type}/{plugin_name}.zip"
         assert_eq!(files, FILES);
         let left: Vec<_> = fs::read_dir(watch.work_dir())?
             .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && is_claim_name(&e.file_name()))
             .collect();
         assert!(left.is_empty(), "claims left: {left:?}");
         Ok(())

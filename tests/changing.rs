@@ -29,7 +29,10 @@ fn claimed_file(s: &Sandbox) -> PathBuf {
     let claim = std::fs::read_dir(s.path("inbox/.extdrop"))
         .expect("work folder")
         .flatten()
-        .find(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .find(|e| {
+            e.file_type().is_ok_and(|t| t.is_dir())
+                && !e.file_name().to_string_lossy().starts_with('.')
+        })
         .expect("a claim");
     claim.path().join("file")
 }

@@ -343,12 +343,14 @@ template = "{{plugin_name}}__{{business_type}}.zip"
 
     /// Claim folders left in the inbox's work folder.
     pub fn claims(&self) -> usize {
-        // One folder per claim; the inbox lock file is not a claim.
+        // One folder per claim; the inbox lock file and the hidden folder of claim folders
+        // kept for reuse are not claims.
         fs::read_dir(self.path("inbox/.extdrop"))
             .map(|entries| {
                 entries
                     .flatten()
                     .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
                     .count()
             })
             .unwrap_or(0)

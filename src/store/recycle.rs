@@ -1,0 +1,139 @@
+//! Reusing claim folders, so that claiming and filing a file allocates no inode and frees none.
+//!
+//! Why: on ext4 without a journal (common on cloud VMs, and the benchmark's disk), allocating
+//! an inode skips every inode freed in the last seconds, reading each one's inode-table entry
+//! to find out. When each file's claim made a folder and a record and its filing deleted both,
+//! a burst's every claim scanned past all the inodes the burst had just freed: `perf` put most
+//! of the daemon's CPU there (`recently_deleted`, `find_inode_bit`). Now a filed claim's folder,
+//! which holds nothing but its record by then, is renamed into [`FREE_DIR`] and handed to the
+//! next claim, record and all: the record is overwritten in place and the folder renamed to
+//! the new claim's name.
+//!
+//! Invariants:
+//! - A folder in [`FREE_DIR`] is no claim: resume and `status` never look inside, and the
+//!   start-up clean-up removes the whole folder (nothing of a free folder is worth keeping).
+//! - A reused folder's record is overwritten *before* the folder takes the claim's name, so
+//!   after `kill -9` a claim folder never holds a former claim's record. The record names its
+//!   folder ([`ClaimRecord::claim`]); should a power cut undo the overwrite but keep the
+//!   rename, `inspect` sees a record naming another folder and does not trust it.
+//! - Few folders are kept ([`KEPT`] per work folder); the rest are removed as before.
+
+use super::*;
+
+/// The folder inside the work folder where filed claims' folders wait to be reused.
+pub const FREE_DIR: &str = ".free";
+
+/// Free folders kept per work folder: a burst needs about one per upload slot.
+const KEPT: usize = 64;
+
+/// The free folders of each work folder, in this process.
+fn pool() -> &'static Mutex<HashMap<PathBuf, Vec<PathBuf>>> {
+    static POOL: OnceLock<Mutex<HashMap<PathBuf, Vec<PathBuf>>>> = OnceLock::new();
+    POOL.get_or_init(Default::default)
+}
+
+/// A free folder of `work` to reuse, if one is kept.
+pub(super) fn take(work: &Path) -> Option<PathBuf> {
+    let mut pool = pool().lock().unwrap_or_else(|e| e.into_inner());
+    pool.get_mut(work)?.pop()
+}
+
+/// Puts a filed claim's folder (holding its record only) aside for the next claim of `work`,
+/// or removes it when enough are kept. `Ok` also when the folder is already gone.
+pub(super) fn give(work: &Path, dir: &Path) -> io::Result<()> {
+    let kept = {
+        let pool = pool().lock().unwrap_or_else(|e| e.into_inner());
+        pool.get(work).map_or(0, Vec::len)
+    };
+    let free = work.join(FREE_DIR);
+    let aside = dir.file_name().map(|name| free.join(name));
+    let Some(aside) = aside.filter(|_| kept < KEPT) else {
+        return remove(dir);
+    };
+    let renamed = match fs::rename(dir, &aside) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // The free folder is made on first use (and removed at start-up).
+            match fs::DirBuilder::new().mode(0o750).create(&free) {
+                Ok(()) => fs::rename(dir, &aside),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::rename(dir, &aside),
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
+    };
+    match renamed {
+        Ok(()) => {
+            let mut pool = pool().lock().unwrap_or_else(|e| e.into_inner());
+            pool.entry(work.to_owned()).or_default().push(aside);
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        // Whatever stops the rename (a name taken, odd permissions), removing still works.
+        Err(_) => remove(dir),
+    }
+}
+
+fn remove(dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Makes the claim folder `dir` in `work` holding `bytes` as its record: a free folder reused
+/// when one is kept, else a new one. `AlreadyExists` when `dir` is taken (choose another name).
+pub(super) fn open(work: &Path, dir: &Path, bytes: &[u8]) -> io::Result<()> {
+    while let Some(free) = take(work) {
+        match reuse(&free, dir, bytes) {
+            Ok(()) => return Ok(()),
+            // Removed under us (the start-up clean-up of another run's folder): make a new one.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // `dir` is taken, not the free folder's fault: it waits for the next claim.
+                pool()
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(work.to_owned())
+                    .or_default()
+                    .push(free);
+                return Err(e);
+            }
+            Err(e) => {
+                let _ = remove(&free);
+                return Err(e);
+            }
+        }
+    }
+    fs::DirBuilder::new().mode(0o750).create(dir)?;
+    if let Err(e) = disk::create_new("write", &dir.join(RECORD), bytes) {
+        // A claim folder without a record is garbage; the file was never touched.
+        let _ = remove(dir);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The record first (in place, see `disk::overwrite_small`), then the name.
+fn reuse(free: &Path, dir: &Path, bytes: &[u8]) -> io::Result<()> {
+    let record = free.join(RECORD);
+    if !disk::overwrite_small(&record, bytes)? {
+        // Larger than a page: written beside and renamed over, still before the folder moves.
+        let tmp = disk::write_temp("write", free, bytes)?;
+        fs::rename(&tmp, &record).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })?;
+    }
+    disk::rename_noreplace(free, dir)
+}
+
+/// Removes the work folder's free folders (at start-up, before any claim: see the invariants).
+pub(super) fn clear(work: &Path) {
+    pool()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(work);
+    let free = work.join(FREE_DIR);
+    if let Err(e) = remove(&free) {
+        tracing::warn!(folder = %free.display(), error = %e, "cannot remove the folders kept for reuse; they are left");
+    }
+}
