@@ -1145,7 +1145,7 @@ async fn save(claim: &mut Claim) -> Result<(), String> {
         claim.unsynced().to_vec(),
     );
     tokio::task::spawn_blocking(move || {
-        store::sync_folders(&unsynced)?;
+        store::sync_claim(&dir, &unsynced)?;
         store::save_record(&dir, &record)
     })
     .await

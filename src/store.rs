@@ -204,7 +204,7 @@ impl Claim {
         &self.unsynced
     }
 
-    /// The folders of [`Claim::unsynced`] have been synced (with [`sync_folders`]).
+    /// The folders of [`Claim::unsynced`] have been synced (with [`sync_claim`]).
     pub fn synced(&mut self) {
         self.unsynced.clear();
     }
@@ -328,7 +328,7 @@ pub fn claim_at(
             // same moment, see `commit`).
             let mut folders = vec![claim.dir.clone(), work];
             folders.extend(source.parent().map(Path::to_owned));
-            if sync_folders(&folders).is_err() {
+            if sync_claim(&claim.dir, &folders).is_err() {
                 claim.unsynced = folders;
             }
             Ok(Some(claim))
@@ -345,13 +345,17 @@ pub fn claim_at(
     }
 }
 
-/// fsyncs each folder (those of [`Claim::unsynced`]).
-pub fn sync_folders(folders: &[PathBuf]) -> Result<(), StoreError> {
+/// The claim's barrier: makes the claim in `dir` durable — its record, its file's data, and
+/// the rename through `folders` (the claim folder, the work folder, the inbox folder the file
+/// came from; those of [`Claim::unsynced`] when synced again). Nothing when `folders` is empty.
+pub fn sync_claim(dir: &Path, folders: &[PathBuf]) -> Result<(), StoreError> {
     if folders.is_empty() {
         return Ok(());
     }
     let paths: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
-    commit::barrier("claim.sync", &paths).map_err(StoreError::new("sync folder", &folders[0]))
+    let (record, payload) = (dir.join(RECORD), dir.join(PAYLOAD));
+    commit::barrier("claim.sync", &paths, &[&record, &payload])
+        .map_err(StoreError::new("sync folder", &folders[0]))
 }
 
 /// Makes a claim folder, under a name no other claim has used, holding `record` (which is
@@ -558,7 +562,7 @@ fn written_for(record: ClaimRecord, dir: &Path) -> Result<ClaimRecord, String> {
 /// a crash or an error. Returns where the file now is.
 pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, StoreError> {
     // Filing removes the claim: the rename that made it must be durable first.
-    sync_folders(&claim.unsynced)?;
+    sync_claim(&claim.dir, &claim.unsynced)?;
     claim.unsynced.clear();
     // The outcome is written down before anything leaves the claim folder, in one save with
     // the name it is filed under — or alone, when no name can be chosen now (see
@@ -665,7 +669,8 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
         drop(held);
         // The filing's one barrier: the decision, the report and the move are on disk before
         // the claim folder goes.
-        commit::barrier("file.sync", &[dest_dir, &claim.dir])
+        let record = claim.dir.join(RECORD);
+        commit::barrier("file.sync", &[dest_dir, &claim.dir], &[&report, &record])
             .map_err(StoreError::new("sync folder", dest_dir))?;
         // Not synced: if a power cut brings the claim folder back, filing it again finds the
         // file at its destination and only removes the folder.
@@ -918,6 +923,53 @@ template = "{business_type}/{plugin_name}.zip"
         assert!(!watch.inbox.join("a.zip").exists());
         let filed = file(&watch, claimed, report_for("a.zip"))?;
         assert_eq!(fs::read(&filed)?, b"x");
+        Ok(())
+    }
+
+    /// When rounds fsync one by one (much dirty data in the system), each barrier must name
+    /// everything its step changed, or a power cut could undo it: the claim its record, the
+    /// file's data, the claim folder, the work folder and the inbox; the filing the report,
+    /// the record with the decision, the destination folder and the claim folder.
+    #[test]
+    fn one_by_one_the_barriers_name_everything_their_step_changed()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        commit::tests::ONE_BY_ONE.store(true, Relaxed);
+        let held = claimed(&watch, "a.zip", b"payload");
+        let filed = held.and_then(|held| {
+            let claim_dir = held.dir().to_owned();
+            for path in [
+                claim_dir.join(RECORD),
+                claim_dir.join(PAYLOAD),
+                claim_dir.clone(),
+                watch.work_dir(),
+                watch.inbox.clone(),
+            ] {
+                assert!(
+                    commit::tests::was_synced(&path),
+                    "claim: {}",
+                    path.display()
+                );
+            }
+            let filed = file(&watch, held, report_for("a.zip"))?;
+            Ok((claim_dir, filed))
+        });
+        commit::tests::ONE_BY_ONE.store(false, Relaxed);
+        let (claim_dir, filed) = filed?;
+        for path in [
+            report_path(&filed),
+            watch.done.clone(),
+            claim_dir.join(RECORD),
+            claim_dir,
+        ] {
+            assert!(
+                commit::tests::was_synced(&path),
+                "filing: {}",
+                path.display()
+            );
+        }
         Ok(())
     }
 

@@ -331,7 +331,22 @@ fn killed_at_random_moments_every_package_still_lands_exactly_once() {
 /// file filed exactly once, with its report, and never upload a decided file again.
 #[test]
 fn killed_in_the_middle_of_a_group_commit_every_file_is_filed_once_with_its_report() {
+    killed_in_group_commits(false);
+}
+
+/// The same, with every round fsyncing its callers' files and folders one by one (as it does
+/// while the system holds much dirty data) instead of one `syncfs`.
+#[test]
+fn killed_in_the_middle_of_a_round_of_fsyncs_every_file_is_filed_once_with_its_report() {
+    killed_in_group_commits(true);
+}
+
+fn killed_in_group_commits(one_by_one: bool) {
     let mut s = Sandbox::new();
+    // The mode is chosen by the system's dirty data, which a build running beside the tests
+    // can push either way: each test fixes it.
+    let limit = if one_by_one { 0 } else { u64::MAX };
+    let mode = vec![("EXTDROP_DIRTY_LIMIT".to_owned(), limit.to_string())];
     s.upload = "concurrency = 8".to_owned();
     let mut names = Vec::new();
     let mut biggest_batch = 0usize;
@@ -346,9 +361,15 @@ fn killed_in_the_middle_of_a_group_commit_every_file_is_filed_once_with_its_repo
             "EXTDROP_FAULTS".to_owned(),
             format!("point=commit.round,path=shared,nth={nth},kill"),
         )];
+        s.env.extend(mode.clone());
         let mut daemon = s.spawn_run();
         let status = daemon.wait_exit();
         let log = daemon.log();
+        assert_eq!(
+            log.contains("fsyncing one by one"),
+            one_by_one,
+            "the rounds ran in the mode asked for; log:\n{log}"
+        );
         assert_eq!(
             status.signal(),
             Some(Signal::KILL.as_raw()),
@@ -367,7 +388,7 @@ fn killed_in_the_middle_of_a_group_commit_every_file_is_filed_once_with_its_repo
         // What the kill left decided (the server's answer written down) is never sent again.
         let decided = decided_claims(&s);
 
-        s.env.clear();
+        s.env = mode.clone();
         let (code, log) = s.once();
         assert_eq!(code, 0, "{log}");
         assert!(s.files("inbox").is_empty(), "{log}");

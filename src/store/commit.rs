@@ -1,30 +1,34 @@
-//! Group commit: the durability barriers of many files paid for by one `syncfs(2)`.
+//! Group commit: the durability barriers of many files paid for together, in shared rounds.
 //!
 //! Filing used to fsync each record, report and folder one at a time (about 14 fsyncs per
 //! file); the disk, not the CPU, set the pace. Now a step that needs its changes on disk calls
-//! [`barrier`] with the folders it changed. Barriers on one file system are served in rounds:
-//! one `syncfs` per round, and every caller that arrived while a round was running is served by
-//! the next one. A burst of files at the same step therefore shares one flush, with no timer and
-//! no added wait when the disk is idle.
+//! [`barrier`] with the folders it changed and the files it wrote. Barriers on one file system
+//! are served in rounds: every caller that arrived while a round was running is served by the
+//! next one, so a burst of files at the same step shares one flush, with no timer and no added
+//! wait when the disk is idle.
+//!
+//! A round is one `syncfs(2)` of the file system: on a journalling file system an fsync forces
+//! a journal commit and a cache flush whatever it covers, so one `syncfs` costs about what one
+//! fsync does, for the whole batch. But `syncfs` also writes out whatever *other* writers left
+//! dirty on that file system: right after someone wrote 400 MB there (a backlog copied in), the
+//! first round took 0.8 s instead of a millisecond. So when the system holds more than
+//! [`DIRTY_LIMIT`] of dirty data, a round instead fsyncs exactly the files and folders its
+//! callers named (more fsyncs, none of them waiting for anyone else's data).
 //!
 //! Invariants:
-//! - A barrier returns `Ok` only after a `syncfs` that *began after the barrier was asked for*
-//!   has succeeded: everything the caller wrote or renamed before asking (file data, renames,
-//!   removals, on every path of that file system) is on disk.
+//! - A barrier returns `Ok` only after a round that *began after the barrier was asked for*
+//!   has succeeded: the folders and files the caller named (the renames and removals in those
+//!   folders, the data of those files) are on disk — in a `syncfs` round, with everything else
+//!   on the file system.
 //! - A round that fails fails every caller it would have served (and, conservatively, callers
 //!   of earlier rounds that have not yet looked): an error is never taken for durability.
 //! - Rounds on different file systems are independent; a barrier over folders on two file
 //!   systems waits for a round on each.
-//!
-//! Why `syncfs` rather than many fsyncs: on a journalling file system an fsync forces a journal
-//! commit and a cache flush whatever it covers, so it costs the same for one file as for the
-//! whole batch. The price is that a round also writes out data other processes have left dirty
-//! on the same file system; README's "What is fsynced when" says so.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -38,7 +42,12 @@ const GATHER: Duration = Duration::from_millis(2);
 /// See [`GATHER`].
 const BUSY: Duration = Duration::from_millis(10);
 
-/// Rounds of `syncfs` on one file system.
+/// Above this much dirty data in the system (`Dirty:` in `/proc/meminfo`), a round fsyncs its
+/// callers' files and folders one by one instead of running `syncfs` (see the module doc): about
+/// a tenth of a second of writing for a modest disk.
+const DIRTY_LIMIT: u64 = 64 << 20;
+
+/// Rounds of barriers on one file system.
 #[derive(Default)]
 struct Rounds {
     state: Mutex<State>,
@@ -57,24 +66,48 @@ struct State {
     last: Option<Instant>,
     /// Callers waiting for the next round (all of them want the same one).
     queued: usize,
+    /// The files and folders those callers named, for a round that fsyncs them one by one.
+    named: Vec<PathBuf>,
     /// The latest round that failed, with its error.
     failed: Option<(u64, io::ErrorKind, String)>,
 }
 
-/// Makes everything written so far under `dirs` durable: one shared `syncfs` round per file
-/// system among them. `point` is the fault point tests inject errors at (hit once per folder).
-pub(super) fn barrier(point: &str, dirs: &[&Path]) -> io::Result<()> {
-    let mut devices: Vec<(u64, &Path)> = Vec::with_capacity(dirs.len());
+/// Makes durable the changes in `dirs` (renames, removals, new entries) and the data of
+/// `files` (each in one of `dirs`, or on the file system of the first): one shared round per
+/// file system among them. `point` is the fault point tests inject errors at (hit once per
+/// folder).
+pub(super) fn barrier(point: &str, dirs: &[&Path], files: &[&Path]) -> io::Result<()> {
+    let mut dir_devices = Vec::with_capacity(dirs.len());
     for dir in dirs {
         fault::hit(point, dir)?;
-        let dev = rustix::fs::stat(*dir).map_err(io::Error::from)?.st_dev;
-        if !devices.iter().any(|(d, _)| *d == dev) {
-            devices.push((dev, dir));
+        dir_devices.push((
+            *dir,
+            rustix::fs::stat(*dir).map_err(io::Error::from)?.st_dev,
+        ));
+    }
+    let mut file_devices = Vec::with_capacity(files.len());
+    for file in files {
+        // A file is on its folder's file system: no `stat` of its own when that was listed.
+        let listed = dir_devices
+            .iter()
+            .find(|(dir, _)| file.parent() == Some(*dir));
+        let dev = match listed {
+            Some((_, dev)) => *dev,
+            None => rustix::fs::stat(*file).map_err(io::Error::from)?.st_dev,
+        };
+        file_devices.push((*file, dev));
+    }
+    // Per file system: a path to `syncfs` it through, and everything named on it.
+    let mut rounds_wanted: Vec<(u64, &Path, Vec<PathBuf>)> = Vec::new();
+    for (path, dev) in dir_devices.into_iter().chain(file_devices) {
+        match rounds_wanted.iter_mut().find(|(d, _, _)| *d == dev) {
+            Some((_, _, named)) => named.push(path.to_owned()),
+            None => rounds_wanted.push((dev, path, vec![path.to_owned()])),
         }
     }
-    devices
+    rounds_wanted
         .into_iter()
-        .try_for_each(|(dev, dir)| rounds(dev).wait(|| sync_file_system(dir)))
+        .try_for_each(|(dev, any, named)| rounds(dev).wait(named, |named| sync_round(any, &named)))
 }
 
 /// The rounds of the file system `dev`.
@@ -88,14 +121,19 @@ fn rounds(dev: u64) -> Arc<Rounds> {
 }
 
 impl Rounds {
-    /// Waits for a round that begins after this call, leading it (running `sync`) when no
-    /// round is running.
-    fn wait(&self, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    /// Waits for a round that begins after this call, leading it (running `sync` with what
+    /// every caller of the round named) when no round is running.
+    fn wait(
+        &self,
+        named: Vec<PathBuf>,
+        sync: impl FnOnce(Vec<PathBuf>) -> io::Result<()>,
+    ) -> io::Result<()> {
         let mut sync = Some(sync);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // A round already running may have begun before our changes: the next one serves us.
         let wanted = state.begun + 1;
         state.queued += 1;
+        state.named.extend(named);
         loop {
             if state.done >= wanted {
                 return match &state.failed {
@@ -117,6 +155,7 @@ impl Rounds {
                 }
                 state.begun += 1;
                 let (round, callers) = (state.begun, std::mem::take(&mut state.queued));
+                let named = std::mem::take(&mut state.named);
                 drop(state);
                 tracing::debug!(round, callers, "group commit");
                 // Tests kill the daemon here, with the round's other callers waiting on it
@@ -135,7 +174,7 @@ impl Rounds {
                 // A caller leads at most once: the round it leads begins after its call.
                 ending.result = sync
                     .take()
-                    .map_or(Ok(()), |sync| sync())
+                    .map_or(Ok(()), |sync| sync(named))
                     .map_err(|e| (e.kind(), e.to_string()));
                 drop(ending);
                 state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -167,17 +206,110 @@ impl Drop for RoundEnd<'_> {
     }
 }
 
-/// One `syncfs` of the file system holding `dir`. (Its faults are injected per caller, at the
-/// barrier's own point: a round is shared, and an injected failure must stay with the test
-/// that asked for it.)
-fn sync_file_system(dir: &Path) -> io::Result<()> {
-    let folder = File::open(dir)?;
-    rustix::fs::syncfs(&folder).map_err(io::Error::from)
+/// One round: a `syncfs` of the file system holding `any` — or, while the system holds much
+/// dirty data (see [`DIRTY_LIMIT`]), an fsync of each of `named`, files first. (Faults are
+/// injected per caller, at the barrier's own point: a round is shared, and an injected failure
+/// must stay with the test that asked for it.)
+fn sync_round(any: &Path, named: &[PathBuf]) -> io::Result<()> {
+    if dirty_bytes().is_some_and(|dirty| dirty > dirty_limit()) {
+        tracing::debug!(
+            paths = named.len(),
+            "group commit: much dirty data, fsyncing one by one"
+        );
+        sync_each(named)
+    } else {
+        let file = File::open(any)?;
+        rustix::fs::syncfs(&file).map_err(io::Error::from)
+    }
+}
+
+/// fsyncs each path (files before folders, so a folder's new entry never names data not yet
+/// written), each once.
+fn sync_each(named: &[PathBuf]) -> io::Result<()> {
+    let mut paths: Vec<&PathBuf> = named.iter().collect();
+    paths.sort();
+    paths.dedup();
+    let mut ordered = Vec::with_capacity(paths.len());
+    let mut folders = Vec::new();
+    for path in paths {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => folders.push(path),
+            _ => ordered.push(path),
+        }
+    }
+    ordered.extend(folders);
+    ordered
+        .into_iter()
+        .try_for_each(|path| match File::open(path) {
+            Ok(file) => {
+                #[cfg(test)]
+                tests::synced(path);
+                file.sync_all()
+            }
+            // Gone since it was named (an inbox removed): nothing of it is left to keep, and
+            // the callers sharing the round must not fail for it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+}
+
+/// [`DIRTY_LIMIT`]; in debug builds, `EXTDROP_DIRTY_LIMIT` (bytes) when set, so that tests
+/// can run every round one by one (`0`) — as `EXTDROP_FAULTS`, a seam release builds lack.
+fn dirty_limit() -> u64 {
+    #[cfg(test)]
+    if tests::ONE_BY_ONE.load(std::sync::atomic::Ordering::Relaxed) {
+        return 0;
+    }
+    if cfg!(debug_assertions)
+        && let Some(limit) = std::env::var("EXTDROP_DIRTY_LIMIT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    {
+        return limit;
+    }
+    DIRTY_LIMIT
+}
+
+/// The system's dirty page-cache data waiting to be written (`Dirty:` of `/proc/meminfo`),
+/// `None` where it cannot be read (then `syncfs` it is).
+fn dirty_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    dirty_in(&text)
+}
+
+fn dirty_in(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("Dirty:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// Makes every round of this test process fsync one by one (safe for the other tests
+    /// running beside: both kinds of round keep every guarantee).
+    pub(in crate::store) static ONE_BY_ONE: AtomicBool = AtomicBool::new(false);
+
+    /// Every path a one-by-one round has fsynced, in this test process.
+    static SYNCED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    pub(super) fn synced(path: &Path) {
+        SYNCED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(path.to_owned());
+    }
+
+    /// Whether a one-by-one round has fsynced `path`.
+    pub(in crate::store) fn was_synced(path: &Path) -> bool {
+        SYNCED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|p| p == path)
+    }
 
     #[test]
     fn many_barriers_at_once_share_rounds_and_all_return() -> Result<(), Box<dyn std::error::Error>>
@@ -190,7 +322,7 @@ mod tests {
                 let path = dir.path().to_owned();
                 std::thread::spawn(move || {
                     std::fs::write(path.join(format!("f{i}")), b"x")?;
-                    barrier("test.sync", &[&path])
+                    barrier("test.sync", &[&path], &[])
                 })
             })
             .collect();
@@ -203,13 +335,87 @@ mod tests {
         Ok(())
     }
 
+    /// A round that fsyncs one by one must cover what every caller it serves named: the
+    /// leader is handed the union, its own and the others' gathered while it waited.
+    #[test]
+    fn a_round_is_handed_what_every_caller_it_serves_named() {
+        let rounds = Arc::new(Rounds::default());
+        let seen = Arc::new(Mutex::new(Vec::<Vec<PathBuf>>::new()));
+        let (entered, release) = (
+            Arc::new(std::sync::Barrier::new(2)),
+            Arc::new(Mutex::new(())),
+        );
+        // A first round holds the rounds busy while three callers queue for the next.
+        let held = release.lock().unwrap_or_else(|e| e.into_inner());
+        let first = {
+            let (rounds, entered, release) = (rounds.clone(), entered.clone(), release.clone());
+            std::thread::spawn(move || {
+                rounds.wait(vec![PathBuf::from("/first")], |_| {
+                    entered.wait();
+                    drop(release.lock());
+                    Ok(())
+                })
+            })
+        };
+        entered.wait();
+        let queued: Vec<_> = ["/a", "/b", "/c"]
+            .into_iter()
+            .map(|name| {
+                let (rounds, seen) = (rounds.clone(), seen.clone());
+                std::thread::spawn(move || {
+                    rounds.wait(vec![PathBuf::from(name)], |named| {
+                        seen.lock().unwrap_or_else(|e| e.into_inner()).push(named);
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        // All three are queued once the state says so; then the first round may end.
+        while rounds.state.lock().map(|s| s.queued).unwrap_or(0) < 3 {
+            std::thread::yield_now();
+        }
+        drop(held);
+        assert!(first.join().is_ok_and(|r| r.is_ok()));
+        for caller in queued {
+            assert!(caller.join().is_ok_and(|r| r.is_ok()));
+        }
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut named: Vec<PathBuf> = seen.iter().flatten().cloned().collect();
+        named.sort();
+        assert_eq!(seen.len(), 1, "one round served the three: {seen:?}");
+        assert_eq!(named, ["/a", "/b", "/c"].map(PathBuf::from));
+    }
+
+    #[test]
+    fn fsyncing_one_by_one_covers_files_and_folders_and_skips_what_is_gone()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("record");
+        std::fs::write(&file, b"x")?;
+        let named = vec![dir.path().to_owned(), file.clone(), file.clone()];
+        sync_each(&named)?;
+        sync_each(&[dir.path().join("gone"), file])?;
+        Ok(())
+    }
+
+    #[test]
+    fn dirty_data_is_read_from_meminfo() {
+        let text = "MemTotal:       24000000 kB\nDirty:             424460 kB\nWriteback:             0 kB\n";
+        assert_eq!(dirty_in(text), Some(424_460 * 1024));
+        assert_eq!(dirty_in("MemTotal: 1 kB\n"), None);
+        assert!(
+            dirty_bytes().is_some(),
+            "this is Linux: /proc/meminfo has Dirty"
+        );
+    }
+
     /// Regression: a leader that panicked (a log line to a closed stderr did) left its round
     /// running for ever, and every later barrier on the file system waited for it.
     #[test]
     fn a_leader_that_panics_fails_its_round_and_the_next_one_runs() {
         let rounds = Rounds::default();
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            rounds.wait(|| panic!("the leader dies"))
+            rounds.wait(Vec::new(), |_| panic!("the leader dies"))
         }));
         assert!(unwound.is_err());
         a_new_round_runs(&rounds);
@@ -218,7 +424,7 @@ mod tests {
     #[test]
     fn a_failed_round_fails_its_callers_and_the_next_round_is_new() {
         let rounds = Rounds::default();
-        let failed = rounds.wait(|| Err(io::Error::other("EIO")));
+        let failed = rounds.wait(Vec::new(), |_| Err(io::Error::other("EIO")));
         assert!(failed.is_err(), "a failed round is not durability");
         a_new_round_runs(&rounds);
     }
@@ -226,7 +432,7 @@ mod tests {
     /// The next caller leads a round of its own, which succeeds.
     fn a_new_round_runs(rounds: &Rounds) {
         let mut ran = false;
-        let next = rounds.wait(|| {
+        let next = rounds.wait(Vec::new(), |_| {
             ran = true;
             Ok(())
         });

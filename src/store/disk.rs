@@ -50,7 +50,8 @@ pub(super) fn place_report(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// old content or the new, never half of it, and makes it durable (a [`commit::barrier`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     replace(path, bytes)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    let dir = path.parent().unwrap_or(Path::new("."));
+    commit::barrier("sync", &[dir], &[path]).map_err(StoreError::new("sync folder", dir))
 }
 
 /// [`write_atomic`] without the barrier: atomic for every reader and across `kill -9` (the
@@ -102,7 +103,7 @@ pub(super) fn overwrite_small(path: &Path, bytes: &[u8]) -> io::Result<bool> {
 
 /// Makes what was written and renamed in a folder durable (see [`commit::barrier`]).
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    commit::barrier("sync", &[dir]).map_err(StoreError::new("sync folder", dir))
+    commit::barrier("sync", &[dir], &[]).map_err(StoreError::new("sync folder", dir))
 }
 
 /// A path's metadata, `None` when nothing is there; any other failure is an error.
@@ -156,7 +157,7 @@ pub(super) fn copy_across(from: &Path, to: &Path, partial: &Path) -> io::Result<
         return Err(e);
     }
     // The copy must be on disk before the only other copy goes.
-    commit::barrier("file.sync", &[dest_dir])?;
+    commit::barrier("file.sync", &[dest_dir], &[])?;
     fs::remove_file(from)
 }
 
