@@ -503,13 +503,16 @@ fn burst(sink: &Sink, files: usize) -> Burst {
 
 struct Large {
     mib: u64,
+    rounds: usize,
+    /// Each turn's MB/s, in order.
+    turns: String,
     extdrop_mb_s: f64,
     extdrop_peak_mib: f64,
     curl_mb_s: f64,
 }
 
 /// One large package through the daemon, then the same file through `curl -F`.
-fn large(sink: &Sink, mib: u64) -> Large {
+fn large(sink: &Sink, mib: u64, rounds: usize) -> Large {
     let sandbox = Sandbox::new();
     let name = "big__Build.zip";
     {
@@ -528,35 +531,63 @@ fn large(sink: &Sink, mib: u64) -> Large {
         }
         file.flush().expect("flush large file");
     }
+    // Loopback throughput on a shared VM swings by 2× from one second to the next: extdrop
+    // and curl take turns, and each keeps its median.
     let daemon = Daemon::start(&sandbox, sink);
     std::thread::sleep(Duration::from_secs(1));
     sink.take();
-    move_all(&sandbox, &[name.to_owned()], "stage", "inbox");
-    wait_filed(&sandbox, sink, 1, Duration::from_secs(1800));
+    let (mut extdrop_runs, mut curl_runs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        if round > 0 {
+            fs::remove_file(report_in(&sandbox, "done", name)).expect("remove the report");
+            move_all(&sandbox, &[name.to_owned()], "done", "stage");
+        }
+        move_all(&sandbox, &[name.to_owned()], "stage", "inbox");
+        wait_filed(&sandbox, sink, 1, Duration::from_secs(1800));
+        let hit = sink.take().pop().expect("the large upload");
+        assert!(
+            hit.bytes >= mib << 20,
+            "the sink read only {} bytes",
+            hit.bytes
+        );
+        extdrop_runs.push(mb_per_s(&hit));
+
+        let script = format!(
+            "curl -sS -f -o /dev/null -H 'Expect:' -H 'X-Auth-Token: bench' -F 'upload_file=@{path}' \
+             '{url}?plugin_name=big&business_type=Build'",
+            path = sandbox.path("done").join(name).display(),
+            url = sink.upload_url(),
+        );
+        shell(&script);
+        curl_runs.push(mb_per_s(&sink.take().pop().expect("the curl upload")));
+    }
     let extdrop_peak_mib = daemon.memory_mib("VmHWM:");
     daemon.stop();
-    let hit = sink.take().pop().expect("the large upload");
-    assert!(
-        hit.bytes >= mib << 20,
-        "the sink read only {} bytes",
-        hit.bytes
-    );
-    let extdrop_mb_s = mb_per_s(&hit);
-
-    let script = format!(
-        "curl -sS -f -o /dev/null -H 'Expect:' -H 'X-Auth-Token: bench' -F 'upload_file=@{path}' \
-         '{url}?plugin_name=big&business_type=Build'",
-        path = sandbox.path("done").join(name).display(),
-        url = sink.upload_url(),
-    );
-    shell(&script);
-    let hit = sink.take().pop().expect("the curl upload");
+    let runs = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let turns = format!("extdrop {}, curl {}", runs(&extdrop_runs), runs(&curl_runs));
     Large {
         mib,
-        extdrop_mb_s,
+        rounds,
+        turns,
+        extdrop_mb_s: median(&mut extdrop_runs),
         extdrop_peak_mib,
-        curl_mb_s: mb_per_s(&hit),
+        curl_mb_s: median(&mut curl_runs),
     }
+}
+
+/// The report beside `name` in `folder`.
+fn report_in(sandbox: &Sandbox, folder: &str, name: &str) -> PathBuf {
+    sandbox.path(folder).join(format!("{name}.result.json"))
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 struct Backlog {
@@ -840,6 +871,7 @@ fn main() {
     // `cargo bench` passes `--bench`; this harness has no filters to honour.
     let burst_files = knob("EXTDROP_BENCH_BURST", 5_000) as usize;
     let large_mib = knob("EXTDROP_BENCH_LARGE_MIB", 1024);
+    let large_rounds = knob("EXTDROP_BENCH_LARGE_ROUNDS", 3).max(1) as usize;
     let latency_files = knob("EXTDROP_BENCH_LATENCY", 100) as usize;
     let backlog_large = knob("EXTDROP_BENCH_BACKLOG", 100_000) as usize;
     let idle_secs = knob("EXTDROP_BENCH_IDLE_SECS", 60);
@@ -856,7 +888,7 @@ fn main() {
     });
     let l = wanted("large").then(|| {
         step(&format!("one {large_mib} MiB package (extdrop, curl -F)"));
-        large(&sink, large_mib)
+        large(&sink, large_mib, large_rounds)
     });
     let q = wanted("latency").then(|| {
         step(&format!(
@@ -953,12 +985,16 @@ fn main() {
     if let Some(l) = &l {
         rows.extend([
             row(
-                &format!("one {} MiB package: MB/s at the sink", l.mib),
+                &format!(
+                    "one {} MiB package: MB/s at the sink (median of {})",
+                    l.mib, l.rounds
+                ),
                 format!("{:.0} MB/s", l.extdrop_mb_s),
                 format!(
-                    "`curl -F` {:.0} MB/s ({:.0} %)",
+                    "`curl -F` {:.0} MB/s ({:.0} %); turn about: {}",
                     l.curl_mb_s,
-                    100.0 * l.extdrop_mb_s / l.curl_mb_s
+                    100.0 * l.extdrop_mb_s / l.curl_mb_s,
+                    l.turns
                 ),
                 "≥ 80 % of curl -F",
                 Some(l.extdrop_mb_s >= 0.8 * l.curl_mb_s),

@@ -264,21 +264,14 @@ impl Reader {
     fn next_step(&mut self) -> Step {
         use std::io::Read;
         let left = self.declared - self.read;
-        let want = left.saturating_add(1).min(CHUNK as u64) as usize;
-        let mut buf = vec![0u8; want];
-        let mut filled = 0;
-        let mut ended = false;
-        while filled < want {
-            match self.file.read(&mut buf[filled..]) {
-                Ok(0) => {
-                    ended = true;
-                    break;
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Step::Failed(e),
-            }
+        let want = left.saturating_add(1).min(CHUNK as u64);
+        // Read into spare capacity: no zeroing of a buffer about to be overwritten.
+        let mut buf = Vec::with_capacity(want as usize);
+        if let Err(e) = (&mut self.file).take(want).read_to_end(&mut buf) {
+            return Step::Failed(e);
         }
+        let filled = buf.len();
+        let ended = (filled as u64) < want;
         let filled_u64 = filled as u64;
         if filled_u64 > left {
             return Step::Long;
@@ -290,7 +283,6 @@ impl Reader {
             // Nothing was left, and the file ended there.
             return Step::End(hex::encode(self.hasher.clone().finalize()));
         }
-        buf.truncate(filled);
         self.hasher.update(&buf);
         self.read += filled_u64;
         self.at_end = ended;
