@@ -216,11 +216,20 @@ fn sync_round(any: &Path, named: &[PathBuf]) -> io::Result<()> {
             paths = named.len(),
             "group commit: much dirty data, fsyncing one by one"
         );
-        sync_each(named)
+        match sync_each(named) {
+            // A folder extdrop may write in but not list cannot be opened to be fsynced: a
+            // `syncfs` covers it, and the rest, at the price this round meant to avoid.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => sync_file_system(any),
+            other => other,
+        }
     } else {
-        let file = File::open(any)?;
-        rustix::fs::syncfs(&file).map_err(io::Error::from)
+        sync_file_system(any)
     }
+}
+
+fn sync_file_system(any: &Path) -> io::Result<()> {
+    let file = File::open(any)?;
+    rustix::fs::syncfs(&file).map_err(io::Error::from)
 }
 
 /// fsyncs each path (files before folders, so a folder's new entry never names data not yet
