@@ -1026,6 +1026,26 @@ template = "{business_type}/{plugin_name}.zip"
         Ok(())
     }
 
+    /// A kept folder removed behind the pool's back (another run's start-up clean-up) costs
+    /// nothing: the claim makes a new folder instead.
+    #[test]
+    fn a_kept_folder_that_is_gone_is_replaced_by_a_new_one()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        let first = claimed(&watch, "a.zip", b"a")?;
+        file(&watch, first, report_for("a.zip"))?;
+        fs::remove_dir_all(watch.work_dir().join(recycle::FREE_DIR))?;
+        let second = claimed(&watch, "b.zip", b"b")?;
+        assert_eq!(fs::read(second.payload())?, b"b");
+        let resumed = resume(&watch, false)?;
+        assert!(
+            matches!(resumed.as_slice(), [Resumed::Claim(c)] if c.record.rel_path == "b.zip"),
+            "{resumed:?}"
+        );
+        Ok(())
+    }
+
     /// Should a power cut undo a reused folder's new record but keep its new name and the file
     /// renamed in, the folder would hold a former claim's record, decision and all. That record
     /// names its own folder, so it is not trusted: the file is an orphan (filed in `failed`
