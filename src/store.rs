@@ -1035,7 +1035,15 @@ template = "{business_type}/{plugin_name}.zip"
         let watch = watch(dir.path())?;
         let first = claimed(&watch, "a.zip", b"a")?;
         file(&watch, first, report_for("a.zip"))?;
-        fs::remove_dir_all(watch.work_dir().join(recycle::FREE_DIR))?;
+        for entry in fs::read_dir(watch.work_dir())? {
+            let path = entry?.path();
+            if path.file_name().is_some_and(|n| {
+                n.as_encoded_bytes()
+                    .starts_with(recycle::FREE_PREFIX.as_bytes())
+            }) {
+                fs::remove_dir_all(path)?;
+            }
+        }
         let second = claimed(&watch, "b.zip", b"b")?;
         assert_eq!(fs::read(second.payload())?, b"b");
         let resumed = resume(&watch, false)?;

@@ -425,6 +425,8 @@ fn decided_claims(s: &Sandbox) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
+        // Hidden folders are no claims: those kept for reuse hold a filed claim's old record.
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| std::fs::read(e.path().join("claim.json")).ok())
         .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .filter(|r| !r["decided"].is_null())

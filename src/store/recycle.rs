@@ -5,13 +5,15 @@
 //! to find out. When each file's claim made a folder and a record and its filing deleted both,
 //! a burst's every claim scanned past all the inodes the burst had just freed: `perf` put most
 //! of the daemon's CPU there (`recently_deleted`, `find_inode_bit`). Now a filed claim's folder,
-//! which holds nothing but its record by then, is renamed into [`FREE_DIR`] and handed to the
-//! next claim, record and all: the record is overwritten in place and the folder renamed to
-//! the new claim's name.
+//! which holds nothing but its record by then, is renamed to a hidden name ([`FREE_PREFIX`])
+//! in the same work folder and handed to the next claim, record and all: the record is
+//! overwritten in place and the folder renamed to the new claim's name. Both renames stay
+//! within the work folder: a rename across folders takes the file system's rename lock, which
+//! every claim and filing already takes twice.
 //!
 //! Invariants:
-//! - A folder in [`FREE_DIR`] is no claim: resume and `status` never look inside, and the
-//!   start-up clean-up removes the whole folder (nothing of a free folder is worth keeping).
+//! - A folder named [`FREE_PREFIX`]… is no claim: resume and `status` skip hidden names, and
+//!   the start-up clean-up removes them all (nothing of a free folder is worth keeping).
 //! - A reused folder's record is overwritten *before* the folder takes the claim's name, so
 //!   after `kill -9` a claim folder never holds a former claim's record. The record names its
 //!   folder ([`ClaimRecord::claim`]); should a power cut undo the overwrite but keep the
@@ -20,8 +22,9 @@
 
 use super::*;
 
-/// The folder inside the work folder where filed claims' folders wait to be reused.
-pub const FREE_DIR: &str = ".free";
+/// The start of the name under which a filed claim's folder waits in the work folder to be
+/// reused.
+pub const FREE_PREFIX: &str = ".free-";
 
 /// Free folders kept per work folder: a burst needs about one per upload slot.
 const KEPT: usize = 64;
@@ -45,23 +48,15 @@ pub(super) fn give(work: &Path, dir: &Path) -> io::Result<()> {
         let pool = pool().lock().unwrap_or_else(|e| e.into_inner());
         pool.get(work).map_or(0, Vec::len)
     };
-    let free = work.join(FREE_DIR);
-    let aside = dir.file_name().map(|name| free.join(name));
+    let aside = dir.file_name().map(|name| {
+        let mut hidden = std::ffi::OsString::from(FREE_PREFIX);
+        hidden.push(name);
+        work.join(hidden)
+    });
     let Some(aside) = aside.filter(|_| kept < KEPT) else {
         return remove(dir);
     };
-    let renamed = match fs::rename(dir, &aside) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // The free folder is made on first use (and removed at start-up).
-            match fs::DirBuilder::new().mode(0o750).create(&free) {
-                Ok(()) => fs::rename(dir, &aside),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::rename(dir, &aside),
-                Err(e) => Err(e),
-            }
-        }
-        other => other,
-    };
-    match renamed {
+    match fs::rename(dir, &aside) {
         Ok(()) => {
             let mut pool = pool().lock().unwrap_or_else(|e| e.into_inner());
             pool.entry(work.to_owned()).or_default().push(aside);
@@ -132,8 +127,17 @@ pub(super) fn clear(work: &Path) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(work);
-    let free = work.join(FREE_DIR);
-    if let Err(e) = remove(&free) {
-        tracing::warn!(folder = %free.display(), error = %e, "cannot remove the folders kept for reuse; they are left");
+    let Ok(entries) = fs::read_dir(work) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(FREE_PREFIX.as_bytes())
+            && let Err(e) = remove(&entry.path())
+        {
+            tracing::warn!(folder = %entry.path().display(), error = %e, "cannot remove a folder kept for reuse; it is left");
+        }
     }
 }
