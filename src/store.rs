@@ -1191,8 +1191,6 @@ template = "{business_type}/{plugin_name}.zip"
         Ok(())
     }
 
-    /// Regression (issue 11.5): a name reserved by a filing whose record could not be saved
-    /// stayed reserved, so each retry took `N~2`, `N~3`, …
     /// A record is rewritten in place while it fits in a page (a shorter one padded with
     /// spaces), through a temporary file when it does not; either way it reads back whole.
     #[test]
@@ -1256,6 +1254,8 @@ template = "{business_type}/{plugin_name}.zip"
         Ok(())
     }
 
+    /// Regression (issue 11.5): a name reserved by a filing whose record could not be saved
+    /// stayed reserved, so each retry took `N~2`, `N~3`, …
     #[test]
     fn regression_a_reserved_name_is_released_when_saving_fails()
     -> Result<(), Box<dyn std::error::Error>> {
