@@ -226,14 +226,9 @@ impl Claim {
 /// between them (an attempt counted, a release step done) reaches the disk with the next
 /// barrier or the kernel's writeback.
 pub fn save_record(dir: &Path, record: &ClaimRecord) -> Result<(), StoreError> {
+    // A record may be missing: an orphan's, made when it is filed.
     let (path, bytes) = (dir.join(RECORD), encode_record(dir, record)?);
-    match disk::overwrite_small(&path, &bytes) {
-        Ok(true) => Ok(()),
-        // Too large, or no record yet (an orphan's, made when it is filed).
-        Ok(false) => disk::replace(&path, &bytes),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => disk::replace(&path, &bytes),
-        Err(e) => Err(StoreError::new("write", &path)(e)),
-    }
+    disk::rewrite(&path, &bytes).map_err(StoreError::new("write", &path))
 }
 
 fn encode_record(dir: &Path, record: &ClaimRecord) -> Result<Vec<u8>, StoreError> {
@@ -776,18 +771,13 @@ fn same_bytes(path: &Path, bytes: &[u8]) -> io::Result<bool> {
 /// an operator sees it instead of it being uploaded blindly or left behind.
 pub fn file_orphan(watch: &Watch, payload: &Path, why: &str) -> Result<PathBuf, StoreError> {
     let dir = payload.parent().unwrap_or(payload).to_owned();
-    let folder = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_owned();
     let size = fs::symlink_metadata(payload).map(|m| m.len()).unwrap_or(0);
     let now = crate::outcome::timestamp(SystemTime::now());
     let name = format!(
         "recovered-{}",
         dir.file_name().and_then(|n| n.to_str()).unwrap_or("claim")
     );
-    let claim = Claim {
+    let mut claim = Claim {
         dir,
         record: ClaimRecord {
             watch: watch.name.clone(),
@@ -799,10 +789,12 @@ pub fn file_orphan(watch: &Watch, payload: &Path, why: &str) -> Result<PathBuf, 
             decided: None,
             name_not_utf8: false,
             release: Default::default(),
-            claim: folder,
+            claim: String::new(),
         },
         unsynced: Vec::new(),
     };
+    // The record written when it is filed names its folder, as every record does.
+    claim.record.claim = claim.id().to_owned();
     let report = Report {
         file: name,
         watch: watch.name.clone(),
@@ -1036,12 +1028,9 @@ template = "{business_type}/{plugin_name}.zip"
         let first = claimed(&watch, "a.zip", b"a")?;
         file(&watch, first, report_for("a.zip"))?;
         for entry in fs::read_dir(watch.work_dir())? {
-            let path = entry?.path();
-            if path.file_name().is_some_and(|n| {
-                n.as_encoded_bytes()
-                    .starts_with(recycle::FREE_PREFIX.as_bytes())
-            }) {
-                fs::remove_dir_all(path)?;
+            let entry = entry?;
+            if recycle::is_kept(&entry.file_name()) {
+                fs::remove_dir_all(entry.path())?;
             }
         }
         let second = claimed(&watch, "b.zip", b"b")?;

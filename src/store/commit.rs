@@ -67,9 +67,24 @@ struct State {
     /// Callers waiting for the next round (all of them want the same one).
     queued: usize,
     /// The files and folders those callers named, for a round that fsyncs them one by one.
-    named: Vec<PathBuf>,
+    named: Named,
     /// The latest round that failed, with its error.
     failed: Option<(u64, io::ErrorKind, String)>,
+}
+
+/// Files and folders to fsync, kept apart so that files go first (a folder's new entry must
+/// never name data not yet written).
+#[derive(Debug, Default)]
+struct Named {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Named {
+    fn extend(&mut self, other: Named) {
+        self.files.extend(other.files);
+        self.dirs.extend(other.dirs);
+    }
 }
 
 /// Makes durable the changes in `dirs` (renames, removals, new entries) and the data of
@@ -77,15 +92,15 @@ struct State {
 /// file system among them. `point` is the fault point tests inject errors at (hit once per
 /// folder).
 pub(super) fn barrier(point: &str, dirs: &[&Path], files: &[&Path]) -> io::Result<()> {
+    // Per file system: a path to `syncfs` it through, and everything named on it.
+    let mut wanted: Vec<(u64, &Path, Named)> = Vec::new();
     let mut dir_devices = Vec::with_capacity(dirs.len());
     for dir in dirs {
         fault::hit(point, dir)?;
-        dir_devices.push((
-            *dir,
-            rustix::fs::stat(*dir).map_err(io::Error::from)?.st_dev,
-        ));
+        let dev = rustix::fs::stat(*dir).map_err(io::Error::from)?.st_dev;
+        dir_devices.push((*dir, dev));
+        round_on(&mut wanted, dev, dir).dirs.push(dir.to_path_buf());
     }
-    let mut file_devices = Vec::with_capacity(files.len());
     for file in files {
         // A file is on its folder's file system: no `stat` of its own when that was listed.
         let listed = dir_devices
@@ -95,19 +110,29 @@ pub(super) fn barrier(point: &str, dirs: &[&Path], files: &[&Path]) -> io::Resul
             Some((_, dev)) => *dev,
             None => rustix::fs::stat(*file).map_err(io::Error::from)?.st_dev,
         };
-        file_devices.push((*file, dev));
+        round_on(&mut wanted, dev, file)
+            .files
+            .push(file.to_path_buf());
     }
-    // Per file system: a path to `syncfs` it through, and everything named on it.
-    let mut rounds_wanted: Vec<(u64, &Path, Vec<PathBuf>)> = Vec::new();
-    for (path, dev) in dir_devices.into_iter().chain(file_devices) {
-        match rounds_wanted.iter_mut().find(|(d, _, _)| *d == dev) {
-            Some((_, _, named)) => named.push(path.to_owned()),
-            None => rounds_wanted.push((dev, path, vec![path.to_owned()])),
-        }
-    }
-    rounds_wanted
+    wanted
         .into_iter()
         .try_for_each(|(dev, any, named)| rounds(dev).wait(named, |named| sync_round(any, &named)))
+}
+
+/// What `barrier` names on the file system `dev` (`path` is one of its paths).
+fn round_on<'a, 'p>(
+    wanted: &'a mut Vec<(u64, &'p Path, Named)>,
+    dev: u64,
+    path: &'p Path,
+) -> &'a mut Named {
+    let at = match wanted.iter().position(|(d, _, _)| *d == dev) {
+        Some(at) => at,
+        None => {
+            wanted.push((dev, path, Named::default()));
+            wanted.len() - 1
+        }
+    };
+    &mut wanted[at].2
 }
 
 /// The rounds of the file system `dev`.
@@ -123,11 +148,7 @@ fn rounds(dev: u64) -> Arc<Rounds> {
 impl Rounds {
     /// Waits for a round that begins after this call, leading it (running `sync` with what
     /// every caller of the round named) when no round is running.
-    fn wait(
-        &self,
-        named: Vec<PathBuf>,
-        sync: impl FnOnce(Vec<PathBuf>) -> io::Result<()>,
-    ) -> io::Result<()> {
+    fn wait(&self, named: Named, sync: impl FnOnce(Named) -> io::Result<()>) -> io::Result<()> {
         let mut sync = Some(sync);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // A round already running may have begun before our changes: the next one serves us.
@@ -210,10 +231,10 @@ impl Drop for RoundEnd<'_> {
 /// dirty data (see [`DIRTY_LIMIT`]), an fsync of each of `named`, files first. (Faults are
 /// injected per caller, at the barrier's own point: a round is shared, and an injected failure
 /// must stay with the test that asked for it.)
-fn sync_round(any: &Path, named: &[PathBuf]) -> io::Result<()> {
+fn sync_round(any: &Path, named: &Named) -> io::Result<()> {
     if dirty_bytes().is_some_and(|dirty| dirty > dirty_limit()) {
         tracing::debug!(
-            paths = named.len(),
+            paths = named.files.len() + named.dirs.len(),
             "group commit: much dirty data, fsyncing one by one"
         );
         match sync_each(named) {
@@ -232,34 +253,28 @@ fn sync_file_system(any: &Path) -> io::Result<()> {
     rustix::fs::syncfs(&file).map_err(io::Error::from)
 }
 
-/// fsyncs each path (files before folders, so a folder's new entry never names data not yet
-/// written), each once.
-fn sync_each(named: &[PathBuf]) -> io::Result<()> {
-    let mut paths: Vec<&PathBuf> = named.iter().collect();
-    paths.sort();
-    paths.dedup();
-    let mut ordered = Vec::with_capacity(paths.len());
-    let mut folders = Vec::new();
-    for path in paths {
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.is_dir() => folders.push(path),
-            _ => ordered.push(path),
-        }
-    }
-    ordered.extend(folders);
-    ordered
-        .into_iter()
-        .try_for_each(|path| match File::open(path) {
-            Ok(file) => {
-                #[cfg(test)]
-                tests::synced(path);
-                file.sync_all()
-            }
-            // Gone since it was named (an inbox removed): nothing of it is left to keep, and
-            // the callers sharing the round must not fail for it.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        })
+/// fsyncs each file, then each folder, each once.
+fn sync_each(named: &Named) -> io::Result<()> {
+    let each = |paths: &[PathBuf]| {
+        let mut paths: Vec<&PathBuf> = paths.iter().collect();
+        paths.sort();
+        paths.dedup();
+        paths
+            .into_iter()
+            .try_for_each(|path| match File::open(path) {
+                Ok(file) => {
+                    #[cfg(test)]
+                    tests::synced(path);
+                    file.sync_all()
+                }
+                // Gone since it was named (an inbox removed): nothing of it is left to keep, and
+                // the callers sharing the round must not fail for it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            })
+    };
+    each(&named.files)?;
+    each(&named.dirs)
 }
 
 /// [`DIRTY_LIMIT`]; in debug builds, `EXTDROP_DIRTY_LIMIT` (bytes) when set, so that tests
@@ -344,6 +359,13 @@ pub(super) mod tests {
         Ok(())
     }
 
+    fn named_dir(path: &str) -> Named {
+        Named {
+            files: Vec::new(),
+            dirs: vec![PathBuf::from(path)],
+        }
+    }
+
     /// A round that fsyncs one by one must cover what every caller it serves named: the
     /// leader is handed the union, its own and the others' gathered while it waited.
     #[test]
@@ -359,7 +381,7 @@ pub(super) mod tests {
         let first = {
             let (rounds, entered, release) = (rounds.clone(), entered.clone(), release.clone());
             std::thread::spawn(move || {
-                rounds.wait(vec![PathBuf::from("/first")], |_| {
+                rounds.wait(named_dir("/first"), |_| {
                     entered.wait();
                     drop(release.lock());
                     Ok(())
@@ -372,8 +394,10 @@ pub(super) mod tests {
             .map(|name| {
                 let (rounds, seen) = (rounds.clone(), seen.clone());
                 std::thread::spawn(move || {
-                    rounds.wait(vec![PathBuf::from(name)], |named| {
-                        seen.lock().unwrap_or_else(|e| e.into_inner()).push(named);
+                    rounds.wait(named_dir(name), |named| {
+                        seen.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(named.dirs);
                         Ok(())
                     })
                 })
@@ -401,9 +425,14 @@ pub(super) mod tests {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("record");
         std::fs::write(&file, b"x")?;
-        let named = vec![dir.path().to_owned(), file.clone(), file.clone()];
-        sync_each(&named)?;
-        sync_each(&[dir.path().join("gone"), file])?;
+        sync_each(&Named {
+            files: vec![file.clone(), file.clone()],
+            dirs: vec![dir.path().to_owned()],
+        })?;
+        sync_each(&Named {
+            files: vec![file],
+            dirs: vec![dir.path().join("gone")],
+        })?;
         Ok(())
     }
 
@@ -424,7 +453,7 @@ pub(super) mod tests {
     fn a_leader_that_panics_fails_its_round_and_the_next_one_runs() {
         let rounds = Rounds::default();
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            rounds.wait(Vec::new(), |_| panic!("the leader dies"))
+            rounds.wait(Named::default(), |_| panic!("the leader dies"))
         }));
         assert!(unwound.is_err());
         a_new_round_runs(&rounds);
@@ -433,7 +462,7 @@ pub(super) mod tests {
     #[test]
     fn a_failed_round_fails_its_callers_and_the_next_round_is_new() {
         let rounds = Rounds::default();
-        let failed = rounds.wait(Vec::new(), |_| Err(io::Error::other("EIO")));
+        let failed = rounds.wait(Named::default(), |_| Err(io::Error::other("EIO")));
         assert!(failed.is_err(), "a failed round is not durability");
         a_new_round_runs(&rounds);
     }
@@ -441,7 +470,7 @@ pub(super) mod tests {
     /// The next caller leads a round of its own, which succeeds.
     fn a_new_round_runs(rounds: &Rounds) {
         let mut ran = false;
-        let next = rounds.wait(Vec::new(), |_| {
+        let next = rounds.wait(Named::default(), |_| {
             ran = true;
             Ok(())
         });

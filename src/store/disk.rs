@@ -57,13 +57,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 /// [`write_atomic`] without the barrier: atomic for every reader and across `kill -9` (the
 /// page cache outlives the process), durable at the caller's next barrier.
 pub(super) fn replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    replace_file(path, bytes).map_err(StoreError::new("write", path))
+}
+
+fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let result = write_temp("write", dir, bytes).and_then(|tmp| {
-        fs::rename(&tmp, path).inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })
-    });
-    result.map_err(StoreError::new("write", path))
+    let tmp = write_temp("write", dir, bytes)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+/// Rewrites a small file atomically for every reader and across `kill -9`: in place while old
+/// and new fit in a page ([`overwrite_small`]), else (or when it is missing) through a
+/// temporary file and a rename ([`replace`]). Durable at the caller's next barrier.
+pub(super) fn rewrite(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    match overwrite_small(path, bytes) {
+        Ok(true) => Ok(()),
+        Ok(false) => replace_file(path, bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => replace_file(path, bytes),
+        Err(e) => Err(e),
+    }
 }
 
 /// The most a record may hold to be rewritten in place: one page, which a single `pwrite`

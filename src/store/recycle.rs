@@ -35,6 +35,17 @@ fn pool() -> &'static Mutex<HashMap<PathBuf, Vec<PathBuf>>> {
     POOL.get_or_init(Default::default)
 }
 
+/// Whether a work folder entry is a folder kept for reuse.
+pub(super) fn is_kept(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(FREE_PREFIX.as_bytes())
+}
+
+/// Adds `free` to the folders of `work` kept for reuse.
+fn keep(work: &Path, free: PathBuf) {
+    let mut pool = pool().lock().unwrap_or_else(|e| e.into_inner());
+    pool.entry(work.to_owned()).or_default().push(free);
+}
+
 /// A free folder of `work` to reuse, if one is kept.
 pub(super) fn take(work: &Path) -> Option<PathBuf> {
     let mut pool = pool().lock().unwrap_or_else(|e| e.into_inner());
@@ -58,8 +69,7 @@ pub(super) fn give(work: &Path, dir: &Path) -> io::Result<()> {
     };
     match fs::rename(dir, &aside) {
         Ok(()) => {
-            let mut pool = pool().lock().unwrap_or_else(|e| e.into_inner());
-            pool.entry(work.to_owned()).or_default().push(aside);
+            keep(work, aside);
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -85,12 +95,7 @@ pub(super) fn open(work: &Path, dir: &Path, bytes: &[u8]) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 // `dir` is taken, not the free folder's fault: it waits for the next claim.
-                pool()
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(work.to_owned())
-                    .or_default()
-                    .push(free);
+                keep(work, free);
                 return Err(e);
             }
             Err(e) => {
@@ -108,16 +113,9 @@ pub(super) fn open(work: &Path, dir: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// The record first (in place, see `disk::overwrite_small`), then the name.
+/// The record first (see `disk::rewrite`), then the name. `NotFound` when the folder is gone.
 fn reuse(free: &Path, dir: &Path, bytes: &[u8]) -> io::Result<()> {
-    let record = free.join(RECORD);
-    if !disk::overwrite_small(&record, bytes)? {
-        // Larger than a page: written beside and renamed over, still before the folder moves.
-        let tmp = disk::write_temp("write", free, bytes)?;
-        fs::rename(&tmp, &record).inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })?;
-    }
+    disk::rewrite(&free.join(RECORD), bytes)?;
     disk::rename_noreplace(free, dir)
 }
 
@@ -131,10 +129,7 @@ pub(super) fn clear(work: &Path) {
         return;
     };
     for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .as_encoded_bytes()
-            .starts_with(FREE_PREFIX.as_bytes())
+        if is_kept(&entry.file_name())
             && let Err(e) = remove(&entry.path())
         {
             tracing::warn!(folder = %entry.path().display(), error = %e, "cannot remove a folder kept for reuse; it is left");
