@@ -251,8 +251,9 @@ impl Uploader {
                 changed: false,
             };
         }
-        let now = tokio::fs::symlink_metadata(package.path)
-            .await
+        // One `lstat`, run here as the open above is: a hand-off to the blocking pool would
+        // cost more than the call (two thread wake-ups per upload).
+        let now = std::fs::symlink_metadata(package.path)
             .ok()
             .map(|meta| Snapshot::of(&meta));
         let Some(reason) = sent::changed(&package.checked, &sent, now.as_ref()) else {
