@@ -49,18 +49,14 @@ pub(super) fn place_report(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Writes `bytes` to `path` through a temporary file in the same folder, so readers see the
 /// old content or the new, never half of it, and makes it durable (a [`commit::barrier`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    replace(path, bytes)?;
+    replace(path, bytes).map_err(StoreError::new("write", path))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     commit::barrier("sync", &[dir], &[path]).map_err(StoreError::new("sync folder", dir))
 }
 
 /// [`write_atomic`] without the barrier: atomic for every reader and across `kill -9` (the
 /// page cache outlives the process), durable at the caller's next barrier.
-pub(super) fn replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    replace_file(path, bytes).map_err(StoreError::new("write", path))
-}
-
-fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = write_temp("write", dir, bytes)?;
     fs::rename(&tmp, path).inspect_err(|_| {
@@ -74,8 +70,8 @@ fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub(super) fn rewrite(path: &Path, bytes: &[u8]) -> io::Result<()> {
     match overwrite_small(path, bytes) {
         Ok(true) => Ok(()),
-        Ok(false) => replace_file(path, bytes),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => replace_file(path, bytes),
+        Ok(false) => replace(path, bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => replace(path, bytes),
         Err(e) => Err(e),
     }
 }
