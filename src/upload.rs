@@ -6,15 +6,15 @@
 //! The answer becomes a [`Verdict`]; deciding what to do with it (retry, renew, file) is the
 //! caller's job, in one place.
 //!
-//! The body is the file as it is read during the attempt, hashed on the way ([`Sent`]); a file
-//! that turns out to have changed since it was checked makes the attempt a permanent refusal,
-//! whatever the server said.
+//! The body is the file as it is read during the attempt, hashed on the way or beside it
+//! ([`Sent`]); a file that turns out to have changed since it was checked makes the attempt a
+//! permanent refusal, whatever the server said.
 
 mod filename;
 mod sent;
 
 pub use filename::encode_filename;
-pub use sent::{FILE_CHANGED, Sent, Snapshot, Tally};
+pub use sent::{FILE_CHANGED, HASH_BESIDE_FROM, Sent, Snapshot, Tally};
 
 use std::path::Path;
 use std::time::Duration;
@@ -236,7 +236,13 @@ impl Uploader {
         let (body, tally) = sent::SentBody::new(file, package.checked.size);
         observe(tally.clone());
         let verdict = self.send(package, body).await;
-        self.judge(package, verdict, tally.sent()).await
+        let mut tried = self.judge(package, verdict, tally.sent().await).await;
+        if tried.changed && tally.hashed_beside() {
+            // A hash taken by a second read names the sent bytes only while the file stays
+            // the same; this one changed, so what went out has no known hash.
+            tried.sent = Sent::Partial;
+        }
+        tried
     }
 
     /// The verdict of an attempt once the file is compared with what was checked: a file that

@@ -95,11 +95,17 @@ fn a_file_rewritten_during_its_upload_is_not_done() {
     let reason = report["reason"].as_str().unwrap_or_default();
     assert!(reason.starts_with(FILE_CHANGED), "{reason}");
     assert_eq!(report["attempts"], 1);
-    // The report names what went out, as the stand-in hashed it.
     s.wait_until("the stand-in to answer", Some(&daemon), || {
         s.stub.uploads_completed() == 1
     });
     let sent = s.requests()[0].sha256.clone();
     assert!(sent.is_some(), "the whole body went out");
-    assert_eq!(report["sha256"].as_str(), sent.as_deref());
+    // A file this large is hashed beside its send, by a second read that may have seen other
+    // bytes than the first: the report names no hash rather than one that may not be of what
+    // went out (issue 9; a small file's report names the hash of its bytes sent, but no
+    // change can be timed inside so short an upload).
+    assert!(
+        report["sha256"].is_null(),
+        "a hash not known to be of the bytes sent: {report}"
+    );
 }

@@ -88,6 +88,11 @@ fn a_connection_cut_in_the_middle_of_the_body_is_retried() {
     let accepted = s.stub.uploads();
     assert_eq!(accepted.len(), 1);
     assert_eq!(accepted[0].size, Some(bytes.len() as u64));
+    // A file this large is hashed beside its send (`upload::HASH_BESIDE_FROM`): the hash of
+    // the cut attempt is dropped, the whole one's is the report's, and it is the sent bytes'.
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    assert_eq!(accepted[0].sha256.as_deref(), Some(sha256.as_str()));
+    assert_eq!(report["sha256"].as_str(), Some(sha256.as_str()), "{report}");
 }
 
 #[test]

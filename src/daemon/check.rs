@@ -1,9 +1,9 @@
 //! The check before the upload: size, emptiness and the package (ZIP and manifest), with the
 //! file's snapshot to notice a change later. Blocking: callers run it with `spawn_blocking`.
 //!
-//! The content is not hashed here: the upload hashes it as it sends it (one read of the file,
-//! see `upload::sent`), and the snapshot — which includes the change time that every write
-//! moves — is what tells that the file sent is the file checked.
+//! The content is not hashed here: the upload hashes it as it sends it (see `upload::sent`),
+//! and the snapshot — which includes the change time that every write moves — is what tells
+//! that the file sent is the file checked.
 
 use super::*;
 
