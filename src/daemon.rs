@@ -57,8 +57,8 @@ use crate::store::{self, Claim, Resumed};
 use crate::upload::{Answer, Package, Sent, Snapshot, Uploader, Verdict};
 use crate::watch::{self, Busy, Found, Nudge, Tracker};
 use attempts::{Attempts, Judged};
-use check::{Facts, Refusal, examine};
-use recover::{panic_message, resume_claims, take_up_crashed};
+use check::{Facts, Refusal};
+use recover::{resume_claims, take_up_crashed};
 
 mod attempts;
 mod backlog;
@@ -966,19 +966,8 @@ async fn carry_on(
     };
     let examined = {
         let settings = ctx.settings();
-        let (path, limit, validate) = (
-            claim.payload(),
-            settings.max_file_size,
-            settings.validate_package,
-        );
-        let (p, b) = (plugin_name.clone(), business_type.clone());
-        let rel = claim.record.rel_path.clone();
-        tokio::task::spawn_blocking(move || {
-            // Tests make the check panic here (debug builds only, see `store::fault`).
-            store::fault::crash_point("check", std::path::Path::new(&rel));
-            examine(&path, limit, validate, &p, &b)
-        })
-        .await
+        let (limit, validate) = (settings.max_file_size, settings.validate_package);
+        check::check(&claim, limit, validate, &plugin_name, &business_type).await
     };
     let facts = match examined {
         Ok(Ok(facts)) => {
@@ -992,15 +981,14 @@ async fn carry_on(
             file(&ctx, &watch, claim, draft.failed(reason, None)).await;
             return;
         }
-        Err(e) if e.is_panic() => {
+        Err(check::Broke::Crashed(why)) => {
             // A package that crashes the check would crash it at every try: a refusal.
-            let why = panic_message(e);
             drop(permit);
             let reason = format!("the package check crashed: {why}");
             file(&ctx, &watch, claim, draft.failed(reason, None)).await;
             return;
         }
-        Err(e) => {
+        Err(check::Broke::Cancelled(e)) => {
             // Cancelled: only at shutdown, when the claim waits for the next start anyway.
             tracing::error!(error = %e, "check task failed; the file stays claimed");
             ctx.error();
@@ -1139,6 +1127,11 @@ async fn upload(
 
 /// Saves the claim's record, after syncing the folders its claim could not sync.
 async fn save(claim: &mut Claim) -> Result<(), String> {
+    if claim.unsynced().is_empty() {
+        // A record rewritten in place, with no barrier to wait for: run here, as the upload's
+        // `open` is, since a hand-off to the blocking pool and back costs more than the write.
+        return store::save_record(claim.dir(), &claim.record).map_err(|e| e.to_string());
+    }
     let (dir, record, unsynced) = (
         claim.dir().to_owned(),
         claim.record.clone(),

@@ -94,13 +94,18 @@ pub(super) fn take_up_crashed(
 /// The message of a panic that ended a task (or why else it ended).
 pub(super) fn panic_message(error: tokio::task::JoinError) -> String {
     match error.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_owned()),
+        Ok(payload) => payload_message(payload.as_ref()),
         Err(error) => error.to_string(),
     }
+}
+
+/// The message a panic was raised with.
+pub(super) fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Takes up a claim nobody handles any more after a pause: one whose handler crashed

@@ -240,6 +240,10 @@ impl Tally {
     }
 }
 
+/// Up to this size, a file is read in place rather than on the blocking pool (see
+/// [`SentBody`]'s `poll_next`).
+pub const READ_IN_PLACE: u64 = 64 << 10;
+
 /// From this size on, a file is hashed beside its send rather than in its read (see the module
 /// documentation): below it the hash takes under 2.5 ms, not worth a thread and a second read.
 pub const HASH_BESIDE_FROM: u64 = 4 * CHUNK as u64;
@@ -248,11 +252,11 @@ pub const HASH_BESIDE_FROM: u64 = 4 * CHUNK as u64;
 /// few trips to the blocking pool, and bounded, so that memory is per upload, not per file size.
 pub const CHUNK: usize = 1 << 20;
 
-/// The body of an upload, read from the file in [`CHUNK`]s on the blocking pool, where each
-/// chunk of a small file is also hashed (a large one is hashed beside, [`HASH_BESIDE_FROM`]):
-/// the runtime only passes the bytes on (no copy between reading and sending). The next chunk
-/// is read while the last one is being sent. The body refuses to yield more, or to end
-/// earlier, than the declared size.
+/// The body of an upload, read from the file in [`CHUNK`]s on the blocking pool (a file up to
+/// [`READ_IN_PLACE`] in place), where each chunk of a small file is also hashed (a large one
+/// is hashed beside, [`HASH_BESIDE_FROM`]): the runtime only passes the bytes on (no copy
+/// between reading and sending). The next chunk is read while the last one is being sent. The
+/// body refuses to yield more, or to end earlier, than the declared size.
 ///
 /// The tally records only what the body *yielded*: a chunk read ahead and never sent (the
 /// server answered first) is neither counted nor taken for a complete body.
@@ -323,7 +327,10 @@ impl SentBody {
         if self.reading.is_some() {
             return;
         }
-        if let Some(mut reader) = self.reader.take_if(|r| !r.at_end) {
+        if let Some(mut reader) = self
+            .reader
+            .take_if(|r| !r.at_end && r.declared > READ_IN_PLACE)
+        {
             self.reading = Some(tokio::task::spawn_blocking(move || {
                 let step = reader.next_step();
                 (reader, step)
@@ -350,6 +357,14 @@ impl Stream for SentBody {
             this.ended_whole(reader.hasher.map(|h| hex::encode(h.finalize())));
             return Poll::Ready(None);
         }
+        // A small file is one short read, from the page cache as a rule: run here, as the
+        // `open` before it is, since a hand-off to the pool and back costs more.
+        if this.reading.is_none()
+            && let Some(mut reader) = this.reader.take_if(|r| r.declared <= READ_IN_PLACE)
+        {
+            let step = reader.next_step();
+            return Poll::Ready(this.stepped(reader, step));
+        }
         this.read_ahead();
         let Some(reading) = this.reading.as_mut() else {
             // No reader and no read: the body has ended (or failed) already.
@@ -357,40 +372,44 @@ impl Stream for SentBody {
         };
         let joined = ready!(Pin::new(reading).poll(cx));
         this.reading = None;
-        let (reader, step) = match joined {
-            Ok(done) => done,
-            Err(e) => {
-                return Poll::Ready(Some(Err(io::Error::other(format!(
-                    "the read of the file failed: {e}"
-                )))));
-            }
-        };
+        match joined {
+            Ok((reader, step)) => Poll::Ready(this.stepped(reader, step)),
+            Err(e) => Poll::Ready(Some(Err(io::Error::other(format!(
+                "the read of the file failed: {e}"
+            ))))),
+        }
+    }
+}
+
+impl SentBody {
+    /// What the body yields after a read of the file gave `step`.
+    fn stepped(&mut self, reader: Reader, step: Step) -> Option<io::Result<Bytes>> {
         let declared = reader.declared;
         match step {
             Step::Data(bytes) => {
-                this.tally.add(bytes.len() as u64);
-                this.reader = Some(reader);
-                this.read_ahead();
-                Poll::Ready(Some(Ok(bytes)))
+                self.tally.add(bytes.len() as u64);
+                self.reader = Some(reader);
+                self.read_ahead();
+                Some(Ok(bytes))
             }
             Step::End(sha256) => {
-                this.ended_whole(sha256);
-                Poll::Ready(None)
+                self.ended_whole(sha256);
+                None
             }
             Step::Short(read) => {
-                this.tally.end(Sent::Short { read, declared });
-                Poll::Ready(Some(Err(io::Error::other(format!(
+                self.tally.end(Sent::Short { read, declared });
+                Some(Err(io::Error::other(format!(
                     "{FILE_CHANGED}: it ended after {read} of {declared} bytes"
-                )))))
+                ))))
             }
             Step::Long => {
                 // Never send bytes past the declared length: the request would be malformed.
-                this.tally.end(Sent::Long { declared });
-                Poll::Ready(Some(Err(io::Error::other(format!(
+                self.tally.end(Sent::Long { declared });
+                Some(Err(io::Error::other(format!(
                     "{FILE_CHANGED}: it grew past {declared} bytes"
-                )))))
+                ))))
             }
-            Step::Failed(e) => Poll::Ready(Some(Err(e))),
+            Step::Failed(e) => Some(Err(e)),
         }
     }
 }
