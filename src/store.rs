@@ -286,6 +286,43 @@ pub fn claim_at(
     exact_name: bool,
     first_seen: SystemTime,
 ) -> Result<Option<Claim>, StoreError> {
+    let Some(mut claim) = take(watch, source, rel_path, exact_name, first_seen)? else {
+        return Ok(None);
+    };
+    if sync_claim(&claim.dir, &claim.unsynced).is_ok() {
+        claim.unsynced.clear();
+    }
+    Ok(Some(claim))
+}
+
+/// As [`claim_at`], for a caller on the async runtime: the claim is made in place (metadata,
+/// one small record, one rename: cheaper than a hand-off to the blocking pool), and its
+/// barrier is awaited without holding a thread.
+pub async fn claim_at_async(
+    watch: &Watch,
+    source: &Path,
+    rel_path: &str,
+    exact_name: bool,
+    first_seen: SystemTime,
+) -> Result<Option<Claim>, StoreError> {
+    let Some(mut claim) = take(watch, source, rel_path, exact_name, first_seen)? else {
+        return Ok(None);
+    };
+    if sync_claim_async(&claim.dir, &claim.unsynced).await.is_ok() {
+        claim.unsynced.clear();
+    }
+    Ok(Some(claim))
+}
+
+/// The claim up to its barrier: the file renamed into a claim folder beside its record. The
+/// claim's [`Claim::unsynced`] lists the folders its barrier is to sync.
+fn take(
+    watch: &Watch,
+    source: &Path,
+    rel_path: &str,
+    exact_name: bool,
+    first_seen: SystemTime,
+) -> Result<Option<Claim>, StoreError> {
     let source = source.to_owned();
     match fs::symlink_metadata(&source) {
         Ok(meta) if meta.file_type().is_file() => {}
@@ -320,12 +357,10 @@ pub fn claim_at(
             // again before the upload: until then a power cut could only undo the rename,
             // which puts the file back in the inbox (its record alone is swept at start-up).
             // One barrier for the record and the rename (shared with every claim made in the
-            // same moment, see `commit`).
+            // same moment, see `commit`), which the caller passes.
             let mut folders = vec![claim.dir.clone(), work];
             folders.extend(source.parent().map(Path::to_owned));
-            if sync_claim(&claim.dir, &folders).is_err() {
-                claim.unsynced = folders;
-            }
+            claim.unsynced = folders;
             Ok(Some(claim))
         }
         Err(e) => {
@@ -350,6 +385,18 @@ pub fn sync_claim(dir: &Path, folders: &[PathBuf]) -> Result<(), StoreError> {
     let paths: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
     let (record, payload) = (dir.join(RECORD), dir.join(PAYLOAD));
     commit::barrier("claim.sync", &paths, &[&record, &payload])
+        .map_err(StoreError::new("sync folder", &folders[0]))
+}
+
+/// As [`sync_claim`], awaited without holding a thread.
+async fn sync_claim_async(dir: &Path, folders: &[PathBuf]) -> Result<(), StoreError> {
+    if folders.is_empty() {
+        return Ok(());
+    }
+    let paths: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
+    let (record, payload) = (dir.join(RECORD), dir.join(PAYLOAD));
+    commit::barrier_async("claim.sync", &paths, &[&record, &payload])
+        .await
         .map_err(StoreError::new("sync folder", &folders[0]))
 }
 
@@ -559,6 +606,69 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
     // Filing removes the claim: the rename that made it must be durable first.
     sync_claim(&claim.dir, &claim.unsynced)?;
     claim.unsynced.clear();
+    let placed = place(watch, claim, report)?;
+    commit::barrier("file.sync", &placed.dirs(), &placed.files())
+        .map_err(StoreError::new("sync folder", &placed.dest_dir))?;
+    placed.finish(watch)
+}
+
+/// As [`file`], for a caller on the async runtime: the filing is done in place (for a small
+/// file: a move across file systems copies the file) and its barriers are awaited without
+/// holding a thread.
+pub async fn file_async(
+    watch: &Watch,
+    mut claim: Claim,
+    report: Report,
+) -> Result<PathBuf, StoreError> {
+    sync_claim_async(&claim.dir, &claim.unsynced).await?;
+    claim.unsynced.clear();
+    let placed = place(watch, claim, report)?;
+    commit::barrier_async("file.sync", &placed.dirs(), &placed.files())
+        .await
+        .map_err(StoreError::new("sync folder", &placed.dest_dir))?;
+    placed.finish(watch)
+}
+
+/// A filing whose file and report stand at their destination, waiting for its barrier.
+struct Placed {
+    dest: PathBuf,
+    dest_dir: PathBuf,
+    name: String,
+    claim_dir: PathBuf,
+    report: PathBuf,
+    record: PathBuf,
+}
+
+impl Placed {
+    /// The folders the filing's barrier syncs: the destination and the claim folder.
+    fn dirs(&self) -> [&Path; 2] {
+        [&self.dest_dir, &self.claim_dir]
+    }
+
+    /// The files the filing's barrier syncs: the report and the record with the decision.
+    fn files(&self) -> [&Path; 2] {
+        [&self.report, &self.record]
+    }
+
+    /// After the barrier: the claim folder, holding only its record now, goes aside for the
+    /// next claim (`recycle`). Not synced: if a power cut brings the claim folder back,
+    /// filing it again finds the file at its destination and only removes the folder.
+    fn finish(self, watch: &Watch) -> Result<PathBuf, StoreError> {
+        match fault::hit("file.remove", &self.claim_dir)
+            .and_then(|()| recycle::give(&watch.work_dir(), &self.claim_dir))
+        {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::new("remove", &self.claim_dir)(e)),
+        }
+        release(&self.dest_dir, &self.name);
+        Ok(self.dest)
+    }
+}
+
+/// The filing up to its barrier (see [`file`]): the decision on record, a free name taken by
+/// the report, and the file moved beside it.
+fn place(watch: &Watch, mut claim: Claim, report: Report) -> Result<Placed, StoreError> {
     // The outcome is written down before anything leaves the claim folder, in one save with
     // the name it is filed under — or alone, when no name can be chosen now (see
     // `decided_anyway`): from then on the file is only filed, never uploaded again.
@@ -660,25 +770,17 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
             }
         }
         // The name is taken (report and file stand there): other filings into this folder may
-        // go on while this one waits for its barrier, and share its round.
+        // go on while this one waits for its barrier, and share its round. That one barrier
+        // puts the decision, the report and the move on disk before the claim folder goes.
         drop(held);
-        // The filing's one barrier: the decision, the report and the move are on disk before
-        // the claim folder goes.
-        let record = claim.dir.join(RECORD);
-        commit::barrier("file.sync", &[dest_dir, &claim.dir], &[&report, &record])
-            .map_err(StoreError::new("sync folder", dest_dir))?;
-        // Not synced: if a power cut brings the claim folder back, filing it again finds the
-        // file at its destination and only removes the folder.
-        // The folder, holding only its record now, goes aside for the next claim (`recycle`).
-        match fault::hit("file.remove", &claim.dir)
-            .and_then(|()| recycle::give(&watch.work_dir(), &claim.dir))
-        {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::new("remove", &claim.dir)(e)),
-        }
-        release(dest_dir, &name);
-        return Ok(dest);
+        return Ok(Placed {
+            dest,
+            dest_dir: dest_dir.to_owned(),
+            name,
+            record: claim.dir.join(RECORD),
+            claim_dir: claim.dir,
+            report,
+        });
     }
 }
 

@@ -14,7 +14,7 @@ mod filename;
 mod sent;
 
 pub use filename::encode_filename;
-pub use sent::{FILE_CHANGED, HASH_BESIDE_FROM, Sent, Snapshot, Tally};
+pub use sent::{FILE_CHANGED, HASH_BESIDE_FROM, READ_IN_PLACE, Sent, Snapshot, Tally};
 
 use std::path::Path;
 use std::time::Duration;

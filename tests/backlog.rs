@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use rustix::process::Signal;
 
+use extdrop::stub::Fault;
+
 use crate::harness::Sandbox;
 
 /// Files waiting at once, with two upload slots: enough that a cost per waiting file shows
@@ -63,4 +65,43 @@ fn a_backlog_of_files_waiting_for_a_slot_costs_memory_per_slot_not_per_file() {
         per_file <= PEAK_BYTES_PER_WAITING_FILE,
         "{BACKLOG} files waiting for a slot took the daemon's peak memory to {large} KiB, {small} KiB with {SMALL}: {per_file} bytes per waiting file (allowed {PEAK_BYTES_PER_WAITING_FILE})"
     );
+}
+
+/// Claims run ahead of the uploads, so that their barriers overlap the uploads, but only by
+/// [`CLAIMS_AHEAD`] files: the rest of a backlog stays unclaimed in the inbox, where an
+/// operator can still take a file back, however long the uploads take.
+#[test]
+fn claims_run_ahead_of_a_slow_upload_by_a_bounded_number_of_files() {
+    use extdrop::daemon::CLAIMS_AHEAD;
+    let files = CLAIMS_AHEAD + 8;
+    let mut s = Sandbox::new();
+    s.upload = "concurrency = 1\nvalidate_package = false".to_owned();
+    // The one upload slot is held by each of the first two uploads for long enough that an
+    // unbounded claimer would have taken every file out of the inbox many times over.
+    let slow = Fault::Delay(Duration::from_secs(2));
+    s.faults([slow.clone(), slow]);
+    for i in 0..files {
+        s.drop_bytes(&format!("p{i:02}__Build.zip"), b"package");
+    }
+    let daemon = s.start();
+    s.wait_until(
+        "the claims ahead of the first upload",
+        Some(&daemon),
+        || s.stub.uploads_started() == 1 && s.claims() == CLAIMS_AHEAD + 1,
+    );
+    // Once the first upload has ended, the next file has the slot and one more file a claim;
+    // the first one may still be being filed.
+    s.wait_until("the second upload", Some(&daemon), || {
+        s.stub.uploads_started() == 2
+    });
+    let (claims, waiting, done) = (s.claims(), s.files("inbox").len(), s.files("done").len());
+    // (A claim folder is counted from the moment it is made, before its file is renamed in:
+    // the three counts may add up to more than the files.)
+    assert!(
+        claims <= CLAIMS_AHEAD + 2 && waiting + CLAIMS_AHEAD + 2 + done >= files,
+        "{claims} claimed, {waiting} in the inbox, {done} done: claims ran ahead of the uploads by more than {CLAIMS_AHEAD}"
+    );
+    s.wait_until("every file filed", Some(&daemon), || {
+        s.files("done").len() == files
+    });
 }

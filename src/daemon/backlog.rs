@@ -1,4 +1,5 @@
-//! The place in line of the ready files waiting for an upload slot. The files themselves wait
+//! The place in line of the ready files waiting for a claim slot (`CLAIMS_AHEAD`; a claimed
+//! file then waits for an upload slot in its own task). The files themselves wait
 //! in the readiness tracker ([`crate::watch::Tracker`]) as compact entries in arrival order;
 //! the main loop takes the first one out ([`crate::watch::Tracker::take_ready`]) only once
 //! this has a slot for it, and hands both to a handler task, so that a backlog of 100,000

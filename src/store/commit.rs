@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::fault;
@@ -51,7 +51,10 @@ const DIRTY_LIMIT: u64 = 64 << 20;
 #[derive(Default)]
 struct Rounds {
     state: Mutex<State>,
+    /// Wakes blocking callers when a round ends.
     finished: Condvar,
+    /// Wakes async callers when a round ends.
+    finished_async: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -92,7 +95,35 @@ impl Named {
 /// file system among them. `point` is the fault point tests inject errors at (hit once per
 /// folder).
 pub(super) fn barrier(point: &str, dirs: &[&Path], files: &[&Path]) -> io::Result<()> {
-    // Per file system: a path to `syncfs` it through, and everything named on it.
+    plan(point, dirs, files)?
+        .into_iter()
+        .try_for_each(|(dev, any, named)| {
+            rounds(dev).wait(named, |named, one_by_one| {
+                sync_round(any, &named, one_by_one)
+            })
+        })
+}
+
+/// As [`barrier`], for a caller on the async runtime: its task waits, no thread does. A round
+/// that none is running for is led from the blocking pool (one hand-off per round, not one
+/// per caller), and serves blocking and async callers alike.
+pub(super) async fn barrier_async(point: &str, dirs: &[&Path], files: &[&Path]) -> io::Result<()> {
+    let planned: Vec<(u64, PathBuf, Named)> = plan(point, dirs, files)?
+        .into_iter()
+        .map(|(dev, any, named)| (dev, any.to_owned(), named))
+        .collect();
+    for (dev, any, named) in planned {
+        rounds(dev).wait_async(any, named).await?;
+    }
+    Ok(())
+}
+
+/// Per file system: a path to `syncfs` it through, and everything named on it.
+fn plan<'p>(
+    point: &str,
+    dirs: &[&'p Path],
+    files: &[&'p Path],
+) -> io::Result<Vec<(u64, &'p Path, Named)>> {
     let mut wanted: Vec<(u64, &Path, Named)> = Vec::new();
     let mut dir_devices = Vec::with_capacity(dirs.len());
     for dir in dirs {
@@ -114,9 +145,7 @@ pub(super) fn barrier(point: &str, dirs: &[&Path], files: &[&Path]) -> io::Resul
             .files
             .push(file.to_path_buf());
     }
-    wanted
-        .into_iter()
-        .try_for_each(|(dev, any, named)| rounds(dev).wait(named, |named| sync_round(any, &named)))
+    Ok(wanted)
 }
 
 /// What `barrier` names on the file system `dev` (`path` is one of its paths).
@@ -145,63 +174,152 @@ fn rounds(dev: u64) -> Arc<Rounds> {
     all.entry(dev).or_default().clone()
 }
 
+impl State {
+    /// Counts a caller in, with what it named; the round it waits for. A round already
+    /// running may have begun before the caller's changes: the next one serves it.
+    fn join(&mut self, named: Named) -> u64 {
+        self.queued += 1;
+        self.named.extend(named);
+        self.begun + 1
+    }
+
+    /// The result for a caller waiting for round `wanted`, once that round has ended.
+    fn result_for(&self, wanted: u64) -> Option<io::Result<()>> {
+        (self.done >= wanted).then(|| match &self.failed {
+            Some((round, kind, message)) if *round >= wanted => {
+                Err(io::Error::new(*kind, message.clone()))
+            }
+            _ => Ok(()),
+        })
+    }
+}
+
 impl Rounds {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Waits for a round that begins after this call, leading it (running `sync` with what
     /// every caller of the round named) when no round is running.
-    fn wait(&self, named: Named, sync: impl FnOnce(Named) -> io::Result<()>) -> io::Result<()> {
+    fn wait(
+        &self,
+        named: Named,
+        sync: impl FnOnce(Named, bool) -> io::Result<()>,
+    ) -> io::Result<()> {
         let mut sync = Some(sync);
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        // A round already running may have begun before our changes: the next one serves us.
-        let wanted = state.begun + 1;
-        state.queued += 1;
-        state.named.extend(named);
+        let mut state = self.lock();
+        let wanted = state.join(named);
         loop {
-            if state.done >= wanted {
-                return match &state.failed {
-                    Some((round, kind, message)) if *round >= wanted => {
-                        Err(io::Error::new(*kind, message.clone()))
-                    }
-                    _ => Ok(()),
-                };
+            if let Some(result) = state.result_for(wanted) {
+                return result;
             }
             if !state.running {
-                // Lead: everyone waiting now, and everyone who comes while it gathers, is
-                // served by this round (its number is taken after the gathering, so that they
-                // want this one).
-                state.running = true;
-                if state.last.is_some_and(|last| last.elapsed() < BUSY) {
-                    drop(state);
-                    std::thread::sleep(GATHER);
-                    state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                }
-                state.begun += 1;
-                let (round, callers) = (state.begun, std::mem::take(&mut state.queued));
-                let named = std::mem::take(&mut state.named);
-                drop(state);
-                tracing::debug!(round, callers, "group commit");
-                // Tests kill the daemon here, with the round's other callers waiting on it
-                // (`path=shared` picks a round that serves more than one).
-                fault::crash_point(
-                    "commit.round",
-                    Path::new(if callers > 1 { "shared" } else { "single" }),
-                );
-                // The round ends whatever happens in it: should the leader unwind (a panic),
-                // the round fails its callers instead of leaving them waiting for ever.
-                let mut ending = RoundEnd {
-                    rounds: self,
-                    round,
-                    result: Err((io::ErrorKind::Other, "the round was cut short".to_owned())),
-                };
                 // A caller leads at most once: the round it leads begins after its call.
-                ending.result = sync
-                    .take()
-                    .map_or(Ok(()), |sync| sync(named))
-                    .map_err(|e| (e.kind(), e.to_string()));
-                drop(ending);
-                state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.running = true;
+                state = self.lead(state, sync.take());
                 continue;
             }
             state = self.finished.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// As [`Rounds::wait`], for an async caller: a round it must lead is led from the
+    /// blocking pool, through `any` (a path on this file system).
+    async fn wait_async(self: Arc<Self>, any: PathBuf, named: Named) -> io::Result<()> {
+        let wanted = self.lock().join(named);
+        loop {
+            // Listening before looking: a round that ends in between still wakes this task.
+            let ended = self.finished_async.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if let Some(result) = state.result_for(wanted) {
+                    return result;
+                }
+                if !state.running {
+                    state.running = true;
+                    drop(state);
+                    let lead = Lead(Some((self.clone(), any.clone())));
+                    tokio::task::spawn_blocking(move || lead.run());
+                }
+            }
+            ended.await;
+        }
+    }
+
+    /// Leads one round (`state.running` is set): everyone waiting now, and everyone who comes
+    /// while it gathers, is served by it (its number is taken after the gathering, so that
+    /// they want this one). Returns the state locked again once the round has ended.
+    fn lead<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        sync: Option<impl FnOnce(Named, bool) -> io::Result<()>>,
+    ) -> MutexGuard<'a, State> {
+        if state.last.is_some_and(|last| last.elapsed() < BUSY) {
+            drop(state);
+            std::thread::sleep(GATHER);
+            state = self.lock();
+        }
+        state.begun += 1;
+        let (round, callers) = (state.begun, std::mem::take(&mut state.queued));
+        let named = std::mem::take(&mut state.named);
+        drop(state);
+        // The kind of round is chosen, and said, before the point where tests kill the daemon.
+        let one_by_one = one_by_one_now();
+        if one_by_one {
+            let paths = named.files.len() + named.dirs.len();
+            tracing::debug!(
+                round,
+                callers,
+                paths,
+                "group commit: much dirty data, fsyncing one by one"
+            );
+        } else {
+            tracing::debug!(round, callers, "group commit");
+        }
+        // Tests kill the daemon here, with the round's other callers waiting on it
+        // (`path=shared` picks a round that serves more than one).
+        fault::crash_point(
+            "commit.round",
+            Path::new(if callers > 1 { "shared" } else { "single" }),
+        );
+        // The round ends whatever happens in it: should the leader unwind (a panic), the round
+        // fails its callers instead of leaving them waiting for ever.
+        let mut ending = RoundEnd {
+            rounds: self,
+            round,
+            result: Err((io::ErrorKind::Other, "the round was cut short".to_owned())),
+        };
+        ending.result = sync
+            .map_or(Ok(()), |sync| sync(named, one_by_one))
+            .map_err(|e| (e.kind(), e.to_string()));
+        drop(ending);
+        self.lock()
+    }
+}
+
+/// A round an async caller asked the blocking pool to lead. Dropped without running (the
+/// runtime shutting down), it gives the lead back, so that no caller waits for a round that
+/// never comes.
+struct Lead(Option<(Arc<Rounds>, PathBuf)>);
+
+impl Lead {
+    fn run(mut self) {
+        if let Some((rounds, any)) = self.0.take() {
+            let state = rounds.lock();
+            let sync = |named: Named, one_by_one| sync_round(&any, &named, one_by_one);
+            drop(rounds.lead(state, Some(sync)));
+        }
+    }
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        if let Some((rounds, _)) = self.0.take() {
+            rounds.lock().running = false;
+            rounds.finished.notify_all();
+            rounds.finished_async.notify_waiters();
         }
     }
 }
@@ -224,19 +342,17 @@ impl Drop for RoundEnd<'_> {
             state.failed = Some((self.round, *kind, message.clone()));
         }
         self.rounds.finished.notify_all();
+        self.rounds.finished_async.notify_waiters();
     }
 }
 
-/// One round: a `syncfs` of the file system holding `any` — or, while the system holds much
-/// dirty data (see [`DIRTY_LIMIT`]), an fsync of each of `named`, files first. (Faults are
+/// One round: a `syncfs` of the file system holding `any` — or, `one_by_one` (while the
+/// system holds much dirty data, see [`one_by_one_now`]), an fsync of each of `named`, files
+/// first. (Faults are
 /// injected per caller, at the barrier's own point: a round is shared, and an injected failure
 /// must stay with the test that asked for it.)
-fn sync_round(any: &Path, named: &Named) -> io::Result<()> {
-    if dirty_bytes().is_some_and(|dirty| dirty > dirty_limit()) {
-        tracing::debug!(
-            paths = named.files.len() + named.dirs.len(),
-            "group commit: much dirty data, fsyncing one by one"
-        );
+fn sync_round(any: &Path, named: &Named, one_by_one: bool) -> io::Result<()> {
+    if one_by_one {
         match sync_each(named) {
             // A folder extdrop may write in but not list cannot be opened to be fsynced: a
             // `syncfs` covers it, and the rest, at the price this round meant to avoid.
@@ -275,6 +391,14 @@ fn sync_each(named: &Named) -> io::Result<()> {
     };
     each(&named.files)?;
     each(&named.dirs)
+}
+
+/// Whether a round beginning now fsyncs one by one: the system holds at least
+/// [`dirty_limit`] of dirty data. (At the limit counts as above it, so that a limit of 0 means
+/// every round: the kernel folds its per-CPU counts into `Dirty:` late, and it may read 0
+/// right after a write.)
+fn one_by_one_now() -> bool {
+    dirty_bytes().is_some_and(|dirty| dirty >= dirty_limit())
 }
 
 /// [`DIRTY_LIMIT`]; in debug builds, `EXTDROP_DIRTY_LIMIT` (bytes) when set, so that tests
@@ -381,7 +505,7 @@ pub(super) mod tests {
         let first = {
             let (rounds, entered, release) = (rounds.clone(), entered.clone(), release.clone());
             std::thread::spawn(move || {
-                rounds.wait(named_dir("/first"), |_| {
+                rounds.wait(named_dir("/first"), |_, _| {
                     entered.wait();
                     drop(release.lock());
                     Ok(())
@@ -394,7 +518,7 @@ pub(super) mod tests {
             .map(|name| {
                 let (rounds, seen) = (rounds.clone(), seen.clone());
                 std::thread::spawn(move || {
-                    rounds.wait(named_dir(name), |named| {
+                    rounds.wait(named_dir(name), |named, _| {
                         seen.lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .push(named.dirs);
@@ -453,7 +577,7 @@ pub(super) mod tests {
     fn a_leader_that_panics_fails_its_round_and_the_next_one_runs() {
         let rounds = Rounds::default();
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            rounds.wait(Named::default(), |_| panic!("the leader dies"))
+            rounds.wait(Named::default(), |_, _| panic!("the leader dies"))
         }));
         assert!(unwound.is_err());
         a_new_round_runs(&rounds);
@@ -462,15 +586,79 @@ pub(super) mod tests {
     #[test]
     fn a_failed_round_fails_its_callers_and_the_next_round_is_new() {
         let rounds = Rounds::default();
-        let failed = rounds.wait(Named::default(), |_| Err(io::Error::other("EIO")));
+        let failed = rounds.wait(Named::default(), |_, _| Err(io::Error::other("EIO")));
         assert!(failed.is_err(), "a failed round is not durability");
+        a_new_round_runs(&rounds);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_and_blocking_barriers_at_once_share_rounds_and_all_return()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let rounds = Arc::new(Rounds::default());
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..32 {
+            let (rounds, path) = (rounds.clone(), dir.path().to_owned());
+            if i % 4 == 0 {
+                // A blocking caller, as the resume and `retry` are.
+                tasks.spawn_blocking(move || {
+                    rounds.wait(named_dir(&path.to_string_lossy()), |_, _| {
+                        sync_file_system(&path)
+                    })
+                });
+            } else {
+                tasks.spawn(async move {
+                    let named = named_dir(&path.to_string_lossy());
+                    rounds.wait_async(path, named).await
+                });
+            }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined??;
+        }
+        let state = rounds.lock();
+        assert!(!state.running && state.queued == 0, "no round left running");
+        assert!(
+            state.done < 32,
+            "{} rounds for 32 callers: none shared",
+            state.done
+        );
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_async_callers_failed_round_fails_it_and_the_next_round_is_new() {
+        let rounds = Arc::new(Rounds::default());
+        // Under a file, not a folder: opening it fails (ENOTDIR), whichever kind of round
+        // runs (a `syncfs` through it, or an fsync of it).
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        let broken = file.path().join("x");
+        let named = Named {
+            files: vec![broken.clone()],
+            dirs: Vec::new(),
+        };
+        let failed = rounds.clone().wait_async(broken, named).await;
+        assert!(failed.is_err(), "a failed round is not durability");
+        let here = std::env::temp_dir();
+        let next = rounds.clone().wait_async(here, Named::default()).await;
+        assert!(next.is_ok(), "the next round is new: {next:?}");
+    }
+
+    #[test]
+    fn a_lead_that_never_runs_gives_the_lead_back() {
+        let rounds = Arc::new(Rounds::default());
+        // As an async caller does before it hands the round to the blocking pool, which drops
+        // the task unrun when the runtime shuts down.
+        rounds.lock().running = true;
+        drop(Lead(Some((rounds.clone(), std::env::temp_dir()))));
+        assert!(!rounds.lock().running, "the lead is given back");
         a_new_round_runs(&rounds);
     }
 
     /// The next caller leads a round of its own, which succeeds.
     fn a_new_round_runs(rounds: &Rounds) {
         let mut ran = false;
-        let next = rounds.wait(Named::default(), |_| {
+        let next = rounds.wait(Named::default(), |_, _| {
             ran = true;
             Ok(())
         });
