@@ -29,7 +29,9 @@
 //!   saved between them are atomic but wait for the next barrier (README, "What is fsynced
 //!   when").
 //!
-//! Everything here is blocking file-system work; async callers use `spawn_blocking`. The steps
+//! Everything here is blocking file-system work; async callers use `spawn_blocking`, except
+//! for [`claim_at_async`] and [`file_async`], which do a small file's few metadata calls in
+//! place and await their barriers without holding a thread. The steps
 //! of claiming, resuming and filing pass through [`fault::hit`] (a named point each), where
 //! tests inject I/O errors.
 //!
