@@ -2,8 +2,8 @@
 //! `life_of_a_file` and `carry_on` — the whole life of one file, top to bottom. Its rooms:
 //! `check` (the check before the upload), `attempts` (what an answer means, retries and the
 //! budget), `steps` (the release steps around the upload), `recover` (claims picked up
-//! again after a stop or a crashed handler), `backlog` (ready files waiting for a claim slot) and
-//! `wake` (when the main loop must wake next).
+//! again after a stop or a crashed handler), `backlog` (ready files waiting for a claim slot)
+//! and `wake` (when the main loop must wake next).
 //!
 //! Concurrency: `[upload] concurrency` upload slots bound how many files are checked and
 //! uploaded at once, across all watches, and [`CLAIMS_AHEAD`] claim slots how many are
@@ -11,9 +11,9 @@
 //! inbox, as a compact entry of the readiness tracker ([`Tracker`]), while the main loop waits
 //! in line for one ([`backlog::Backlog`]); it becomes a [`Found`] and gets a task only with
 //! one, so a backlog costs memory per slot, not per file. A task gives its upload slot back
-//! while it waits to retry, so a file in backoff never blocks the others. On shutdown no new file is claimed,
-//! waiting tasks stop at once (their files stay claimed and are resumed at the next start), and
-//! uploads in flight get [`SHUTDOWN_GRACE`] to finish.
+//! while it waits to retry, so a file in backoff never blocks the others. On shutdown no new
+//! file is claimed, waiting tasks stop at once (their files stay claimed and are resumed at
+//! the next start), and uploads in flight get [`SHUTDOWN_GRACE`] to finish.
 //!
 //! Ownership: one process per inbox (the inbox lock, held until exit), one handler per claim
 //! (a resume at a reload skips claims a live handler holds), and a file's outcome is written

@@ -614,9 +614,9 @@ pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, 
     placed.finish(watch)
 }
 
-/// As [`file`], for a caller on the async runtime: the filing is done in place (for a small
-/// file: a move across file systems copies the file) and its barriers are awaited without
-/// holding a thread.
+/// As [`file`], for a caller on the async runtime: the filing is done in place (meant for a
+/// small file, since a move across file systems copies it) and its barriers are awaited
+/// without holding a thread.
 pub async fn file_async(
     watch: &Watch,
     mut claim: Claim,
