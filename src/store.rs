@@ -270,25 +270,8 @@ pub fn claim(
     rel_path: &str,
     first_seen: SystemTime,
 ) -> Result<Option<Claim>, StoreError> {
-    claim_at(
-        watch,
-        &watch.inbox.join(rel_path),
-        rel_path,
-        true,
-        first_seen,
-    )
-}
-
-/// Claims the file at `source`, known as `rel_path` (the text form of its path relative to the
-/// inbox, exact or not: see [`ClaimRecord::name_not_utf8`]); as [`claim`] otherwise.
-pub fn claim_at(
-    watch: &Watch,
-    source: &Path,
-    rel_path: &str,
-    exact_name: bool,
-    first_seen: SystemTime,
-) -> Result<Option<Claim>, StoreError> {
-    let Some(mut claim) = take(watch, source, rel_path, exact_name, first_seen)? else {
+    let source = watch.inbox.join(rel_path);
+    let Some(mut claim) = take(watch, &source, rel_path, true, first_seen)? else {
         return Ok(None);
     };
     if sync_claim(&claim.dir, &claim.unsynced).is_ok() {
@@ -297,9 +280,11 @@ pub fn claim_at(
     Ok(Some(claim))
 }
 
-/// As [`claim_at`], for a caller on the async runtime: the claim is made in place (metadata,
-/// one small record, one rename: cheaper than a hand-off to the blocking pool), and its
-/// barrier is awaited without holding a thread.
+/// As [`claim`], for the file at `source`, known as `rel_path` (the text form of its path
+/// relative to the inbox, exact or not: see [`ClaimRecord::name_not_utf8`]), and for a caller
+/// on the async runtime: the claim is made in place (metadata, one small record, one rename:
+/// cheaper than a hand-off to the blocking pool), and its barrier is awaited without holding a
+/// thread.
 pub async fn claim_at_async(
     watch: &Watch,
     source: &Path,
@@ -381,25 +366,29 @@ fn take(
 /// the rename through `folders` (the claim folder, the work folder, the inbox folder the file
 /// came from; those of [`Claim::unsynced`] when synced again). Nothing when `folders` is empty.
 pub fn sync_claim(dir: &Path, folders: &[PathBuf]) -> Result<(), StoreError> {
-    if folders.is_empty() {
+    let Some((paths, [record, payload])) = claim_barrier(dir, folders) else {
         return Ok(());
-    }
-    let paths: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
-    let (record, payload) = (dir.join(RECORD), dir.join(PAYLOAD));
+    };
     commit::barrier("claim.sync", &paths, &[&record, &payload])
-        .map_err(StoreError::new("sync folder", &folders[0]))
+        .map_err(StoreError::new("sync folder", paths[0]))
 }
 
 /// As [`sync_claim`], awaited without holding a thread.
 async fn sync_claim_async(dir: &Path, folders: &[PathBuf]) -> Result<(), StoreError> {
-    if folders.is_empty() {
+    let Some((paths, [record, payload])) = claim_barrier(dir, folders) else {
         return Ok(());
-    }
-    let paths: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
-    let (record, payload) = (dir.join(RECORD), dir.join(PAYLOAD));
-    commit::barrier_async("claim.sync", &paths, &[&record, &payload])
-        .await
-        .map_err(StoreError::new("sync folder", &folders[0]))
+    };
+    let synced = commit::barrier_async("claim.sync", &paths, &[&record, &payload]).await;
+    synced.map_err(StoreError::new("sync folder", paths[0]))
+}
+
+/// What the claim's barrier names: its folders, then the record and the file in `dir`;
+/// `None` when there are no folders to sync.
+fn claim_barrier<'a>(dir: &Path, folders: &'a [PathBuf]) -> Option<(Vec<&'a Path>, [PathBuf; 2])> {
+    (!folders.is_empty()).then(|| {
+        let paths = folders.iter().map(PathBuf::as_path).collect();
+        (paths, [dir.join(RECORD), dir.join(PAYLOAD)])
+    })
 }
 
 /// Makes a claim folder, under a name no other claim has used, holding `record` (which is
