@@ -179,11 +179,13 @@ pub fn arm(
     watches: &[Arc<Watch>],
     nudges: mpsc::UnboundedSender<Nudge>,
 ) -> Result<Armed, WatchError> {
+    let inboxes: Arc<[PathBuf]> = watches.iter().map(|w| w.inbox.clone()).collect();
     let handler = move |tx: mpsc::UnboundedSender<Nudge>| {
+        let inboxes = inboxes.clone();
         move |event: notify::Result<notify::Event>| {
             let nudge = match event {
                 Ok(event) if event.need_rescan() => Nudge::Rescan,
-                Ok(event) if !worth_a_look(&event.kind) => return,
+                Ok(event) if !worth_a_look(&event, &inboxes) => return,
                 Ok(event) => Nudge::Paths(event.paths),
                 Err(e) => {
                     let path = e.paths.first().cloned().unwrap_or_default();
@@ -297,16 +299,29 @@ pub fn remote_file_system(path: &Path) -> Option<&'static str> {
     })
 }
 
-/// Whether an event can mean a new or changed file. Opening a folder or a file raises an
-/// event too (inotify's `IN_OPEN`, which `notify` always asks for): a scan opens the folders
-/// it lists, so in a recursive watch each scan of a subfolder would announce that subfolder
-/// again and start the next scan, for ever. Opening and reading change nothing; closing a
-/// file written to does.
-fn worth_a_look(kind: &notify::EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode, EventKind};
-    match kind {
+/// Whether an event can mean a new or changed file, or a lost inbox. Opening a folder or a
+/// file raises an event too (inotify's `IN_OPEN`, which `notify` always asks for): a scan
+/// opens the folders it lists, so in a recursive watch each scan of a subfolder would announce
+/// that subfolder again and start the next scan, for ever. Opening and reading change nothing;
+/// closing a file written to does. A file leaving the top of an inbox (removed, or renamed
+/// away: every claim renames its file out) leaves nothing to look at either: a waiting file
+/// that went is found gone at its next look. Folders leaving, the work folder above all, stay
+/// worth a look: they are how a removed inbox is noticed (its own removal is reported only
+/// once nothing holds it).
+fn worth_a_look(event: &notify::Event, inboxes: &[PathBuf]) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RemoveKind, RenameMode};
+    let file_leaving = |path: &PathBuf| {
+        path.parent()
+            .is_some_and(|parent| inboxes.iter().any(|i| i == parent))
+            && path.file_name() != Some(OsStr::new(crate::store::WORK_DIR))
+    };
+    match event.kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
         EventKind::Access(_) => false,
+        EventKind::Remove(RemoveKind::File)
+        | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+            !event.paths.iter().all(file_leaving)
+        }
         _ => true,
     }
 }
@@ -385,6 +400,45 @@ fn admits_folder(watch: &Watch, rel: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_leaving_an_inbox_is_not_worth_a_look_but_a_folder_or_the_inbox_leaving_is() {
+        use notify::event::{
+            AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RemoveKind, RenameMode,
+        };
+        let inboxes = [PathBuf::from("/srv/inbox")];
+        let event = |kind, path: &str| notify::Event::new(kind).add_path(PathBuf::from(path));
+        let removed = EventKind::Remove(RemoveKind::File);
+        let renamed_away = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+        for kind in [removed, renamed_away] {
+            assert!(!worth_a_look(&event(kind, "/srv/inbox/a.zip"), &inboxes));
+            for path in ["/srv/inbox", "/srv/inbox/.extdrop", "/srv/inbox/sub/a.zip"] {
+                assert!(
+                    worth_a_look(&event(kind, path), &inboxes),
+                    "{kind:?} {path}"
+                );
+            }
+        }
+        let folder_gone = EventKind::Remove(RemoveKind::Folder);
+        assert!(worth_a_look(
+            &event(folder_gone, "/srv/inbox/.extdrop"),
+            &inboxes
+        ));
+        for kind in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+            EventKind::Modify(ModifyKind::Any),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+        ] {
+            assert!(
+                worth_a_look(&event(kind, "/srv/inbox/a.zip"), &inboxes),
+                "{kind:?}"
+            );
+        }
+        let opened = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        assert!(!worth_a_look(&event(opened, "/srv/inbox/a.zip"), &inboxes));
+    }
 
     #[test]
     fn the_watch_limit_error_names_the_sysctl_to_raise() {
