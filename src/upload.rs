@@ -236,8 +236,9 @@ impl Uploader {
         let (body, tally) = sent::SentBody::new(file, package.checked.size);
         observe(tally.clone());
         let verdict = self.send(package, body).await;
+        let hashed_beside = tally.hashed_beside();
         let mut tried = self.judge(package, verdict, tally.sent().await).await;
-        if tried.changed && tally.hashed_beside() {
+        if tried.changed && hashed_beside {
             // A hash taken by a second read names the sent bytes only while the file stays
             // the same; this one changed, so what went out has no known hash.
             tried.sent = Sent::Partial;

@@ -116,7 +116,6 @@ struct State {
     /// Every declared byte went out, and the hash is the one taken beside the send.
     whole: bool,
     beside: Option<Beside>,
-    hashed_beside: bool,
 }
 
 /// The hash of a large file, taken by its own read beside the send.
@@ -212,12 +211,11 @@ impl Tally {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).end = Some(how);
     }
 
-    /// Whether the hash is taken beside the send (by a second read) rather than in it.
+    /// Whether the hash is taken beside the send (by a second read) rather than in it; ask
+    /// before [`Tally::sent`], which collects that hash.
     pub fn hashed_beside(&self) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .hashed_beside
+        let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.beside.is_some()
     }
 
     /// Records that every declared byte went out, hashed beside the send.
@@ -305,7 +303,6 @@ impl SentBody {
             read: 0,
             end: None,
             whole: false,
-            hashed_beside: beside.is_some(),
             beside,
         })));
         let body = SentBody {
