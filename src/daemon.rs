@@ -657,7 +657,10 @@ pub async fn run(
                 }
                 lost_check = lost_check.or(Some(Instant::now() + watching.tracker.glance()));
             }
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+            // `once` ends with its last task, so it wakes for each; a service reaps finished
+            // tasks at whatever wakes it next (at the latest the status refresh, due while
+            // tasks run), rather than waking once more per file in a burst.
+            Some(joined) = tasks.join_next(), if mode == Mode::Once && !tasks.is_empty() => {
                 if let Err(e) = joined {
                     take_up_crashed(&ctx, e, &mut tasks);
                 }
@@ -671,6 +674,11 @@ pub async fn run(
             _ = wake::until(wake_at) => changed = false,
         }
         heartbeat.awake();
+        while let Some(joined) = tasks.try_join_next() {
+            if let Err(e) = joined {
+                take_up_crashed(&ctx, e, &mut tasks);
+            }
+        }
         let now = Instant::now();
         if let (Some(every), Some(due)) = (watchdog, next_ping)
             && now >= due
@@ -942,11 +950,14 @@ async fn carry_on(
     };
     // Tests make handlers panic here (debug builds only, see `store::fault`).
     store::fault::crash_point("handler", std::path::Path::new(&claim.record.rel_path));
-    if let Err(e) = std::fs::symlink_metadata(claim.dir())
+    // A claim taken up again (it comes without a slot) may have been filed by the handler
+    // that had it, between the resume's look and now; a claim just made cannot have been.
+    if permit.is_none()
+        && let Err(e) = std::fs::symlink_metadata(claim.dir())
         && e.kind() == std::io::ErrorKind::NotFound
     {
-        // Filed by the handler that had it, between the resume's look and now. (Any other
-        // error is not taken for "gone": the steps below meet it and retry or refuse.)
+        // (Any other error is not taken for "gone": the steps below meet it and retry or
+        // refuse.)
         return;
     }
     // A decided claim was interrupted while being filed: finish that, never upload again.
@@ -1174,11 +1185,17 @@ async fn save(claim: &mut Claim) -> Result<(), String> {
 
 /// Whether a claim is filed in place, its barrier awaited (`store::file_async`): when its
 /// move cannot copy much (a move across file systems copies the file) and its claim's barrier
-/// is not owed (one that failed is synced again from the blocking pool).
-fn in_place(claim: &Claim) -> bool {
+/// is not owed (one that failed is synced again from the blocking pool). A file uploaded is
+/// the size its report says (it was found unchanged after its upload); any other is looked at.
+fn in_place(claim: &Claim, report: &Report) -> bool {
+    let small = |size| size <= crate::upload::READ_IN_PLACE;
     claim.unsynced().is_empty()
-        && std::fs::symlink_metadata(claim.payload())
-            .map_or(true, |meta| meta.len() <= crate::upload::READ_IN_PLACE)
+        && match report.outcome {
+            Outcome::Done => small(report.size),
+            Outcome::Failed => {
+                std::fs::symlink_metadata(claim.payload()).map_or(true, |meta| small(meta.len()))
+            }
+        }
 }
 
 /// Writes the outcome down and moves the file to done or failed.
@@ -1195,7 +1212,7 @@ async fn file(ctx: &Context, watch: &Arc<Watch>, claim: Claim, report: Report) {
         };
         let filed = match attempt {
             Ok(None) => return, // the failed filing had completed after all
-            Ok(Some(claim)) if in_place(&claim) => {
+            Ok(Some(claim)) if in_place(&claim, &report) => {
                 store::file_async(watch, claim, report.clone()).await
             }
             Ok(Some(claim)) => {
@@ -1278,9 +1295,7 @@ impl Draft {
             first_seen: claim.record.first_seen.clone(),
             plugin_name: None,
             business_type: None,
-            size: std::fs::symlink_metadata(claim.payload())
-                .map(|m| m.len())
-                .unwrap_or(0),
+            size: claim.size(),
             sha256: None,
             attempts: claim.record.attempts,
             release: ReleaseFacts {

@@ -11,7 +11,8 @@
 //!   a crash its filing is simply completed.
 //! - Nothing is overwritten: a destination name is chosen free of both the file and its report
 //!   while holding the folder's lock (filings into one folder take turns in this process). The
-//!   name is then *taken* by placing the report with a no-replace rename, so of two writers
+//!   name is then *taken* by placing the report without replacing (a file written without a
+//!   name and linked in, or a temporary file and a no-replace rename), so of two writers
 //!   racing for one name (two processes, or two spellings of one folder) exactly one gets it
 //!   and the other never touches the winner's report; the file follows with a no-replace
 //!   rename. A collision picks the next free name (`name~2.zip`, `name~3.zip`, …).
@@ -93,6 +94,12 @@ pub const TEMP_PREFIX: &str = ".extdrop-tmp-";
 /// The longest file name Linux file systems take, in bytes.
 const NAME_MAX: usize = 255;
 
+/// This process's id, asked of the kernel once: it names every claim and temporary file.
+fn pid() -> u32 {
+    static PID: OnceLock<u32> = OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// A file-system step that failed, with what it was doing.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot {action} {}: {source}", path.display())]
@@ -173,9 +180,19 @@ pub struct Claim {
     /// Folders whose fsync failed after the claim's rename: the file is claimed all the same,
     /// and they are synced again before the upload and the filing.
     unsynced: Vec<PathBuf>,
+    /// The file's size as it was claimed (looked at just before its rename into the claim),
+    /// when this process claimed it; `None` for a claim read back from disk.
+    claimed_size: Option<u64>,
 }
 
 impl Claim {
+    /// The file's size: as claimed, or looked at now for a claim read back from disk (0 when
+    /// it cannot be).
+    pub fn size(&self) -> u64 {
+        self.claimed_size
+            .unwrap_or_else(|| fs::symlink_metadata(self.payload()).map_or(0, |meta| meta.len()))
+    }
+
     /// The claimed file itself.
     pub fn payload(&self) -> PathBuf {
         self.dir.join(PAYLOAD)
@@ -311,14 +328,13 @@ fn take(
     first_seen: SystemTime,
 ) -> Result<Option<Claim>, StoreError> {
     let source = source.to_owned();
-    match fs::symlink_metadata(&source) {
-        Ok(meta) if meta.file_type().is_file() => {}
+    let size = match fs::symlink_metadata(&source) {
+        Ok(meta) if meta.file_type().is_file() => meta.len(),
         Ok(_) => return Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StoreError::new("inspect", &source)(e)),
-    }
+    };
     let work = watch.work_dir();
-    ensure_folder(&work)?;
     let now = SystemTime::now();
     let mut claim = Claim {
         dir: PathBuf::new(),
@@ -336,8 +352,17 @@ fn take(
             claim: String::new(),
         },
         unsynced: Vec::new(),
+        claimed_size: Some(size),
     };
-    claim.dir = open_claim_folder(&work, &mut claim.record)?;
+    // The work folder is made when a claim finds it missing (an operator removed it), not
+    // looked for at every claim.
+    claim.dir = match open_claim_folder(&work, &mut claim.record) {
+        Err(e) if e.source.kind() == io::ErrorKind::NotFound => {
+            ensure_folder(&work)?;
+            open_claim_folder(&work, &mut claim.record)?
+        }
+        opened => opened?,
+    };
     match fault::hit("claim.rename", &source).and_then(|()| fs::rename(&source, claim.payload())) {
         Ok(()) => {
             // The file is claimed from here on. A folder that cannot be synced now is synced
@@ -401,7 +426,7 @@ fn open_claim_folder(work: &Path, record: &mut ClaimRecord) -> Result<PathBuf, S
         .unwrap_or_default();
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        record.claim = format!("{nanos:x}-{:x}-{n:x}", std::process::id());
+        record.claim = format!("{nanos:x}-{:x}-{n:x}", pid());
         let dir = work.join(&record.claim);
         match recycle::open(work, &dir, &encode_record(&dir, record)?) {
             Ok(()) => return Ok(dir),
@@ -429,6 +454,7 @@ pub fn reopen(dir: &Path) -> Result<Option<Claim>, StoreError> {
         dir: dir.to_owned(),
         record,
         unsynced: Vec::new(),
+        claimed_size: None,
     }))
 }
 
@@ -554,6 +580,7 @@ pub fn inspect(watch: &Watch, dir: &Path, clean_up: bool) -> Result<Option<Resum
                 dir: dir.to_owned(),
                 record,
                 unsynced: Vec::new(),
+                claimed_size: None,
             }))))
         }
         Err(why) if has_payload => Ok(Some(Resumed::Orphan { path: payload, why })),
@@ -679,7 +706,6 @@ fn place(watch: &Watch, mut claim: Claim, report: Report) -> Result<Placed, Stor
         Outcome::Done => &watch.done,
         Outcome::Failed => &watch.failed,
     };
-    ensure_folder(dest_dir).map_err(|e| decided_anyway(&claim, unsaved, e))?;
     // Choosing a free name and taking it must not interleave with another filing into the same
     // folder (two `a.zip` from different subfolders or watches finishing at once).
     let lock = folder_lock(dest_dir);
@@ -691,6 +717,9 @@ fn place(watch: &Watch, mut claim: Claim, report: Report) -> Result<Placed, Stor
     // The report's bytes are the same at every try (the report is in the record), which is how
     // a report already standing at our name is told to be ours.
     let report_bytes = report_bytes(&decision.report);
+    // The destination folder is made when placing the report finds it missing (once), not
+    // looked for at every filing.
+    let mut folder_made = false;
     loop {
         // A name chosen by an earlier, interrupted filing of this claim is kept while it is
         // still ours; otherwise a free one is taken and written down.
@@ -719,6 +748,12 @@ fn place(watch: &Watch, mut claim: Claim, report: Report) -> Result<Placed, Stor
         let report = report_path(&dest);
         match place_report(&report, &report_bytes) {
             Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !folder_made => {
+                // The name chosen stays ours (written down, nothing stands there).
+                ensure_folder(dest_dir).map_err(|e| decided_anyway(&claim, unsaved, e))?;
+                folder_made = true;
+                continue;
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let ours =
                     same_bytes(&report, &report_bytes).map_err(StoreError::new("read", &report))?;
@@ -885,6 +920,7 @@ pub fn file_orphan(watch: &Watch, payload: &Path, why: &str) -> Result<PathBuf, 
             claim: String::new(),
         },
         unsynced: Vec::new(),
+        claimed_size: None,
     };
     // The record written when it is filed names its folder, as every record does.
     claim.record.claim = claim.id().to_owned();

@@ -185,6 +185,9 @@ pub fn http_client(codearts: &CodeArts) -> Result<reqwest::Client, ClientError> 
 pub struct Uploader {
     client: reqwest::Client,
     url: String,
+    /// `url` parsed once (the error kept, to be each upload's refusal): cloned per request
+    /// and given its query, rather than parsed again per file.
+    parsed: Result<reqwest::Url, String>,
     request_timeout: Duration,
     auth: Auth,
 }
@@ -192,12 +195,14 @@ pub struct Uploader {
 impl Uploader {
     /// An uploader for the configured endpoint and tenant.
     pub fn new(codearts: &CodeArts, client: reqwest::Client, auth: Auth) -> Uploader {
+        let url = format!(
+            "{}/v3/{}/extension/upload",
+            codearts.endpoint, codearts.domain_id
+        );
         Uploader {
             client,
-            url: format!(
-                "{}/v3/{}/extension/upload",
-                codearts.endpoint, codearts.domain_id
-            ),
+            parsed: reqwest::Url::parse(&url).map_err(|e| e.to_string()),
+            url,
             request_timeout: codearts.request_timeout,
             auth,
         }
@@ -290,14 +295,14 @@ impl Uploader {
         let part = reqwest::multipart::Part::stream_with_length(body, package.checked.size)
             .file_name(encode_filename(package.file_name));
         let form = reqwest::multipart::Form::new().part("upload_file", part);
-        let url = match reqwest::Url::parse_with_params(
-            &self.url,
-            [
-                ("plugin_name", package.plugin_name),
-                ("business_type", package.business_type),
-            ],
-        ) {
-            Ok(url) => url,
+        let url = match self.parsed.clone() {
+            Ok(mut url) => {
+                url.query_pairs_mut().extend_pairs([
+                    ("plugin_name", package.plugin_name),
+                    ("business_type", package.business_type),
+                ]);
+                url
+            }
             Err(e) => {
                 return Verdict::Rejected {
                     answer: Answer::default(),

@@ -19,6 +19,26 @@ fn a_polled_inbox_is_picked_up() {
     });
 }
 
+/// Filing does not look for its folder at every file: it makes `done` again when placing a
+/// report finds it gone. An operator who removes it while extdrop runs sees the next file
+/// filed at once, not an error and a pause.
+#[test]
+fn a_done_folder_removed_while_running_is_made_again_at_once() {
+    let s = Sandbox::new();
+    let daemon = s.start();
+    s.drop_named("first", "Build");
+    s.wait_until("the first file in done", Some(&daemon), || {
+        s.files("done") == ["first__Build.zip"]
+    });
+    std::fs::remove_dir_all(s.path("done")).expect("remove done");
+    s.drop_named("second", "Build");
+    s.wait_until("the second file in a new done", Some(&daemon), || {
+        s.files("done") == ["second__Build.zip"]
+    });
+    assert_eq!(s.report("done", "second__Build.zip")["outcome"], "done");
+    assert!(!daemon.log().contains("cannot file"), "{}", daemon.log());
+}
+
 #[test]
 fn a_subfolder_created_while_running_is_watched() {
     let mut s = Sandbox::new();

@@ -1,7 +1,7 @@
 //! The check before the upload: size, emptiness and the package (ZIP and manifest), with the
 //! file's snapshot to notice a change later. [`check`] runs it where it belongs: a package
-//! check reads the file, on the blocking pool; without one, the check is two `lstat`s and an
-//! `open`, run in place as the upload's own `open` is (a hand-off to the pool and back costs
+//! check reads the file, on the blocking pool; without one, the check is an `open` and an
+//! `fstat`, run in place as the upload's own `open` is (a hand-off to the pool and back costs
 //! more than that: two thread wake-ups per file).
 //!
 //! The content is not hashed here: the upload hashes it as it sends it (see `upload::sent`),
@@ -73,38 +73,35 @@ pub(super) fn examine(
     business_type: &str,
 ) -> Result<Facts, Refusal> {
     let refuse = |size, reason: String| Refusal { size, reason };
+    if !validate {
+        // Nothing is read, so one look is the snapshot: the file opened (a file the daemon
+        // may not read is refused now, not retried until the budget is spent) and measured
+        // through what was opened, with no second walk of its path. Where the open fails, the
+        // size is looked at first, so an empty or oversized file is refused for that.
+        return match store::open_payload(path).and_then(|file| file.metadata()) {
+            Ok(meta) => {
+                let snapshot = Snapshot::of(&meta);
+                measure(snapshot.size, limit).map_err(|reason| refuse(snapshot.size, reason))?;
+                Ok(Facts {
+                    snapshot,
+                    manifest: None,
+                })
+            }
+            Err(unread) => {
+                let meta = std::fs::symlink_metadata(path)
+                    .map_err(|e| refuse(0, format!("the file cannot be inspected: {e}")))?;
+                let size = meta.len();
+                measure(size, limit).map_err(|reason| refuse(size, reason))?;
+                Err(refuse(size, format!("the file cannot be read: {unread}")))
+            }
+        };
+    }
     let meta = std::fs::symlink_metadata(path)
         .map_err(|e| refuse(0, format!("the file cannot be inspected: {e}")))?;
     let size = meta.len();
-    if size > limit {
-        return Err(refuse(
-            size,
-            format!(
-                "the file is {} which is larger than upload.max_file_size ({})",
-                bytesize::ByteSize(size).display().iec(),
-                bytesize::ByteSize(limit).display().iec()
-            ),
-        ));
-    }
-    if size == 0 {
-        return Err(refuse(size, "the file is empty".to_owned()));
-    }
-    let manifest = if validate {
-        Some(
-            crate::package::check_package(path, plugin_name, business_type)
-                .map_err(|e| refuse(size, e.to_string()))?,
-        )
-    } else {
-        None
-    };
-    // A file the daemon may not read is refused now, not retried until the budget is spent
-    // (the package check has read it already).
-    if !validate {
-        drop(
-            store::open_payload(path)
-                .map_err(|e| refuse(size, format!("the file cannot be read: {e}")))?,
-        );
-    }
+    measure(size, limit).map_err(|reason| refuse(size, reason))?;
+    let manifest = crate::package::check_package(path, plugin_name, business_type)
+        .map_err(|e| refuse(size, e.to_string()))?;
     // The package check must be of the file as it was measured.
     let snapshot = Snapshot::of(&meta);
     let after = std::fs::symlink_metadata(path)
@@ -116,5 +113,23 @@ pub(super) fn examine(
             format!("the file changed while it was being checked: {detail}"),
         ));
     }
-    Ok(Facts { snapshot, manifest })
+    Ok(Facts {
+        snapshot,
+        manifest: Some(manifest),
+    })
+}
+
+/// Why a file of `size` bytes is refused before it is read, if it is: too large, or empty.
+fn measure(size: u64, limit: u64) -> Result<(), String> {
+    if size > limit {
+        return Err(format!(
+            "the file is {} which is larger than upload.max_file_size ({})",
+            bytesize::ByteSize(size).display().iec(),
+            bytesize::ByteSize(limit).display().iec()
+        ));
+    }
+    if size == 0 {
+        return Err("the file is empty".to_owned());
+    }
+    Ok(())
 }
