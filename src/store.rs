@@ -11,8 +11,7 @@
 //!   a crash its filing is simply completed.
 //! - Nothing is overwritten: a destination name is chosen free of both the file and its report
 //!   while holding the folder's lock (filings into one folder take turns in this process). The
-//!   name is then *taken* by placing the report without replacing (a file written without a
-//!   name and linked in, or a temporary file and a no-replace rename), so of two writers
+//!   name is then *taken* by placing the report with a no-replace rename, so of two writers
 //!   racing for one name (two processes, or two spellings of one folder) exactly one gets it
 //!   and the other never touches the winner's report; the file follows with a no-replace
 //!   rename. A collision picks the next free name (`name~2.zip`, `name~3.zip`, …).

@@ -34,17 +34,10 @@ pub(super) fn write_temp(point: &str, dir: &Path, bytes: &[u8]) -> io::Result<Pa
     }
 }
 
-/// Places a report at `path` without ever replacing one (`AlreadyExists` then), durable at
-/// the filing's barrier: written to a file without a name, then linked at `path`
-/// ([`link_unnamed`]); where the file system cannot do that, written to a temporary file and
-/// renamed into place with no-replace.
+/// Places a report at `path` without ever replacing one (`AlreadyExists` then): written to a
+/// temporary file, then renamed into place with no-replace (durable at the filing's barrier).
 pub(super) fn place_report(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    link_unnamed(dir, path, bytes).unwrap_or_else(|| place_named(dir, path, bytes))
-}
-
-/// [`place_report`] through a temporary name.
-fn place_named(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = write_temp("report.write", dir, bytes)?;
     let placed = fault::hit("report.place", path).and_then(|()| rename_noreplace(&tmp, path));
     if placed.is_err() {
@@ -52,66 +45,6 @@ fn place_named(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     placed
 }
-
-/// Writes `bytes` to a new file without a name in `dir` (`O_TMPFILE`) and links it at `path`,
-/// which must not exist (`linkat` never replaces: `AlreadyExists`). One directory entry made,
-/// where a temporary name and a rename make one and move it; and a kill leaves nothing behind
-/// to sweep, since a file without a name goes with its last descriptor. `None` where this file
-/// system or this process cannot (no `O_TMPFILE`, no way to link a descriptor): the caller
-/// falls back to a temporary name.
-fn link_unnamed(dir: &Path, path: &Path, bytes: &[u8]) -> Option<io::Result<()>> {
-    use rustix::fs::{Mode, OFlags};
-    use rustix::io::Errno;
-    if let Err(e) = fault::hit("report.write", path) {
-        return Some(Err(e));
-    }
-    if UNNAMED_UNSUPPORTED.load(Ordering::Relaxed) {
-        return None;
-    }
-    let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
-    let fd = match rustix::fs::open(dir, flags, Mode::from_raw_mode(0o640)) {
-        Ok(fd) => fd,
-        // No `O_TMPFILE` here (EISDIR is how a kernel without it answers).
-        Err(e) if [Errno::OPNOTSUPP, Errno::ISDIR, Errno::INVAL].contains(&e) => {
-            UNNAMED_UNSUPPORTED.store(true, Ordering::Relaxed);
-            return None;
-        }
-        Err(e) => return Some(Err(e.into())),
-    };
-    let mut file = File::from(fd);
-    if let Err(e) = file
-        .write_all(bytes)
-        .and_then(|()| fault::hit("report.place", path))
-    {
-        return Some(Err(e));
-    }
-    // Linking a descriptor takes CAP_DAC_READ_SEARCH (ENOENT without it). (`/proc`'s link to
-    // it is no way round: not every kernel follows it for `linkat`.)
-    match rustix::fs::linkat(
-        &file,
-        "",
-        rustix::fs::CWD,
-        path,
-        rustix::fs::AtFlags::EMPTY_PATH,
-    ) {
-        Ok(()) => Some(Ok(())),
-        Err(Errno::EXIST) => Some(Err(io::Error::from(io::ErrorKind::AlreadyExists))),
-        // The folder went away after the open: as any write into it would say.
-        Err(Errno::NOENT) if !dir.exists() => Some(Err(io::Error::from(io::ErrorKind::NotFound))),
-        // Not allowed or not supported here: a temporary name does it.
-        Err(Errno::NOENT | Errno::PERM | Errno::XDEV | Errno::OPNOTSUPP) => {
-            UNNAMED_UNSUPPORTED.store(true, Ordering::Relaxed);
-            None
-        }
-        Err(e) => Some(Err(e.into())),
-    }
-}
-
-/// Set once linking a file without a name failed for want of support: from then on reports
-/// take a temporary name at once. (Process-wide: the folders of one service are alike, and a
-/// wrong guess costs only speed.)
-static UNNAMED_UNSUPPORTED: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, so readers see the
 /// old content or the new, never half of it, and makes it durable (a [`commit::barrier`]).
@@ -274,51 +207,9 @@ pub fn open_payload(path: &Path) -> io::Result<File> {
 mod tests {
     use super::*;
 
-    /// What a folder holds, by name.
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .expect("the folder lists")
-            .map(|e| {
-                e.expect("an entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        names.sort();
-        names
-    }
-
+    /// Filing makes the destination folder only when placing a report finds it missing.
     #[test]
-    fn a_report_is_placed_whole_and_never_over_another_in_each_way() {
-        let dir = tempfile::tempdir().expect("a scratch folder");
-        type Place = fn(&Path, &Path, &[u8]) -> io::Result<()>;
-        let ways: [(&str, Place); 2] = [
-            ("unnamed", |dir, path, bytes| {
-                link_unnamed(dir, path, bytes).expect("this file system links unnamed files")
-            }),
-            ("named", place_named),
-        ];
-        for (way, place) in ways {
-            let path = dir.path().join(format!("{way}.result.json"));
-            place(dir.path(), &path, b"first").unwrap_or_else(|e| panic!("{way}: {e}"));
-            let again = place(dir.path(), &path, b"second");
-            assert_eq!(
-                again.map_err(|e| e.kind()),
-                Err(io::ErrorKind::AlreadyExists),
-                "{way}"
-            );
-            assert_eq!(fs::read(&path).expect("the report"), b"first", "{way}");
-        }
-        // Nothing else was left behind: no temporary names, no second reports.
-        assert_eq!(
-            names(dir.path()),
-            ["named.result.json", "unnamed.result.json"]
-        );
-    }
-
-    #[test]
-    fn a_report_into_a_missing_folder_is_not_found() {
+    fn a_report_into_a_missing_folder_is_not_found_and_leaves_nothing() {
         let dir = tempfile::tempdir().expect("a scratch folder");
         let gone = dir.path().join("gone");
         let placed = place_report(&gone.join("a.zip.result.json"), b"{}");
