@@ -94,6 +94,9 @@ pub const ONCE_CREDENTIAL_WAITS: u32 = 2;
 /// inbox, where an operator can still take a file back.
 pub const CLAIMS_AHEAD: usize = 32;
 
+/// The most file events the main loop takes in one turn (see `run`).
+const NUDGES_PER_TURN: usize = 1024;
+
 /// How the daemon runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -644,16 +647,28 @@ pub async fn run(
                 None => control_open = false,
             },
             Some(nudge) = nudges.recv() => {
-                match nudge {
-                    Nudge::Paths(paths) => paths.iter().for_each(|p| watching.tracker.note(p)),
-                    Nudge::Rescan => {
-                        tracing::warn!("file events were lost (queue overflow): rescanning every inbox");
-                        offload(|| watching.tracker.scan_all());
+                // The events already queued are taken in this one turn (up to a bound, so that
+                // a flood still lets the loop hand out files and hear signals): a burst of
+                // arrivals costs a turn of the loop per wake-up, not per file, and one rescan.
+                let mut rescan = false;
+                let queued = std::iter::from_fn(|| nudges.try_recv().ok()).take(NUDGES_PER_TURN);
+                for nudge in std::iter::once(nudge).chain(queued) {
+                    match nudge {
+                        Nudge::Paths(paths) => paths.iter().for_each(|p| watching.tracker.note(p)),
+                        Nudge::Rescan => {
+                            if !rescan {
+                                tracing::warn!("file events were lost (queue overflow): rescanning every inbox");
+                            }
+                            rescan = true;
+                        }
+                        Nudge::Error(e) => {
+                            tracing::error!(error = %e, "watcher error; rescanning");
+                            rescan = true;
+                        }
                     }
-                    Nudge::Error(e) => {
-                        tracing::error!(error = %e, "watcher error; rescanning");
-                        offload(|| watching.tracker.scan_all());
-                    }
+                }
+                if rescan {
+                    offload(|| watching.tracker.scan_all());
                 }
                 lost_check = lost_check.or(Some(Instant::now() + watching.tracker.glance()));
             }
