@@ -143,6 +143,9 @@ pub enum DaemonError {
     /// The metrics endpoint could not listen.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// The main loop itself crashed (a bug): what it said.
+    #[error("the main loop crashed: {0}")]
+    Crashed(String),
 }
 
 /// What the process around the daemon asks of it.
@@ -731,7 +734,8 @@ pub async fn run(
                 }
             }
         }
-        if offload(|| watching.tracker.ready(now)) > 0 {
+        // At most `LOOKS_PER_ROUND` `lstat`s, and none unless a file is due: run in place.
+        if watching.tracker.ready(now) > 0 {
             changed = true;
         }
         while watching.tracker.has_ready()
@@ -876,8 +880,8 @@ fn rearm(
     Watching::new(config, Mode::Watch, &ctx.busy, nudges, Some(previous))
 }
 
-/// Runs file-system work of the main loop (scans, readiness checks) without stalling the
-/// uploads that share its worker thread: a large inbox can take a while to list.
+/// Runs a scan of the main loop without stalling the uploads that share its worker thread: a
+/// large inbox can take a while to list.
 fn offload<T>(work: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(work)
 }

@@ -144,12 +144,15 @@ pub fn run(path: &Path) -> u8 {
             crate::systemd::ready();
             tracing::info!("every watch is armed");
         };
-        match daemon::run(
-            &config,
-            Mode::Watch,
-            controls(Some(config.path.clone())),
-            ready,
-        )
+        match on_a_worker(async move {
+            daemon::run(
+                &config,
+                Mode::Watch,
+                controls(Some(config.path.clone())),
+                ready,
+            )
+            .await
+        })
         .await
         {
             Ok(summary) => {
@@ -165,10 +168,24 @@ pub fn run(path: &Path) -> u8 {
     })
 }
 
+/// Runs the daemon's main loop as a task on the runtime's workers, not on the thread that
+/// started the runtime: its many wake-ups in a burst (a file event, a freed claim slot) are
+/// then a task scheduled on a busy worker, not a sleeping thread woken (two switches each).
+async fn on_a_worker(
+    main_loop: impl std::future::Future<Output = Result<daemon::Summary, daemon::DaemonError>>
+    + Send
+    + 'static,
+) -> Result<daemon::Summary, daemon::DaemonError> {
+    tokio::spawn(main_loop)
+        .await
+        .unwrap_or_else(|e| Err(daemon::DaemonError::Crashed(e.to_string())))
+}
+
 /// `extdrop once`.
 pub fn once(path: &Path) -> u8 {
     with_runtime(path, |config| async move {
-        match daemon::run(&config, Mode::Once, controls(None), || {}).await {
+        let pass = async move { daemon::run(&config, Mode::Once, controls(None), || {}).await };
+        match on_a_worker(pass).await {
             Ok(summary) => {
                 crate::outln!("{} done, {} failed", summary.done, summary.failed);
                 if summary.waiting > 0 {
