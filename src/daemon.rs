@@ -493,7 +493,8 @@ impl Watching {
             };
             tracker.adopt_ready(&mut previous.tracker, same);
         }
-        tracker.scan_all();
+        // A reload or a re-arm lists every inbox from the main loop's worker.
+        offload(|| tracker.scan_all());
         let next_rescan = watches
             .iter()
             .map(|w| Instant::now() + w.rescan_interval)
