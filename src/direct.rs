@@ -54,17 +54,7 @@ pub fn check(
     let size = std::fs::symlink_metadata(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?
         .len();
-    let limit = config.upload.max_file_size;
-    if size > limit {
-        return Err(format!(
-            "the file is {} which is larger than upload.max_file_size ({})",
-            bytesize::ByteSize(size).display().iec(),
-            bytesize::ByteSize(limit).display().iec()
-        ));
-    }
-    if size == 0 {
-        return Err("the file is empty".to_owned());
-    }
+    crate::upload::size_refusal(size, config.upload.max_file_size)?;
     if !config.upload.validate_package {
         return Ok(None);
     }

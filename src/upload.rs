@@ -180,6 +180,23 @@ pub fn http_client(codearts: &CodeArts) -> Result<reqwest::Client, ClientError> 
     builder.build().map_err(ClientError::Build)
 }
 
+/// Why a file of `size` bytes is refused before it is read, if it is: larger than
+/// `upload.max_file_size` (`limit`), or empty. The daemon's check and `extdrop upload` say it
+/// in the same words.
+pub fn size_refusal(size: u64, limit: u64) -> Result<(), String> {
+    if size > limit {
+        return Err(format!(
+            "the file is {} which is larger than upload.max_file_size ({})",
+            bytesize::ByteSize(size).display().iec(),
+            bytesize::ByteSize(limit).display().iec()
+        ));
+    }
+    if size == 0 {
+        return Err("the file is empty".to_owned());
+    }
+    Ok(())
+}
+
 /// Sends uploads to one endpoint with one set of credentials.
 #[derive(Debug, Clone)]
 pub struct Uploader {

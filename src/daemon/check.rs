@@ -81,7 +81,8 @@ pub(super) fn examine(
         return match store::open_payload(path).and_then(|file| file.metadata()) {
             Ok(meta) => {
                 let snapshot = Snapshot::of(&meta);
-                measure(snapshot.size, limit).map_err(|reason| refuse(snapshot.size, reason))?;
+                crate::upload::size_refusal(snapshot.size, limit)
+                    .map_err(|reason| refuse(snapshot.size, reason))?;
                 Ok(Facts {
                     snapshot,
                     manifest: None,
@@ -91,7 +92,7 @@ pub(super) fn examine(
                 let meta = std::fs::symlink_metadata(path)
                     .map_err(|e| refuse(0, format!("the file cannot be inspected: {e}")))?;
                 let size = meta.len();
-                measure(size, limit).map_err(|reason| refuse(size, reason))?;
+                crate::upload::size_refusal(size, limit).map_err(|reason| refuse(size, reason))?;
                 Err(refuse(size, format!("the file cannot be read: {unread}")))
             }
         };
@@ -99,7 +100,7 @@ pub(super) fn examine(
     let meta = std::fs::symlink_metadata(path)
         .map_err(|e| refuse(0, format!("the file cannot be inspected: {e}")))?;
     let size = meta.len();
-    measure(size, limit).map_err(|reason| refuse(size, reason))?;
+    crate::upload::size_refusal(size, limit).map_err(|reason| refuse(size, reason))?;
     let manifest = crate::package::check_package(path, plugin_name, business_type)
         .map_err(|e| refuse(size, e.to_string()))?;
     // The package check must be of the file as it was measured.
@@ -117,19 +118,4 @@ pub(super) fn examine(
         snapshot,
         manifest: Some(manifest),
     })
-}
-
-/// Why a file of `size` bytes is refused before it is read, if it is: too large, or empty.
-fn measure(size: u64, limit: u64) -> Result<(), String> {
-    if size > limit {
-        return Err(format!(
-            "the file is {} which is larger than upload.max_file_size ({})",
-            bytesize::ByteSize(size).display().iec(),
-            bytesize::ByteSize(limit).display().iec()
-        ));
-    }
-    if size == 0 {
-        return Err("the file is empty".to_owned());
-    }
-    Ok(())
 }
