@@ -89,18 +89,13 @@ pub(super) fn examine(
                 })
             }
             Err(unread) => {
-                let meta = std::fs::symlink_metadata(path)
-                    .map_err(|e| refuse(0, format!("the file cannot be inspected: {e}")))?;
-                let size = meta.len();
-                crate::upload::size_refusal(size, limit).map_err(|reason| refuse(size, reason))?;
+                let size = measure(path, limit)?.len();
                 Err(refuse(size, format!("the file cannot be read: {unread}")))
             }
         };
     }
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| refuse(0, format!("the file cannot be inspected: {e}")))?;
+    let meta = measure(path, limit)?;
     let size = meta.len();
-    crate::upload::size_refusal(size, limit).map_err(|reason| refuse(size, reason))?;
     let manifest = crate::package::check_package(path, plugin_name, business_type)
         .map_err(|e| refuse(size, e.to_string()))?;
     // The package check must be of the file as it was measured.
@@ -118,4 +113,18 @@ pub(super) fn examine(
         snapshot,
         manifest: Some(manifest),
     })
+}
+
+/// The file's metadata (`lstat`), unless it cannot be looked at or its size alone refuses it
+/// (see [`crate::upload::size_refusal`]).
+fn measure(path: &std::path::Path, limit: u64) -> Result<std::fs::Metadata, Refusal> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| Refusal {
+        size: 0,
+        reason: format!("the file cannot be inspected: {e}"),
+    })?;
+    crate::upload::size_refusal(meta.len(), limit).map_err(|reason| Refusal {
+        size: meta.len(),
+        reason,
+    })?;
+    Ok(meta)
 }
