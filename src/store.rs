@@ -182,6 +182,10 @@ pub struct Claim {
     /// The file's size as it was claimed (looked at just before its rename into the claim),
     /// when this process claimed it; `None` for a claim read back from disk.
     claimed_size: Option<u64>,
+    /// The file system the claim is on (from the same look: the file's, which its rename
+    /// into the claim folder did not leave), so that its barriers need not `stat` its
+    /// folders; `None` for a claim read back from disk.
+    dev: Option<u64>,
 }
 
 impl Claim {
@@ -290,7 +294,7 @@ pub fn claim(
     let Some(mut claim) = take(watch, &source, rel_path, true, first_seen)? else {
         return Ok(None);
     };
-    if sync_claim(&claim.dir, &claim.unsynced).is_ok() {
+    if sync_claim_on(&claim.dir, &claim.unsynced, claim.dev).is_ok() {
         claim.unsynced.clear();
     }
     Ok(Some(claim))
@@ -311,7 +315,10 @@ pub async fn claim_at_async(
     let Some(mut claim) = take(watch, source, rel_path, exact_name, first_seen)? else {
         return Ok(None);
     };
-    if sync_claim_async(&claim.dir, &claim.unsynced).await.is_ok() {
+    if sync_claim_async(&claim.dir, &claim.unsynced, claim.dev)
+        .await
+        .is_ok()
+    {
         claim.unsynced.clear();
     }
     Ok(Some(claim))
@@ -326,9 +333,10 @@ fn take(
     exact_name: bool,
     first_seen: SystemTime,
 ) -> Result<Option<Claim>, StoreError> {
+    use std::os::unix::fs::MetadataExt;
     let source = source.to_owned();
-    let size = match fs::symlink_metadata(&source) {
-        Ok(meta) if meta.file_type().is_file() => meta.len(),
+    let (size, dev) = match fs::symlink_metadata(&source) {
+        Ok(meta) if meta.file_type().is_file() => (meta.len(), meta.dev()),
         Ok(_) => return Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StoreError::new("inspect", &source)(e)),
@@ -352,6 +360,7 @@ fn take(
         },
         unsynced: Vec::new(),
         claimed_size: Some(size),
+        dev: Some(dev),
     };
     // The work folder is made when a claim finds it missing (an operator removed it), not
     // looked for at every claim.
@@ -390,28 +399,58 @@ fn take(
 /// the rename through `folders` (the claim folder, the work folder, the inbox folder the file
 /// came from; those of [`Claim::unsynced`] when synced again). Nothing when `folders` is empty.
 pub fn sync_claim(dir: &Path, folders: &[PathBuf]) -> Result<(), StoreError> {
-    let Some((paths, [record, payload])) = claim_barrier(dir, folders) else {
-        return Ok(());
-    };
-    commit::barrier("claim.sync", &paths, &[&record, &payload])
-        .map_err(StoreError::new("sync folder", paths[0]))
+    sync_claim_on(dir, folders, None)
 }
 
-/// As [`sync_claim`], awaited without holding a thread.
-async fn sync_claim_async(dir: &Path, folders: &[PathBuf]) -> Result<(), StoreError> {
-    let Some((paths, [record, payload])) = claim_barrier(dir, folders) else {
+/// As [`sync_claim`], with the claim's file system when known (see [`Claim::dev`]).
+fn sync_claim_on(dir: &Path, folders: &[PathBuf], dev: Option<u64>) -> Result<(), StoreError> {
+    let Some(barrier) = claim_barrier(dir, folders, dev) else {
         return Ok(());
     };
-    let synced = commit::barrier_async("claim.sync", &paths, &[&record, &payload]).await;
-    synced.map_err(StoreError::new("sync folder", paths[0]))
+    let ClaimBarrier { dirs, files, known } = &barrier;
+    commit::barrier("claim.sync", dirs, &[&files[0], &files[1]], known)
+        .map_err(StoreError::new("sync folder", dirs[0]))
 }
 
-/// What the claim's barrier names: its folders, then the record and the file in `dir`;
-/// `None` when there are no folders to sync.
-fn claim_barrier<'a>(dir: &Path, folders: &'a [PathBuf]) -> Option<(Vec<&'a Path>, [PathBuf; 2])> {
+/// As [`sync_claim_on`], awaited without holding a thread.
+async fn sync_claim_async(
+    dir: &Path,
+    folders: &[PathBuf],
+    dev: Option<u64>,
+) -> Result<(), StoreError> {
+    let Some(barrier) = claim_barrier(dir, folders, dev) else {
+        return Ok(());
+    };
+    let ClaimBarrier { dirs, files, known } = &barrier;
+    let synced = commit::barrier_async("claim.sync", dirs, &[&files[0], &files[1]], known).await;
+    synced.map_err(StoreError::new("sync folder", dirs[0]))
+}
+
+/// What a claim's barrier names: its folders, the record and the file, and the file system
+/// of every folder when the claim's is known (all of a claim's folders are on it).
+struct ClaimBarrier<'a> {
+    dirs: Vec<&'a Path>,
+    files: [PathBuf; 2],
+    known: Vec<(&'a Path, u64)>,
+}
+
+/// The claim's barrier for the claim folder `dir` and `folders` to sync; `None` when there
+/// are none.
+fn claim_barrier<'a>(
+    dir: &Path,
+    folders: &'a [PathBuf],
+    dev: Option<u64>,
+) -> Option<ClaimBarrier<'a>> {
     (!folders.is_empty()).then(|| {
-        let paths = folders.iter().map(PathBuf::as_path).collect();
-        (paths, [dir.join(RECORD), dir.join(PAYLOAD)])
+        let dirs: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
+        let known = dev
+            .map(|dev| dirs.iter().map(|dir| (*dir, dev)).collect())
+            .unwrap_or_default();
+        ClaimBarrier {
+            dirs,
+            files: [dir.join(RECORD), dir.join(PAYLOAD)],
+            known,
+        }
     })
 }
 
@@ -454,6 +493,7 @@ pub fn reopen(dir: &Path) -> Result<Option<Claim>, StoreError> {
         record,
         unsynced: Vec::new(),
         claimed_size: None,
+        dev: None,
     }))
 }
 
@@ -580,6 +620,7 @@ pub fn inspect(watch: &Watch, dir: &Path, clean_up: bool) -> Result<Option<Resum
                 record,
                 unsynced: Vec::new(),
                 claimed_size: None,
+                dev: None,
             }))))
         }
         Err(why) if has_payload => Ok(Some(Resumed::Orphan { path: payload, why })),
@@ -621,11 +662,17 @@ fn written_for(record: ClaimRecord, dir: &Path) -> Result<ClaimRecord, String> {
 /// a crash or an error. Returns where the file now is.
 pub fn file(watch: &Watch, mut claim: Claim, report: Report) -> Result<PathBuf, StoreError> {
     // Filing removes the claim: the rename that made it must be durable first.
-    sync_claim(&claim.dir, &claim.unsynced)?;
+    sync_claim_on(&claim.dir, &claim.unsynced, claim.dev)?;
     claim.unsynced.clear();
-    let placed = place(watch, claim, report)?;
-    commit::barrier("file.sync", &placed.dirs(), &placed.files())
-        .map_err(StoreError::new("sync folder", &placed.dest_dir))?;
+    let held = folder_lock(destination(watch, &claim, &report)).blocking_lock_owned();
+    let placed = place(watch, claim, report, held)?;
+    commit::barrier(
+        "file.sync",
+        &placed.dirs(),
+        &placed.files(),
+        &placed.known(),
+    )
+    .map_err(StoreError::new("sync folder", &placed.dest_dir))?;
     placed.finish(watch)
 }
 
@@ -637,12 +684,22 @@ pub async fn file_async(
     mut claim: Claim,
     report: Report,
 ) -> Result<PathBuf, StoreError> {
-    sync_claim_async(&claim.dir, &claim.unsynced).await?;
+    sync_claim_async(&claim.dir, &claim.unsynced, claim.dev).await?;
     claim.unsynced.clear();
-    let placed = place(watch, claim, report)?;
-    commit::barrier_async("file.sync", &placed.dirs(), &placed.files())
-        .await
-        .map_err(StoreError::new("sync folder", &placed.dest_dir))?;
+    // Another filing into the same folder holds the lock for a few metadata calls: its task
+    // waits for it, the worker goes on with other tasks.
+    let held = folder_lock(destination(watch, &claim, &report))
+        .lock_owned()
+        .await;
+    let placed = place(watch, claim, report, held)?;
+    commit::barrier_async(
+        "file.sync",
+        &placed.dirs(),
+        &placed.files(),
+        &placed.known(),
+    )
+    .await
+    .map_err(StoreError::new("sync folder", &placed.dest_dir))?;
     placed.finish(watch)
 }
 
@@ -654,6 +711,8 @@ struct Placed {
     claim_dir: PathBuf,
     report: PathBuf,
     record: PathBuf,
+    /// The claim's file system, when known (see [`Claim::dev`]).
+    claim_dev: Option<u64>,
 }
 
 impl Placed {
@@ -665,6 +724,14 @@ impl Placed {
     /// The files the filing's barrier syncs: the report and the record with the decision.
     fn files(&self) -> [&Path; 2] {
         [&self.report, &self.record]
+    }
+
+    /// The claim folder's file system, when known.
+    fn known(&self) -> Vec<(&Path, u64)> {
+        self.claim_dev
+            .map(|dev| (self.claim_dir.as_path(), dev))
+            .into_iter()
+            .collect()
     }
 
     /// After the barrier: the claim folder, holding only its record now, goes aside for the
@@ -683,9 +750,28 @@ impl Placed {
     }
 }
 
+/// Where a claim is filed: by the decision on record, else by `report`.
+fn destination<'w>(watch: &'w Watch, claim: &Claim, report: &Report) -> &'w Path {
+    let outcome = claim
+        .record
+        .decided
+        .as_ref()
+        .map_or(report.outcome, |decided| decided.report.outcome);
+    match outcome {
+        Outcome::Done => &watch.done,
+        Outcome::Failed => &watch.failed,
+    }
+}
+
 /// The filing up to its barrier (see [`file`]): the decision on record, a free name taken by
-/// the report, and the file moved beside it.
-fn place(watch: &Watch, mut claim: Claim, report: Report) -> Result<Placed, StoreError> {
+/// the report, and the file moved beside it. `held` is the destination folder's lock
+/// ([`folder_lock`] of [`destination`]), given up once the name is taken.
+fn place(
+    watch: &Watch,
+    mut claim: Claim,
+    report: Report,
+    held: FolderHeld,
+) -> Result<Placed, StoreError> {
     // The outcome is written down before anything leaves the claim folder, in one save with
     // the name it is filed under — or alone, when no name can be chosen now (see
     // `decided_anyway`): from then on the file is only filed, never uploaded again.
@@ -701,18 +787,21 @@ fn place(watch: &Watch, mut claim: Claim, report: Report) -> Result<Placed, Stor
             "no decision",
         )));
     };
+    // Choosing a free name and taking it must not interleave with another filing into the same
+    // folder (two `a.zip` from different subfolders or watches finishing at once): `held` is
+    // this folder's lock, as `destination` tells it by the same decision.
     let dest_dir = match decision.report.outcome {
         Outcome::Done => &watch.done,
         Outcome::Failed => &watch.failed,
     };
-    // Choosing a free name and taking it must not interleave with another filing into the same
-    // folder (two `a.zip` from different subfolders or watches finishing at once).
-    let lock = folder_lock(dest_dir);
-    let held = lock.lock().unwrap_or_else(|e| e.into_inner());
     let payload = claim.payload();
-    let has_payload = exists("file.stat", &payload)
-        .map_err(StoreError::new("inspect", &payload))
-        .map_err(|e| decided_anyway(&claim, unsaved, e))?;
+    // A claim this process made holds its file until it is filed (only filing moves it); one
+    // read back, after a crash or a filing cut short, is looked at. (Should the file be gone
+    // all the same, the move fails, and the filing is tried again on the claim read back.)
+    let has_payload = claim.claimed_size.is_some()
+        || exists("file.stat", &payload)
+            .map_err(StoreError::new("inspect", &payload))
+            .map_err(|e| decided_anyway(&claim, unsaved, e))?;
     // The report's bytes are the same at every try (the report is in the record), which is how
     // a report already standing at our name is told to be ours.
     let report_bytes = report_bytes(&decision.report);
@@ -722,11 +811,15 @@ fn place(watch: &Watch, mut claim: Claim, report: Report) -> Result<Placed, Stor
     loop {
         // A name chosen by an earlier, interrupted filing of this claim is kept while it is
         // still ours; otherwise a free one is taken and written down.
+        // Whether the name was chosen free just now: then nothing stood at it a moment ago,
+        // and the move (which never replaces) need not look for our file there first.
+        let mut fresh = false;
         let name = match decision.dest_name.clone() {
             Some(name) if still_ours(dest_dir, &name, &payload, has_payload, &report_bytes)? => {
                 name
             }
             _ => {
+                fresh = true;
                 let name = free_name(dest_dir, claim.file_name())
                     .map_err(|e| decided_anyway(&claim, unsaved, e))?;
                 reserve(dest_dir, &name);
@@ -766,7 +859,11 @@ fn place(watch: &Watch, mut claim: Claim, report: Report) -> Result<Placed, Stor
             Err(e) => return Err(StoreError::new("write", &report)(e)),
         }
         if has_payload {
-            let moved = match same_content(&payload, &dest) {
+            let moved = match if fresh {
+                Ok(false)
+            } else {
+                same_content(&payload, &dest)
+            } {
                 // Moved before a crash (a finished copy, or the hard-link fallback): only the
                 // source is left to remove.
                 Ok(true) => {
@@ -803,6 +900,7 @@ fn place(watch: &Watch, mut claim: Claim, report: Report) -> Result<Placed, Stor
             dest_dir: dest_dir.to_owned(),
             name,
             record: claim.dir.join(RECORD),
+            claim_dev: claim.dev,
             claim_dir: claim.dir,
             report,
         });
@@ -847,9 +945,14 @@ fn still_ours(
     }
 }
 
-/// The lock that serialises filings into one folder within this process.
-fn folder_lock(dir: &Path) -> Arc<Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+/// What holding a folder's lock looks like (see [`folder_lock`]).
+type FolderHeld = tokio::sync::OwnedMutexGuard<()>;
+
+/// The lock that serialises filings into one folder within this process: a `tokio` lock, so
+/// that a filing on the runtime waits for it as a task (`file_async`), not as a blocked
+/// worker; blocking callers (`file`) take it from the blocking pool.
+fn folder_lock(dir: &Path) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
     let mut locks = LOCKS
         .get_or_init(Default::default)
         .lock()
@@ -920,6 +1023,7 @@ pub fn file_orphan(watch: &Watch, payload: &Path, why: &str) -> Result<PathBuf, 
         },
         unsynced: Vec::new(),
         claimed_size: None,
+        dev: None,
     };
     // The record written when it is filed names its folder, as every record does.
     claim.record.claim = claim.id().to_owned();
@@ -1001,6 +1105,54 @@ template = "{business_type}/{plugin_name}.zip"
         fs::create_dir_all(path.parent().ok_or("parent")?)?;
         fs::write(&path, content)?;
         Ok(claim(watch, rel, SystemTime::now())?.ok_or("not claimed")?)
+    }
+
+    /// A filing on the runtime that finds its folder's lock held waits as a task: the worker
+    /// it ran on goes on with other tasks (with a blocking lock, this one-thread runtime would
+    /// stop until the holder let go, and the holder waits for that other task).
+    #[test]
+    fn a_filing_waiting_for_its_folders_lock_does_not_hold_the_worker()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use std::time::Duration;
+        let dir = tempfile::tempdir()?;
+        let watch = Arc::new(watch(dir.path())?);
+        let claim = claimed(&watch, "Build/a.zip", b"x")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (done, outcome) = std::sync::mpsc::channel();
+        let watch_in = watch.clone();
+        // On a thread of its own, so that a runtime stuck for good fails this test instead of
+        // hanging it.
+        std::thread::spawn(move || {
+            let watch = watch_in;
+            let filed = runtime.block_on(async {
+                let held = folder_lock(&watch.done).lock_owned().await;
+                let filing = tokio::spawn({
+                    let watch = watch.clone();
+                    async move { file_async(&watch, claim, report_for("a.zip")).await }
+                });
+                let (went_on, wait) = tokio::sync::oneshot::channel::<()>();
+                let other = tokio::spawn(async move {
+                    let _ = went_on.send(());
+                });
+                // The filing runs first, up to the lock; the other task runs only if the
+                // waiting filing gave the one worker back.
+                let _ = wait.await;
+                let _ = other.await;
+                let waited = !filing.is_finished();
+                drop(held);
+                (waited, filing.await.map_err(|e| e.to_string()))
+            });
+            let _ = done.send(filed);
+        });
+        let (waited, filed) = outcome
+            .recv_timeout(Duration::from_secs(20))
+            .map_err(|_| "the runtime's one worker was held by a filing waiting for a lock")?;
+        assert!(waited, "filed while its folder's lock was held");
+        assert_eq!(filed??, watch.done.join("a.zip"));
+        assert!(watch.done.join("a.zip.result.json").exists());
+        Ok(())
     }
 
     /// Files `claim`, reading it back and trying again after every error, as the daemon does.

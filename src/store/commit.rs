@@ -93,9 +93,15 @@ impl Named {
 /// Makes durable the changes in `dirs` (renames, removals, new entries) and the data of
 /// `files` (each in one of `dirs`, or on the file system of the first): one shared round per
 /// file system among them. `point` is the fault point tests inject errors at (hit once per
-/// folder).
-pub(super) fn barrier(point: &str, dirs: &[&Path], files: &[&Path]) -> io::Result<()> {
-    plan(point, dirs, files)?
+/// folder). The file system of a folder in `known` is taken from there instead of a `stat`
+/// (see [`plan`]).
+pub(super) fn barrier(
+    point: &str,
+    dirs: &[&Path],
+    files: &[&Path],
+    known: &[(&Path, u64)],
+) -> io::Result<()> {
+    plan(point, dirs, files, known)?
         .into_iter()
         .try_for_each(|(dev, any, named)| {
             rounds(dev).wait(named, |named, one_by_one| {
@@ -107,8 +113,13 @@ pub(super) fn barrier(point: &str, dirs: &[&Path], files: &[&Path]) -> io::Resul
 /// As [`barrier`], for a caller on the async runtime: its task waits, no thread does. A round
 /// that none is running for is led from the blocking pool (one hand-off per round, not one
 /// per caller), and serves blocking and async callers alike.
-pub(super) async fn barrier_async(point: &str, dirs: &[&Path], files: &[&Path]) -> io::Result<()> {
-    let planned: Vec<(u64, PathBuf, Named)> = plan(point, dirs, files)?
+pub(super) async fn barrier_async(
+    point: &str,
+    dirs: &[&Path],
+    files: &[&Path],
+    known: &[(&Path, u64)],
+) -> io::Result<()> {
+    let planned: Vec<(u64, PathBuf, Named)> = plan(point, dirs, files, known)?
         .into_iter()
         .map(|(dev, any, named)| (dev, any.to_owned(), named))
         .collect();
@@ -118,17 +129,23 @@ pub(super) async fn barrier_async(point: &str, dirs: &[&Path], files: &[&Path]) 
     Ok(())
 }
 
-/// Per file system: a path to `syncfs` it through, and everything named on it.
+/// Per file system: a path to `syncfs` it through, and everything named on it. A folder's file
+/// system is `stat`ed unless the caller knows it (`known`: a claim's folders are all on the
+/// file system of the file it renamed through them, since a rename does not cross one).
 fn plan<'p>(
     point: &str,
     dirs: &[&'p Path],
     files: &[&'p Path],
+    known: &[(&Path, u64)],
 ) -> io::Result<Vec<(u64, &'p Path, Named)>> {
     let mut wanted: Vec<(u64, &Path, Named)> = Vec::new();
     let mut dir_devices = Vec::with_capacity(dirs.len());
     for dir in dirs {
         fault::hit(point, dir)?;
-        let dev = rustix::fs::stat(*dir).map_err(io::Error::from)?.st_dev;
+        let dev = match known.iter().find(|(path, _)| path == dir) {
+            Some((_, dev)) => *dev,
+            None => rustix::fs::stat(*dir).map_err(io::Error::from)?.st_dev,
+        };
         dir_devices.push((*dir, dev));
         round_on(&mut wanted, dev, dir).dirs.push(dir.to_path_buf());
     }
@@ -470,7 +487,7 @@ pub(super) mod tests {
                 let path = dir.path().to_owned();
                 std::thread::spawn(move || {
                     std::fs::write(path.join(format!("f{i}")), b"x")?;
-                    barrier("test.sync", &[&path], &[])
+                    barrier("test.sync", &[&path], &[], &[])
                 })
             })
             .collect();
@@ -589,6 +606,28 @@ pub(super) mod tests {
         let failed = rounds.wait(Named::default(), |_, _| Err(io::Error::other("EIO")));
         assert!(failed.is_err(), "a failed round is not durability");
         a_new_round_runs(&rounds);
+    }
+
+    #[test]
+    fn a_folder_whose_file_system_is_known_is_not_looked_at()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        // Gone: a `stat` of it would fail, so a plan that succeeds did not look.
+        let gone = dir.path().join("gone");
+        let here = dir.path();
+        let dev = rustix::fs::stat(here)?.st_dev;
+        let record = gone.join("record");
+        let planned = plan("test.sync", &[&gone, here], &[&record], &[(&gone, dev)])?;
+        assert_eq!(planned.len(), 1, "one file system, one round");
+        let (planned_dev, _, named) = &planned[0];
+        assert_eq!(*planned_dev, dev);
+        assert_eq!(named.dirs, [gone.clone(), here.to_owned()]);
+        assert_eq!(named.files, std::slice::from_ref(&record));
+        assert!(
+            plan("test.sync", &[&gone], &[], &[]).is_err(),
+            "a folder not known is looked at, and a look that fails is an error"
+        );
+        Ok(())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,7 +51,7 @@ pub(super) fn place_report(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     replace(path, bytes).map_err(StoreError::new("write", path))?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    commit::barrier("sync", &[dir], &[path]).map_err(StoreError::new("sync folder", dir))
+    commit::barrier("sync", &[dir], &[path], &[]).map_err(StoreError::new("sync folder", dir))
 }
 
 /// [`write_atomic`] without the barrier: atomic for every reader and across `kill -9` (the
@@ -113,7 +113,7 @@ pub(super) fn overwrite_small(path: &Path, bytes: &[u8]) -> io::Result<bool> {
 
 /// Makes what was written and renamed in a folder durable (see [`commit::barrier`]).
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    commit::barrier("sync", &[dir], &[]).map_err(StoreError::new("sync folder", dir))
+    commit::barrier("sync", &[dir], &[], &[]).map_err(StoreError::new("sync folder", dir))
 }
 
 /// A path's metadata, `None` when nothing is there; any other failure is an error.
@@ -167,7 +167,7 @@ pub(super) fn copy_across(from: &Path, to: &Path, partial: &Path) -> io::Result<
         return Err(e);
     }
     // The copy must be on disk before the only other copy goes.
-    commit::barrier("file.sync", &[dest_dir], &[])?;
+    commit::barrier("file.sync", &[dest_dir], &[], &[])?;
     fs::remove_file(from)
 }
 
