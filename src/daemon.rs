@@ -1182,25 +1182,17 @@ async fn upload(
 
 /// Saves the claim's record, after syncing the folders its claim could not sync.
 async fn save(claim: &mut Claim) -> Result<(), String> {
-    if claim.unsynced().is_empty() {
-        // A record rewritten in place, with no barrier to wait for: run here, as the upload's
-        // `open` is, since a hand-off to the blocking pool and back costs more than the write.
-        return store::save_record(claim.dir(), &claim.record).map_err(|e| e.to_string());
+    if !claim.unsynced().is_empty() {
+        let (dir, unsynced) = (claim.dir().to_owned(), claim.unsynced().to_vec());
+        tokio::task::spawn_blocking(move || store::sync_claim(&dir, &unsynced))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        claim.synced();
     }
-    let (dir, record, unsynced) = (
-        claim.dir().to_owned(),
-        claim.record.clone(),
-        claim.unsynced().to_vec(),
-    );
-    tokio::task::spawn_blocking(move || {
-        store::sync_claim(&dir, &unsynced)?;
-        store::save_record(&dir, &record)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
-    claim.synced();
-    Ok(())
+    // A record rewritten in place, with no barrier to wait for: run here, as the upload's
+    // `open` is, since a hand-off to the blocking pool and back costs more than the write.
+    claim.save().map_err(|e| e.to_string())
 }
 
 /// Whether a claim is filed in place, its barrier awaited (`store::file_async`): when its

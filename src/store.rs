@@ -44,6 +44,7 @@
 mod commit;
 mod disk;
 pub mod fault;
+mod held;
 pub mod lock;
 mod names;
 mod recycle;
@@ -55,6 +56,8 @@ pub use lock::{InboxLock, LockError, lock_inbox};
 pub use names::{free_name, numbered, report_path, unnumbered};
 pub use retry::{recover_retries, unfail};
 pub use sweep::sweep_temporaries;
+
+use held::HeldRecord;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -186,6 +189,8 @@ pub struct Claim {
     /// into the claim folder did not leave), so that its barriers need not `stat` its
     /// folders; `None` for a claim read back from disk.
     dev: Option<u64>,
+    /// The record, held open for its saves (see `held`) when this process made the claim.
+    held: Option<HeldRecord>,
 }
 
 impl Claim {
@@ -210,9 +215,21 @@ impl Claim {
             .unwrap_or(&self.record.rel_path)
     }
 
-    /// Writes the record atomically; durable at the next barrier (see [`save_record`]).
-    pub fn save(&self) -> Result<(), StoreError> {
-        save_record(&self.dir, &self.record)
+    /// Writes the record into the claim folder atomically: a restart after `kill -9` sees the
+    /// old record or the new one (a record of up to a page is rewritten in place by one
+    /// `pwrite`, through the descriptor held since the claim when there is one (see `held`); a
+    /// larger one through a temporary file and a rename; see `disk::overwrite_small`). It is
+    /// not fsynced here: the claim and the filing each end with a barrier that makes their
+    /// records durable with everything else they changed (README, "What is fsynced when"); a
+    /// record saved between them (an attempt counted, a release step done) reaches the disk
+    /// with the next barrier or the kernel's writeback. A record may be missing (an orphan's,
+    /// made when it is filed).
+    pub fn save(&mut self) -> Result<(), StoreError> {
+        let (path, bytes) = (
+            self.dir.join(RECORD),
+            encode_record(&self.dir, &self.record)?,
+        );
+        held::save(&mut self.held, &path, &bytes).map_err(StoreError::new("write", &path))
     }
 
     /// The claim folder.
@@ -238,19 +255,6 @@ impl Claim {
             .and_then(|n| n.to_str())
             .unwrap_or("claim")
     }
-}
-
-/// Writes a claim record into its claim folder atomically: a restart after `kill -9` sees the
-/// old record or the new one (a record of up to a page is rewritten in place by one `pwrite`,
-/// a larger one through a temporary file and a rename; see `disk::overwrite_small`). It is not
-/// fsynced here: the claim and the filing each end with a barrier that makes their records
-/// durable with everything else they changed (README, "What is fsynced when"); a record saved
-/// between them (an attempt counted, a release step done) reaches the disk with the next
-/// barrier or the kernel's writeback.
-pub fn save_record(dir: &Path, record: &ClaimRecord) -> Result<(), StoreError> {
-    // A record may be missing: an orphan's, made when it is filed.
-    let (path, bytes) = (dir.join(RECORD), encode_record(dir, record)?);
-    disk::rewrite(&path, &bytes).map_err(StoreError::new("write", &path))
 }
 
 fn encode_record(dir: &Path, record: &ClaimRecord) -> Result<Vec<u8>, StoreError> {
@@ -361,10 +365,11 @@ fn take(
         unsynced: Vec::new(),
         claimed_size: Some(size),
         dev: Some(dev),
+        held: None,
     };
     // The work folder is made when a claim finds it missing (an operator removed it), not
     // looked for at every claim.
-    claim.dir = match open_claim_folder(&work, &mut claim.record) {
+    (claim.dir, claim.held) = match open_claim_folder(&work, &mut claim.record) {
         Err(e) if e.source.kind() == io::ErrorKind::NotFound => {
             ensure_folder(&work)?;
             open_claim_folder(&work, &mut claim.record)?
@@ -455,8 +460,12 @@ fn claim_barrier<'a>(
 }
 
 /// Makes a claim folder, under a name no other claim has used, holding `record` (which is
-/// given that name): a reused one when one is kept (see `recycle`), else a new one.
-fn open_claim_folder(work: &Path, record: &mut ClaimRecord) -> Result<PathBuf, StoreError> {
+/// given that name): a reused one when one is kept (see `recycle`), else a new one. Returns
+/// it, with its record held open when the budget allows.
+fn open_claim_folder(
+    work: &Path,
+    record: &mut ClaimRecord,
+) -> Result<(PathBuf, Option<HeldRecord>), StoreError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -467,7 +476,7 @@ fn open_claim_folder(work: &Path, record: &mut ClaimRecord) -> Result<PathBuf, S
         record.claim = format!("{nanos:x}-{:x}-{n:x}", pid());
         let dir = work.join(&record.claim);
         match recycle::open(work, &dir, &encode_record(&dir, record)?) {
-            Ok(()) => return Ok(dir),
+            Ok(held) => return Ok((dir, held)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(StoreError::new("create claim folder", &dir)(e)),
         }
@@ -494,6 +503,7 @@ pub fn reopen(dir: &Path) -> Result<Option<Claim>, StoreError> {
         unsynced: Vec::new(),
         claimed_size: None,
         dev: None,
+        held: None,
     }))
 }
 
@@ -621,6 +631,7 @@ pub fn inspect(watch: &Watch, dir: &Path, clean_up: bool) -> Result<Option<Resum
                 unsynced: Vec::new(),
                 claimed_size: None,
                 dev: None,
+                held: None,
             }))))
         }
         Err(why) if has_payload => Ok(Some(Resumed::Orphan { path: payload, why })),
@@ -713,6 +724,8 @@ struct Placed {
     record: PathBuf,
     /// The claim's file system, when known (see [`Claim::dev`]).
     claim_dev: Option<u64>,
+    /// The claim's record, held open (see `held`): it goes with the folder to its next claim.
+    held: Option<HeldRecord>,
 }
 
 impl Placed {
@@ -739,7 +752,7 @@ impl Placed {
     /// filing it again finds the file at its destination and only removes the folder.
     fn finish(self, watch: &Watch) -> Result<PathBuf, StoreError> {
         match fault::hit("file.remove", &self.claim_dir)
-            .and_then(|()| recycle::give(&watch.work_dir(), &self.claim_dir))
+            .and_then(|()| recycle::give(&watch.work_dir(), &self.claim_dir, self.held))
         {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -801,7 +814,7 @@ fn place(
     let has_payload = claim.claimed_size.is_some()
         || exists("file.stat", &payload)
             .map_err(StoreError::new("inspect", &payload))
-            .map_err(|e| decided_anyway(&claim, unsaved, e))?;
+            .map_err(|e| decided_anyway(&mut claim, unsaved, e))?;
     // The report's bytes are the same at every try (the report is in the record), which is how
     // a report already standing at our name is told to be ours.
     let report_bytes = report_bytes(&decision.report);
@@ -821,7 +834,7 @@ fn place(
             _ => {
                 fresh = true;
                 let name = free_name(dest_dir, claim.file_name())
-                    .map_err(|e| decided_anyway(&claim, unsaved, e))?;
+                    .map_err(|e| decided_anyway(&mut claim, unsaved, e))?;
                 reserve(dest_dir, &name);
                 decision.dest_name = Some(name.clone());
                 claim.record.decided = Some(decision.clone());
@@ -842,7 +855,7 @@ fn place(
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound && !folder_made => {
                 // The name chosen stays ours (written down, nothing stands there).
-                ensure_folder(dest_dir).map_err(|e| decided_anyway(&claim, unsaved, e))?;
+                ensure_folder(dest_dir).map_err(|e| decided_anyway(&mut claim, unsaved, e))?;
                 folder_made = true;
                 continue;
             }
@@ -901,6 +914,7 @@ fn place(
             name,
             record: claim.dir.join(RECORD),
             claim_dev: claim.dev,
+            held: claim.held,
             claim_dir: claim.dir,
             report,
         });
@@ -910,7 +924,7 @@ fn place(
 /// An error met before the decision's first save (no name could be chosen): the decision is
 /// saved alone, without a name, so that a crash before the retry still never uploads the file
 /// again; then the error is returned (or the save's own, if it fails too).
-fn decided_anyway(claim: &Claim, unsaved: bool, error: StoreError) -> StoreError {
+fn decided_anyway(claim: &mut Claim, unsaved: bool, error: StoreError) -> StoreError {
     match unsaved.then(|| claim.save()) {
         Some(Err(save)) => save,
         _ => error,
@@ -1024,6 +1038,7 @@ pub fn file_orphan(watch: &Watch, payload: &Path, why: &str) -> Result<PathBuf, 
         unsynced: Vec::new(),
         claimed_size: None,
         dev: None,
+        held: None,
     };
     // The record written when it is filed names its folder, as every record does.
     claim.record.claim = claim.id().to_owned();

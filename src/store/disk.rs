@@ -12,21 +12,22 @@ pub(super) fn temp_path(dir: &Path) -> PathBuf {
 
 /// Writes `bytes` to a file that must not exist yet, at fault point `point`. Not fsynced: the
 /// caller's [`commit::barrier`] makes it durable together with the rest of its step.
-pub(super) fn create_new(point: &str, path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(super) fn create_new(point: &str, path: &Path, bytes: &[u8]) -> io::Result<File> {
     fault::hit(point, path)?;
-    OpenOptions::new()
+    let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o640)
-        .open(path)?
-        .write_all(bytes)
+        .open(path)?;
+    file.write_all(bytes)?;
+    Ok(file)
 }
 
 /// Writes `bytes` to a new temporary file in `dir` (see [`create_new`]); removes it on failure.
 pub(super) fn write_temp(point: &str, dir: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     let tmp = temp_path(dir);
     match create_new(point, &tmp, bytes) {
-        Ok(()) => Ok(tmp),
+        Ok(_) => Ok(tmp),
         Err(e) => {
             let _ = fs::remove_file(&tmp);
             Err(e)
@@ -86,7 +87,6 @@ const IN_PLACE_MAX: u64 = 4096;
 /// free, and on some disks discard, the old blocks). `Ok(false)` when either content is larger
 /// than [`IN_PLACE_MAX`]: use [`replace`] then.
 pub(super) fn overwrite_small(path: &Path, bytes: &[u8]) -> io::Result<bool> {
-    use std::os::unix::fs::FileExt;
     if bytes.len() as u64 > IN_PLACE_MAX {
         return Ok(false);
     }
@@ -95,6 +95,16 @@ pub(super) fn overwrite_small(path: &Path, bytes: &[u8]) -> io::Result<bool> {
         .write(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)?;
+    overwrite_small_at(&file, bytes)
+}
+
+/// As [`overwrite_small`], through `file`, already open for writing (the caller passes the
+/// fault point).
+pub(super) fn overwrite_small_at(file: &File, bytes: &[u8]) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    if bytes.len() as u64 > IN_PLACE_MAX {
+        return Ok(false);
+    }
     let old = file.metadata()?.len();
     if old > IN_PLACE_MAX {
         return Ok(false);

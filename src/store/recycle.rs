@@ -30,8 +30,8 @@ pub const FREE_PREFIX: &str = ".free-";
 const KEPT: usize = 64;
 
 /// The free folders of each work folder, in this process.
-fn pool() -> &'static Mutex<HashMap<PathBuf, Vec<PathBuf>>> {
-    static POOL: OnceLock<Mutex<HashMap<PathBuf, Vec<PathBuf>>>> = OnceLock::new();
+fn pool() -> &'static Mutex<HashMap<PathBuf, Vec<Free>>> {
+    static POOL: OnceLock<Mutex<HashMap<PathBuf, Vec<Free>>>> = OnceLock::new();
     POOL.get_or_init(Default::default)
 }
 
@@ -40,21 +40,25 @@ pub(super) fn is_kept(name: &std::ffi::OsStr) -> bool {
     name.as_encoded_bytes().starts_with(FREE_PREFIX.as_bytes())
 }
 
+/// A folder kept for reuse, with its record held open when it was (see `held`).
+type Free = (PathBuf, Option<HeldRecord>);
+
 /// Adds `free` to the folders of `work` kept for reuse.
-fn keep(work: &Path, free: PathBuf) {
+fn keep(work: &Path, free: Free) {
     let mut pool = pool().lock().unwrap_or_else(|e| e.into_inner());
     pool.entry(work.to_owned()).or_default().push(free);
 }
 
 /// A free folder of `work` to reuse, if one is kept.
-pub(super) fn take(work: &Path) -> Option<PathBuf> {
+pub(super) fn take(work: &Path) -> Option<Free> {
     let mut pool = pool().lock().unwrap_or_else(|e| e.into_inner());
     pool.get_mut(work)?.pop()
 }
 
-/// Puts a filed claim's folder (holding its record only) aside for the next claim of `work`,
-/// or removes it when enough are kept. `Ok` also when the folder is already gone.
-pub(super) fn give(work: &Path, dir: &Path) -> io::Result<()> {
+/// Puts a filed claim's folder (holding its record only, `held` open or not) aside for the
+/// next claim of `work`, or removes it when enough are kept. `Ok` also when the folder is
+/// already gone.
+pub(super) fn give(work: &Path, dir: &Path, held: Option<HeldRecord>) -> io::Result<()> {
     let kept = {
         let pool = pool().lock().unwrap_or_else(|e| e.into_inner());
         pool.get(work).map_or(0, Vec::len)
@@ -69,7 +73,7 @@ pub(super) fn give(work: &Path, dir: &Path) -> io::Result<()> {
     };
     match fs::rename(dir, &aside) {
         Ok(()) => {
-            keep(work, aside);
+            keep(work, (aside, held));
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -87,10 +91,11 @@ fn remove(dir: &Path) -> io::Result<()> {
 
 /// Makes the claim folder `dir` in `work` holding `bytes` as its record: a free folder reused
 /// when one is kept, else a new one. `AlreadyExists` when `dir` is taken (choose another name).
-pub(super) fn open(work: &Path, dir: &Path, bytes: &[u8]) -> io::Result<()> {
-    while let Some(free) = take(work) {
-        match reuse(&free, dir, bytes) {
-            Ok(()) => return Ok(()),
+/// Returns the record held open, when the budget allows (see `held`).
+pub(super) fn open(work: &Path, dir: &Path, bytes: &[u8]) -> io::Result<Option<HeldRecord>> {
+    while let Some(mut free) = take(work) {
+        match reuse(&mut free, dir, bytes) {
+            Ok(()) => return Ok(free.1),
             // Removed under us (the start-up clean-up of another run's folder): make a new one.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -99,24 +104,27 @@ pub(super) fn open(work: &Path, dir: &Path, bytes: &[u8]) -> io::Result<()> {
                 return Err(e);
             }
             Err(e) => {
-                let _ = remove(&free);
+                let _ = remove(&free.0);
                 return Err(e);
             }
         }
     }
     fs::DirBuilder::new().mode(0o750).create(dir)?;
-    if let Err(e) = disk::create_new("write", &dir.join(RECORD), bytes) {
-        // A claim folder without a record is garbage; the file was never touched.
-        let _ = remove(dir);
-        return Err(e);
+    match disk::create_new("write", &dir.join(RECORD), bytes) {
+        Ok(record) => Ok(HeldRecord::new(record)),
+        Err(e) => {
+            // A claim folder without a record is garbage; the file was never touched.
+            let _ = remove(dir);
+            Err(e)
+        }
     }
-    Ok(())
 }
 
 /// The record first (see `disk::rewrite`), then the name. `NotFound` when the folder is gone.
-fn reuse(free: &Path, dir: &Path, bytes: &[u8]) -> io::Result<()> {
-    disk::rewrite(&free.join(RECORD), bytes)?;
-    disk::rename_noreplace(free, dir)
+fn reuse(free: &mut Free, dir: &Path, bytes: &[u8]) -> io::Result<()> {
+    let (folder, held) = free;
+    held::save(held, &folder.join(RECORD), bytes)?;
+    disk::rename_noreplace(folder, dir)
 }
 
 /// Removes the work folder's free folders (at start-up, before any claim: see the invariants).

@@ -1,0 +1,125 @@
+//! A claim's record kept open: saving the record of a claim this process made is one `pwrite`
+//! on a descriptor it already holds, not an `open` (a walk of the whole path), a look and a
+//! `close` — three times per file (claimed, attempt counted, decided). The descriptor goes
+//! with the claim folder when that is kept for reuse (`recycle`), so a reused folder's record
+//! is not opened again either.
+//!
+//! Invariants:
+//! - A held record is the inode at `<claim folder>/claim.json`: only a rewrite in place keeps
+//!   it so; a save that must replace the file (a record over a page) drops the descriptor
+//!   first, and every later save goes by path.
+//! - At most [`MAX_HELD`] descriptors are held in the whole process. A claim that cannot
+//!   have one (an outage holding many claims in their retry pauses) saves by path, as a
+//!   claim read back from disk does: the bound is on descriptors, never on correctness.
+
+use std::sync::atomic::AtomicUsize;
+
+use super::*;
+
+/// Descriptors held at most, process-wide: well under the 1,024 that systemd's default soft
+/// limit allows, beside the upload sockets and the files being sent.
+const MAX_HELD: usize = 256;
+
+/// Descriptors held now.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// An open record file (see the module doc).
+#[derive(Debug)]
+pub(super) struct HeldRecord {
+    file: File,
+}
+
+impl HeldRecord {
+    /// Holds `file` when the process-wide budget allows; `None` (and `file` closed) when not.
+    pub(super) fn new(file: File) -> Option<HeldRecord> {
+        let before = HELD.fetch_add(1, Ordering::Relaxed);
+        if before >= MAX_HELD {
+            HELD.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(HeldRecord { file })
+    }
+
+    /// Rewrites the record `path` names through the held descriptor (see
+    /// [`disk::overwrite_small_at`]); `Ok(false)` when it must be replaced instead.
+    pub(super) fn overwrite(&self, path: &Path, bytes: &[u8]) -> io::Result<bool> {
+        fault::hit("write", path)?;
+        disk::overwrite_small_at(&self.file, bytes)
+    }
+}
+
+impl Drop for HeldRecord {
+    fn drop(&mut self) {
+        HELD.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Saves `bytes` as the record at `path` through `held` when it can be rewritten in place,
+/// else by path, dropping `held` first (the replacement is another inode).
+pub(super) fn save(held: &mut Option<HeldRecord>, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if let Some(record) = held.as_ref() {
+        match record.overwrite(path, bytes) {
+            Ok(true) => return Ok(()),
+            Ok(false) => *held = None,
+            Err(e) => {
+                // Whatever failed, the next save opens the path afresh.
+                *held = None;
+                return Err(e);
+            }
+        }
+    }
+    disk::rewrite(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_grown_past_a_page_is_replaced_and_no_longer_written_through_the_old_descriptor()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(RECORD);
+        fs::write(&path, b"{\"a\": 1}")?;
+        let mut held = HeldRecord::new(File::options().write(true).open(&path)?);
+        assert!(held.is_some(), "one descriptor is within the budget");
+        save(&mut held, &path, b"{\"b\": 2}")?;
+        assert_eq!(
+            fs::read(&path)?,
+            b"{\"b\": 2}",
+            "rewritten in place, same length"
+        );
+        assert!(held.is_some());
+        let big = format!("{{\"c\": \"{}\"}}", "x".repeat(5000));
+        save(&mut held, &path, big.as_bytes())?;
+        assert!(held.is_none(), "a replaced record is not the held inode");
+        assert_eq!(fs::read(&path)?, big.as_bytes());
+        save(&mut held, &path, b"{\"d\": 4}")?;
+        let text = fs::read_to_string(&path)?;
+        assert_eq!(
+            text.trim_end(),
+            "{\"d\": 4}",
+            "saved by path, padded in place"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn descriptors_beyond_the_budget_are_not_held() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(RECORD);
+        fs::write(&path, b"{}")?;
+        let mut kept = Vec::new();
+        while let Some(held) = HeldRecord::new(File::open(&path)?) {
+            kept.push(held);
+            assert!(kept.len() <= MAX_HELD, "more than {MAX_HELD} held");
+        }
+        assert!(HELD.load(Ordering::Relaxed) <= MAX_HELD);
+        drop(kept);
+        assert!(
+            HeldRecord::new(File::open(&path)?).is_some(),
+            "dropped descriptors give their budget back"
+        );
+        Ok(())
+    }
+}
