@@ -95,18 +95,15 @@ pub(super) fn overwrite_small(path: &Path, bytes: &[u8]) -> io::Result<bool> {
         .write(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)?;
-    overwrite_small_at(&file, bytes)
+    let old = file.metadata()?.len();
+    overwrite_small_at(&file, old, bytes)
 }
 
-/// As [`overwrite_small`], through `file`, already open for writing (the caller passes the
-/// fault point).
-pub(super) fn overwrite_small_at(file: &File, bytes: &[u8]) -> io::Result<bool> {
+/// As [`overwrite_small`], through `file`, already open for writing and `old` bytes long (the
+/// caller passes the fault point).
+pub(super) fn overwrite_small_at(file: &File, old: u64, bytes: &[u8]) -> io::Result<bool> {
     use std::os::unix::fs::FileExt;
-    if bytes.len() as u64 > IN_PLACE_MAX {
-        return Ok(false);
-    }
-    let old = file.metadata()?.len();
-    if old > IN_PLACE_MAX {
+    if bytes.len() as u64 > IN_PLACE_MAX || old > IN_PLACE_MAX {
         return Ok(false);
     }
     let mut padded = bytes.to_vec();

@@ -27,24 +27,33 @@ static HELD: AtomicUsize = AtomicUsize::new(0);
 #[derive(Debug)]
 pub(super) struct HeldRecord {
     file: File,
+    /// The file's length as this process last left it: a held record is written by nobody
+    /// else (its claim folder is this process's, under the work folder's lock), so a rewrite
+    /// need not `statx` it to learn how much to pad.
+    len: u64,
 }
 
 impl HeldRecord {
-    /// Holds `file` when the process-wide budget allows; `None` (and `file` closed) when not.
-    pub(super) fn new(file: File) -> Option<HeldRecord> {
+    /// Holds `file`, `len` bytes long, when the process-wide budget allows; `None` (and
+    /// `file` closed) when not.
+    pub(super) fn new(file: File, len: u64) -> Option<HeldRecord> {
         let before = HELD.fetch_add(1, Ordering::Relaxed);
         if before >= MAX_HELD {
             HELD.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        Some(HeldRecord { file })
+        Some(HeldRecord { file, len })
     }
 
     /// Rewrites the record `path` names through the held descriptor (see
     /// [`disk::overwrite_small_at`]); `Ok(false)` when it must be replaced instead.
-    pub(super) fn overwrite(&self, path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    pub(super) fn overwrite(&mut self, path: &Path, bytes: &[u8]) -> io::Result<bool> {
         fault::hit("write", path)?;
-        disk::overwrite_small_at(&self.file, bytes)
+        let written = disk::overwrite_small_at(&self.file, self.len, bytes)?;
+        if written {
+            self.len = self.len.max(bytes.len() as u64);
+        }
+        Ok(written)
     }
 }
 
@@ -57,7 +66,7 @@ impl Drop for HeldRecord {
 /// Saves `bytes` as the record at `path` through `held` when it can be rewritten in place,
 /// else by path, dropping `held` first (the replacement is another inode).
 pub(super) fn save(held: &mut Option<HeldRecord>, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    if let Some(record) = held.as_ref() {
+    if let Some(record) = held.as_mut() {
         match record.overwrite(path, bytes) {
             Ok(true) => return Ok(()),
             Ok(false) => *held = None,
@@ -81,7 +90,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join(RECORD);
         fs::write(&path, b"{\"a\": 1}")?;
-        let mut held = HeldRecord::new(File::options().write(true).open(&path)?);
+        let mut held = HeldRecord::new(File::options().write(true).open(&path)?, 8);
         assert!(held.is_some(), "one descriptor is within the budget");
         save(&mut held, &path, b"{\"b\": 2}")?;
         assert_eq!(
@@ -90,6 +99,15 @@ mod tests {
             "rewritten in place, same length"
         );
         assert!(held.is_some());
+        // Grown, then shrunk: the padding covers all the longer record left, with no `statx`
+        // to say how long that was.
+        let long = b"{\"long\": 1234567890}";
+        save(&mut held, &path, long)?;
+        save(&mut held, &path, b"{}")?;
+        assert_eq!(
+            fs::read_to_string(&path)?,
+            format!("{{}}{}", " ".repeat(long.len() - 2))
+        );
         let big = format!("{{\"c\": \"{}\"}}", "x".repeat(5000));
         save(&mut held, &path, big.as_bytes())?;
         assert!(held.is_none(), "a replaced record is not the held inode");
@@ -110,14 +128,14 @@ mod tests {
         let path = dir.path().join(RECORD);
         fs::write(&path, b"{}")?;
         let mut kept = Vec::new();
-        while let Some(held) = HeldRecord::new(File::open(&path)?) {
+        while let Some(held) = HeldRecord::new(File::open(&path)?, 2) {
             kept.push(held);
             assert!(kept.len() <= MAX_HELD, "more than {MAX_HELD} held");
         }
         assert!(HELD.load(Ordering::Relaxed) <= MAX_HELD);
         drop(kept);
         assert!(
-            HeldRecord::new(File::open(&path)?).is_some(),
+            HeldRecord::new(File::open(&path)?, 2).is_some(),
             "dropped descriptors give their budget back"
         );
         Ok(())

@@ -111,7 +111,7 @@ pub(super) fn open(work: &Path, dir: &Path, bytes: &[u8]) -> io::Result<Option<H
     }
     fs::DirBuilder::new().mode(0o750).create(dir)?;
     match disk::create_new("write", &dir.join(RECORD), bytes) {
-        Ok(record) => Ok(HeldRecord::new(record)),
+        Ok(record) => Ok(HeldRecord::new(record, bytes.len() as u64)),
         Err(e) => {
             // A claim folder without a record is garbage; the file was never touched.
             let _ = remove(dir);
