@@ -886,7 +886,7 @@ fn main() {
     // `cargo bench` passes `--bench`; this harness has no filters to honour.
     let burst_files = knob("EXTDROP_BENCH_BURST", 5_000) as usize;
     let large_mib = knob("EXTDROP_BENCH_LARGE_MIB", 1024);
-    let large_rounds = knob("EXTDROP_BENCH_LARGE_ROUNDS", 3).max(1) as usize;
+    let large_rounds = knob("EXTDROP_BENCH_LARGE_ROUNDS", 5).max(1) as usize;
     let latency_files = knob("EXTDROP_BENCH_LATENCY", 100) as usize;
     let backlog_large = knob("EXTDROP_BENCH_BACKLOG", 100_000) as usize;
     let idle_secs = knob("EXTDROP_BENCH_IDLE_SECS", 60);
