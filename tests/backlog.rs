@@ -105,3 +105,69 @@ fn claims_run_ahead_of_a_slow_upload_by_a_bounded_number_of_files() {
         s.files("done").len() == files
     });
 }
+
+/// The daemon's open descriptors now.
+fn descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |fds| fds.count())
+}
+
+/// A resource bound on descriptors, as the harness keeps on CPU and memory: a descriptor left
+/// open per file (a report, a record, a file sent, a connection) runs a long-lived daemon into
+/// its limit. The ones it keeps on purpose are bounded: a claim's record held open for its
+/// saves, also while its folder waits for reuse (`store::held`), and the upload connections.
+#[test]
+fn open_descriptors_stay_bounded_however_many_files_are_filed() {
+    /// Files filed: several times the folders kept for reuse (64) plus the claims in flight,
+    /// so that a descriptor kept per file would show.
+    const FILES: usize = 400;
+    /// Descriptors allowed above the idle daemon's: the folders kept for reuse (64), the
+    /// claims in flight (32 ahead plus the upload slots) and, per upload slot, the file sent
+    /// and its connection, with room to spare.
+    const ABOVE_IDLE: usize = 160;
+    let mut s = Sandbox::new();
+    s.settle = "50ms".to_owned();
+    // The package check is not what is measured: every file is one sample, under its own name.
+    s.upload = "validate_package = false".to_owned();
+    let sample = s.path("staging/sample.zip");
+    extdrop::package::write_sample(&sample, "sample", "Build", "1.0.0").expect("sample");
+    for i in 0..FILES {
+        std::fs::copy(&sample, s.path(&format!("staging/p{i:03}__Build.zip"))).expect("stage");
+    }
+    let mut daemon = s.start();
+    let pid = daemon.pid();
+    let idle = descriptors(pid);
+    for i in 0..FILES {
+        let name = format!("p{i:03}__Build.zip");
+        std::fs::rename(
+            s.path(&format!("staging/{name}")),
+            s.path(&format!("inbox/{name}")),
+        )
+        .expect("drop");
+    }
+    let peak = std::cell::Cell::new(idle);
+    s.wait_until("every file filed", Some(&daemon), || {
+        peak.set(peak.get().max(descriptors(pid)));
+        s.files("done").len() + s.files("failed").len() == FILES
+    });
+    let after = descriptors(pid);
+    eprintln!(
+        "descriptors: idle {idle}, peak {}, after {FILES} files {after}",
+        peak.get()
+    );
+    assert_eq!(
+        s.files("done").len(),
+        FILES,
+        "every file uploaded and filed in done"
+    );
+    assert!(
+        peak.get() <= idle + ABOVE_IDLE,
+        "the daemon held {} descriptors while filing {FILES} files, {idle} when idle (allowed {ABOVE_IDLE} more)",
+        peak.get()
+    );
+    assert!(
+        after <= idle + ABOVE_IDLE,
+        "{after} descriptors stayed open after {FILES} files were filed, {idle} before"
+    );
+    daemon.signal(Signal::TERM);
+    daemon.wait_exit();
+}
