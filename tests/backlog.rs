@@ -27,16 +27,24 @@ const SMALL: usize = 200;
 /// the first uploads touched).
 const PEAK_BYTES_PER_WAITING_FILE: u64 = 600;
 
+/// Writes one sample package and `files` copies of it into `folder` of the sandbox, named
+/// `p00000__Build.zip`, …; returns their names.
+fn copies_of_a_sample(s: &Sandbox, folder: &str, files: usize) -> Vec<String> {
+    let sample = s.path("staging/sample.zip");
+    extdrop::package::write_sample(&sample, "sample", "Build", "1.0.0").expect("sample");
+    let names: Vec<String> = (0..files).map(|i| format!("p{i:05}__Build.zip")).collect();
+    for name in &names {
+        std::fs::copy(&sample, s.path(&format!("{folder}/{name}"))).expect("copy the sample");
+    }
+    names
+}
+
 /// The daemon's peak resident memory (KiB) with `files` present at start, once the first is
 /// filed and (for the large backlog) nearly all the others wait for one of the two slots.
 fn peak_rss_kib_with(files: usize) -> u64 {
     let mut s = Sandbox::new();
     s.settle = "50ms".to_owned();
-    let sample = s.path("staging/sample.zip");
-    extdrop::package::write_sample(&sample, "sample", "Build", "1.0.0").expect("sample");
-    for i in 0..files {
-        std::fs::copy(&sample, s.path(&format!("inbox/p{i:05}__Build.zip"))).expect("backlog");
-    }
+    copies_of_a_sample(&s, "inbox", files);
     let mut daemon = s.start();
     s.wait_until("the first file of the backlog filed", Some(&daemon), || {
         s.files("done").len() + s.files("failed").len() >= 1
@@ -128,16 +136,11 @@ fn open_descriptors_stay_bounded_however_many_files_are_filed() {
     s.settle = "50ms".to_owned();
     // The package check is not what is measured: every file is one sample, under its own name.
     s.upload = "validate_package = false".to_owned();
-    let sample = s.path("staging/sample.zip");
-    extdrop::package::write_sample(&sample, "sample", "Build", "1.0.0").expect("sample");
-    for i in 0..FILES {
-        std::fs::copy(&sample, s.path(&format!("staging/p{i:03}__Build.zip"))).expect("stage");
-    }
+    let names = copies_of_a_sample(&s, "staging", FILES);
     let mut daemon = s.start();
     let pid = daemon.pid();
     let idle = descriptors(pid);
-    for i in 0..FILES {
-        let name = format!("p{i:03}__Build.zip");
+    for name in names {
         std::fs::rename(
             s.path(&format!("staging/{name}")),
             s.path(&format!("inbox/{name}")),
