@@ -37,11 +37,11 @@ impl HeldRecord {
     /// Holds `file`, `len` bytes long, when the process-wide budget allows; `None` (and
     /// `file` closed) when not.
     pub(super) fn new(file: File, len: u64) -> Option<HeldRecord> {
-        let before = HELD.fetch_add(1, Ordering::Relaxed);
-        if before >= MAX_HELD {
-            HELD.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
+        // Never above the budget, even for a moment: the count is only raised while below it.
+        HELD.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+            (held < MAX_HELD).then_some(held + 1)
+        })
+        .ok()?;
         Some(HeldRecord { file, len })
     }
 
