@@ -308,6 +308,52 @@ fn regression_sigkill_inside_a_retry_leaves_no_stale_report() {
     assert!(left.is_empty(), "swept at the start: {left:?}");
 }
 
+/// A kill between setting a failed file's report aside and moving the file back lost the
+/// report (its temporary was swept at the next start): the file stayed in `failed` without
+/// saying why. The setting aside is written down first now, and the next start puts the report
+/// back beside the file; a later `retry` then works as if nothing had happened.
+#[test]
+fn regression_sigkill_after_a_report_is_set_aside_puts_the_report_back() {
+    let mut s = Sandbox::new();
+    s.drop_package("k__Build.zip", "wrong", "Build");
+    assert_eq!(s.once().0, 2);
+    let report_path = s.path("failed/k__Build.zip.result.json");
+    let report = std::fs::read(&report_path).expect("the failure's report");
+    s.env = vec![(
+        "EXTDROP_FAULTS".to_owned(),
+        "point=retry.set_aside,kill".to_owned(),
+    )];
+    let out = s.run(&["retry", "--all"]);
+    assert_eq!(out.status.code(), None, "killed");
+    s.env.clear();
+    assert!(!report_path.exists(), "killed with the report set aside");
+    assert!(
+        s.path("failed/k__Build.zip").exists() && s.files("inbox").is_empty(),
+        "the file not moved yet"
+    );
+    assert_eq!(s.once().0, 0, "nothing to do but the recovery");
+    assert_eq!(s.files("failed"), ["k__Build.zip"], "the file stays failed");
+    assert_eq!(
+        std::fs::read(&report_path).expect("the report put back"),
+        report,
+        "the same report, still saying why"
+    );
+    let hidden: Vec<_> = std::fs::read_dir(s.path("failed"))
+        .expect("failed")
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "nothing left set aside: {hidden:?}");
+    // The retry, asked again, goes through.
+    extdrop::package::write_sample(&s.path("failed/k__Build.zip"), "k", "Build", "1.0.0")
+        .expect("fix the package");
+    assert_eq!(s.run(&["retry", "--all"]).status.code(), Some(0));
+    assert_eq!(s.once().0, 0);
+    assert_eq!(s.files("done"), ["k__Build.zip"]);
+    assert!(s.files("failed").is_empty());
+}
+
 /// Issue 11.3: two processes filing the same names into one `done` at the same moment. Every
 /// file keeps a report of its own (its `sha256` is the file's), none is lost or overwritten.
 #[test]

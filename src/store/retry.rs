@@ -9,9 +9,11 @@ use super::*;
 /// so the daemon takes it again. Returns the file's new path.
 ///
 /// Within one file system the file moves with one no-replace rename; its report is set aside
-/// under a temporary name first and removed after (or put back if the move fails), so a kill
-/// never leaves a stale report blocking the name — at worst the file stays in `failed` without
-/// its report, still retryable, and the temporary is swept at the daemon's next start.
+/// first and removed after (or put back if the move fails), so a kill never leaves a stale
+/// report blocking the name. The setting aside is written down first (a [`RetryIntent`] with
+/// `aside`), so that a kill between it and the move never loses the report either: the next
+/// `retry` or daemon start puts it back while the file is still in `failed`, and removes it
+/// once the file has gone (see [`recover_retries`]).
 ///
 /// Across file systems see [`recover_retries`]: the copy is staged in the inbox's work folder
 /// under a written intent, and the removal of the source is the one commit point, so a kill at
@@ -42,16 +44,22 @@ pub fn unfail(watch: &Watch, failed_file: &Path) -> Result<PathBuf, StoreError> 
         .to_owned();
     ensure_folder(&watch.work_dir())?;
     let failed_dir = failed_file.parent().unwrap_or(Path::new(".")).to_owned();
-    let aside = temp_path(&failed_dir);
+    let (intent, intent_path) = intent(watch, failed_file, &report_file, &folder, &base, true)?;
+    let aside = intent.staged.clone();
     let set_aside = match fs::rename(&report_file, &aside) {
         Ok(()) => true,
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-        Err(e) => return Err(StoreError::new("set aside", &report_file)(e)),
+        Err(e) => {
+            let _ = fs::remove_file(&intent_path);
+            return Err(StoreError::new("set aside", &report_file)(e));
+        }
     };
+    fault::crash_point("retry.set_aside", failed_file);
     let put_back = || {
         if set_aside {
             let _ = rename_noreplace(&aside, &report_file);
         }
+        let _ = fs::remove_file(&intent_path);
     };
     loop {
         let dest = match inbox_name(&folder, &base) {
@@ -65,11 +73,11 @@ pub fn unfail(watch: &Watch, failed_file: &Path) -> Result<PathBuf, StoreError> 
             Ok(()) => {
                 fault::crash_point("retry.moved", failed_file);
                 sync_dir(&folder)?;
-                if set_aside {
-                    match fs::remove_file(&aside) {
+                for done_with in [&aside, &intent_path] {
+                    match fs::remove_file(done_with) {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(StoreError::new("remove", &aside)(e)),
+                        Err(e) => return Err(StoreError::new("remove", done_with)(e)),
                     }
                 }
                 sync_dir(&failed_dir)?;
@@ -116,6 +124,10 @@ pub(super) struct RetryIntent {
     /// The inbox folder the file goes back to, and the name it goes back under.
     folder: PathBuf,
     base: String,
+    /// A move within one file system: `staged` is the report set aside (in `failed`), not a
+    /// copy. (Absent in the intents of older versions, which staged copies only.)
+    #[serde(default)]
+    aside: bool,
 }
 
 /// The cross-file-system half of [`unfail`]: intent, staged copy, commit (removal of the
@@ -127,30 +139,8 @@ pub(super) fn unfail_across(
     folder: &Path,
     base: &str,
 ) -> Result<PathBuf, StoreError> {
-    use std::os::unix::fs::MetadataExt;
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let work = watch.work_dir();
-    let id = format!(
-        "{RETRY_PREFIX}{}-{:x}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    let meta = fs::symlink_metadata(source).map_err(StoreError::new("inspect", source))?;
-    let intent = RetryIntent {
-        source: source.to_owned(),
-        source_id: (meta.dev(), meta.ino()),
-        report: report.to_owned(),
-        staged: work.join(&id),
-        folder: folder.to_owned(),
-        base: base.to_owned(),
-    };
-    let intent_path = work.join(format!("{id}.json"));
-    let bytes = serde_json::to_vec_pretty(&intent).map_err(|e| StoreError {
-        action: "encode retry intent",
-        path: intent_path.clone(),
-        source: io::Error::other(e),
-    })?;
-    write_atomic(&intent_path, &bytes)?;
+    let (intent, intent_path) = intent(watch, source, report, folder, base, false)?;
     let undo = || {
         let _ = fs::remove_file(&intent.staged);
         let _ = fs::remove_file(&intent_path);
@@ -182,6 +172,50 @@ pub(super) fn unfail_across(
     }
     fault::crash_point("retry.committed", source);
     complete_retry(&intent, &intent_path, true)
+}
+
+/// Writes down (durably) the retry of `source` about to begin: its [`RetryIntent`], in the
+/// watch's work folder, and its path. `aside`: a move within one file system, whose `staged`
+/// is where the report is set aside (beside it, under a name the start-up sweep leaves);
+/// otherwise a copy across file systems, staged in the work folder.
+fn intent(
+    watch: &Watch,
+    source: &Path,
+    report: &Path,
+    folder: &Path,
+    base: &str,
+    aside: bool,
+) -> Result<(RetryIntent, PathBuf), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let work = watch.work_dir();
+    let id = format!(
+        "{RETRY_PREFIX}{}-{:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let meta = fs::symlink_metadata(source).map_err(StoreError::new("inspect", source))?;
+    let staged = match (aside, report.parent()) {
+        (true, Some(failed_dir)) => failed_dir.join(format!("{id}.report")),
+        _ => work.join(&id),
+    };
+    let intent = RetryIntent {
+        source: source.to_owned(),
+        source_id: (meta.dev(), meta.ino()),
+        report: report.to_owned(),
+        staged,
+        folder: folder.to_owned(),
+        base: base.to_owned(),
+        aside,
+    };
+    let intent_path = work.join(format!("{id}.json"));
+    let bytes = serde_json::to_vec_pretty(&intent).map_err(|e| StoreError {
+        action: "encode retry intent",
+        path: intent_path.clone(),
+        source: io::Error::other(e),
+    })?;
+    write_atomic(&intent_path, &bytes)?;
+    Ok((intent, intent_path))
 }
 
 /// Finishes a committed retry: removes the stale report (with `remove_report`) and places the
@@ -263,6 +297,10 @@ pub fn recover_retries(watch: &Watch) {
         let committed = source
             .as_ref()
             .is_none_or(|m| (m.dev(), m.ino()) != intent.source_id);
+        if intent.aside {
+            set_aside_report_back(watch, &intent, &intent_path, committed);
+            continue;
+        }
         if !committed {
             let _ = fs::remove_file(&intent.staged);
             let _ = fs::remove_file(&intent_path);
@@ -283,5 +321,36 @@ pub fn recover_retries(watch: &Watch) {
                 tracing::warn!(watch = %watch.name, error = %e, "cannot complete an interrupted retry; it is tried again later")
             }
         }
+    }
+}
+
+/// Ends a retry within one file system that a kill interrupted (see [`unfail`]): while the
+/// file is still in `failed` (not `committed`), its report set aside goes back beside it;
+/// once the file has gone back to the inbox, the report set aside goes.
+fn set_aside_report_back(watch: &Watch, intent: &RetryIntent, intent_path: &Path, committed: bool) {
+    let ended = if committed {
+        fs::remove_file(&intent.staged)
+    } else {
+        rename_noreplace(&intent.staged, &intent.report)
+    };
+    match ended {
+        Ok(()) => {}
+        // Never set aside (killed before), or already ended.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(watch = %watch.name, file = %intent.staged.display(), error = %e, "cannot end an interrupted retry; it is tried again later");
+            return;
+        }
+    }
+    if let Err(e) = fs::remove_file(intent_path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(watch = %watch.name, file = %intent_path.display(), error = %e, "cannot remove an interrupted retry's intent");
+        return;
+    }
+    if committed {
+        tracing::info!(watch = %watch.name, file = %intent.source.display(), "completed an interrupted retry");
+    } else {
+        tracing::info!(watch = %watch.name, file = %intent.source.display(), "undid an interrupted retry; the file stays failed with its report");
     }
 }
