@@ -887,6 +887,16 @@ fn place(
             };
             match moved {
                 Ok(()) => {}
+                // The file this claim holds, taken to be there (see `has_payload`), is gone:
+                // removed from the claim folder by hand. Its report is filed alone now, as for
+                // a claim read back without its file, not after a failed filing and a pause.
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        && claim.claimed_size.is_some()
+                        && matches!(exists("file.stat", &payload), Ok(false)) =>
+                {
+                    tracing::warn!(watch = %watch.name, file = %claim.record.rel_path, "the claimed file was removed before it was filed; its report is filed alone");
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     // A file was put at this name without a report, from outside extdrop: our
                     // report (placed by us just now, so ours to take back) goes, and another

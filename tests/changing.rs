@@ -109,3 +109,33 @@ fn a_file_rewritten_during_its_upload_is_not_done() {
         "a hash not known to be of the bytes sent: {report}"
     );
 }
+
+/// A claimed file removed by hand during its upload had its report filed only after a failed
+/// filing ("cannot file", the claim kept until a pause later; `once` exited with an error).
+/// Its report is filed alone at once now, as for a claim read back without its file.
+#[test]
+fn a_claimed_file_removed_during_its_upload_has_its_report_filed_at_once() {
+    let s = slow_sandbox();
+    let (daemon, file) = upload_under_way(&s);
+    std::fs::remove_file(&file).expect("remove the claimed file");
+    s.wait_until("the report to be filed", Some(&daemon), || {
+        ["done", "failed"].iter().any(|folder| {
+            s.path(&format!("{folder}/big__Build.zip.result.json"))
+                .exists()
+        })
+    });
+    s.wait_until("no claim left", Some(&daemon), || s.claims() == 0);
+    let log = daemon.log();
+    assert!(
+        !log.contains("cannot file"),
+        "a failed filing first:\n{log}"
+    );
+    assert!(
+        log.contains("the claimed file was removed before it was filed"),
+        "{log}"
+    );
+    assert!(
+        s.files("done").is_empty() && s.files("failed").is_empty(),
+        "no file to file, only its report"
+    );
+}
