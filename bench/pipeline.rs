@@ -464,17 +464,10 @@ fn burst(sink: &Sink, files: usize, turns: usize) -> Burst {
         from = "moved";
     }
     let (bash_took, bash_cpu) = bash.expect("at least one turn");
-    let each = |rates: &[f64]| {
-        rates
-            .iter()
-            .map(|r| format!("{r:.0}"))
-            .collect::<Vec<_>>()
-            .join("/")
-    };
     let turn_rates = format!(
         "turn about: extdrop {}, curl {}",
-        each(&extdrop_rates),
-        each(&parallel_rates)
+        slashed(&extdrop_rates),
+        slashed(&parallel_rates)
     );
     Burst {
         files,
@@ -636,17 +629,11 @@ fn large(sink: &Sink, mib: u64, rounds: usize) -> Large {
     }
     let extdrop_peak_mib = daemon.memory_mib("VmHWM:");
     daemon.stop();
-    let runs = |v: &[f64]| {
-        v.iter()
-            .map(|x| format!("{x:.0}"))
-            .collect::<Vec<_>>()
-            .join("/")
-    };
     let turns = format!(
         "extdrop {}, curl {}; extdrop from request to filed with its report {} MB/s",
-        runs(&extdrop_runs),
-        runs(&curl_runs),
-        runs(&filed_runs)
+        slashed(&extdrop_runs),
+        slashed(&curl_runs),
+        slashed(&filed_runs)
     );
     Large {
         mib,
@@ -661,6 +648,15 @@ fn large(sink: &Sink, mib: u64, rounds: usize) -> Large {
 /// The report beside `name` in `folder`.
 fn report_in(sandbox: &Sandbox, folder: &str, name: &str) -> PathBuf {
     sandbox.path(folder).join(format!("{name}.result.json"))
+}
+
+/// Each turn's figure, rounded, in order: `1234/1180/1302`.
+fn slashed(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.0}"))
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn median(values: &mut [f64]) -> f64 {

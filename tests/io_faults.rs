@@ -276,6 +276,14 @@ fn a_file_that_always_crashes_its_handler_is_filed_in_failed() {
     s.wait_until("no claim left", Some(&daemon), || s.claims() == 0);
 }
 
+/// Runs `extdrop retry --all`, killed (SIGKILL) at the fault point `point`.
+fn retry_killed_at(s: &mut Sandbox, point: &str) {
+    s.env = vec![("EXTDROP_FAULTS".to_owned(), format!("point={point},kill"))];
+    let out = s.run(&["retry", "--all"]);
+    assert_eq!(out.status.code(), None, "killed at {point}");
+    s.env.clear();
+}
+
 /// Issue 11.4: a kill between moving a failed file back and removing its report left a stale
 /// report that blocked the name in `failed`. The report is set aside first now; what a kill
 /// leaves is a temporary file, swept at the next start.
@@ -286,13 +294,7 @@ fn regression_sigkill_inside_a_retry_leaves_no_stale_report() {
     assert_eq!(s.once().0, 2);
     extdrop::package::write_sample(&s.path("failed/k__Build.zip"), "k", "Build", "1.0.0")
         .expect("fix the package");
-    s.env = vec![(
-        "EXTDROP_FAULTS".to_owned(),
-        "point=retry.moved,kill".to_owned(),
-    )];
-    let out = s.run(&["retry", "--all"]);
-    assert_eq!(out.status.code(), None, "killed");
-    s.env.clear();
+    retry_killed_at(&mut s, "retry.moved");
     assert_eq!(s.files("inbox"), ["k__Build.zip"]);
     assert!(
         !s.path("failed/k__Build.zip.result.json").exists(),
@@ -319,13 +321,7 @@ fn regression_sigkill_after_a_report_is_set_aside_puts_the_report_back() {
     assert_eq!(s.once().0, 2);
     let report_path = s.path("failed/k__Build.zip.result.json");
     let report = std::fs::read(&report_path).expect("the failure's report");
-    s.env = vec![(
-        "EXTDROP_FAULTS".to_owned(),
-        "point=retry.set_aside,kill".to_owned(),
-    )];
-    let out = s.run(&["retry", "--all"]);
-    assert_eq!(out.status.code(), None, "killed");
-    s.env.clear();
+    retry_killed_at(&mut s, "retry.set_aside");
     assert!(!report_path.exists(), "killed with the report set aside");
     assert!(
         s.path("failed/k__Build.zip").exists() && s.files("inbox").is_empty(),

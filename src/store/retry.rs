@@ -1,6 +1,7 @@
 //! `extdrop retry`: moving a failed file back into its inbox, crash-safe on one file system
-//! (one no-replace rename) and across two (an intent, a staged copy, and the removal of the
-//! source as the one commit point, completed or undone after a kill).
+//! (an intent, the report set aside, one no-replace rename) and across two (an intent, a
+//! staged copy, and the removal of the source as the one commit point), completed or undone
+//! after a kill.
 
 use super::*;
 
@@ -252,11 +253,12 @@ pub(super) fn complete_retry(
     }
 }
 
-/// Completes or undoes the retries across file systems that a killed `extdrop retry` left in
-/// the watch's work folder (those whose process is gone). The source still there, the same
-/// file (device and inode) → not committed: the staged copy goes and the file stays failed.
-/// Otherwise the source was removed → committed: its report goes and the copy is placed in the
-/// inbox. Called by `retry` and at the daemon's start; best effort, logged.
+/// Completes or undoes the retries that a killed `extdrop retry` left in the watch's work
+/// folder (those whose process is gone). The source still there, the same file (device and
+/// inode) → not committed: the staged copy goes (or, within one file system, the report set
+/// aside comes back) and the file stays failed. Otherwise the source was removed → committed:
+/// its report goes and the copy is placed in the inbox (within one file system, the file is
+/// there already). Called by `retry` and at the daemon's start; best effort, logged.
 pub fn recover_retries(watch: &Watch) {
     use std::os::unix::fs::MetadataExt;
     let work = watch.work_dir();
