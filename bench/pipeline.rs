@@ -345,6 +345,64 @@ fn cpu_ticks(pid: u32) -> u64 {
     utime + stime
 }
 
+/// The host's CPU time so far, in ticks: how much the hypervisor gave to others while this
+/// machine wanted it (`steal` in /proc/stat), and the total of all the kinds of time there.
+fn host_ticks() -> (u64, u64) {
+    let text = fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let line = text.lines().next().expect("/proc/stat has a cpu line");
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|n| n.parse().expect("a tick count"))
+        .collect();
+    (ticks.get(7).copied().unwrap_or(0), ticks.iter().sum())
+}
+
+/// The share of the host's CPU time stolen by the hypervisor during each case: on a shared
+/// VM it is what makes one run's timings differ from the next, so the report says how much
+/// of it there was.
+#[derive(Default)]
+struct Stolen {
+    open: Option<(&'static str, (u64, u64))>,
+    per_case: Vec<(&'static str, f64)>,
+}
+
+impl Stolen {
+    /// Starts counting for `case` (ending the case before).
+    fn begin(&mut self, case: &'static str) {
+        self.end();
+        self.open = Some((case, host_ticks()));
+    }
+
+    /// Ends the case being counted, if any.
+    fn end(&mut self) {
+        if let Some((case, (steal, total))) = self.open.take() {
+            let (steal_now, total_now) = host_ticks();
+            let share = (steal_now - steal) as f64 / (total_now - total).max(1) as f64;
+            self.per_case.push((case, share * 100.0));
+        }
+    }
+
+    /// One line for the report, empty when no case ran.
+    fn line(&self) -> String {
+        if self.per_case.is_empty() {
+            return String::new();
+        }
+        let cases: Vec<String> = self
+            .per_case
+            .iter()
+            .map(|(case, percent)| format!("{case} {percent:.1} %"))
+            .collect();
+        format!(
+            "\nHost CPU time stolen by the hypervisor during each case (`steal` in /proc/stat, \
+             of all CPU time): {}. Above a few per cent, timings swing from one run to the next.\n",
+            cases.join(", ")
+        )
+    }
+}
+
 /// The number after `field` in a /proc status text (kB for memory fields).
 fn status_kib(text: &str, field: &str) -> f64 {
     text.lines()
@@ -954,18 +1012,22 @@ fn main() {
     let sink = Sink::start();
     let started = Instant::now();
     let step = |what: &str| eprintln!("[{:>6.1} s] {what}", started.elapsed().as_secs_f64());
+    let mut stolen = Stolen::default();
 
     let b = wanted("burst").then(|| {
+        stolen.begin("burst");
         step(&format!(
             "burst of {burst_files} × 4 KiB (extdrop, bash loop, curl --parallel)"
         ));
         burst(&sink, burst_files, burst_turns)
     });
     let l = wanted("large").then(|| {
+        stolen.begin("large");
         step(&format!("one {large_mib} MiB package (extdrop, curl -F)"));
         large(&sink, large_mib, large_rounds)
     });
     let q = wanted("latency").then(|| {
+        stolen.begin("latency and idle");
         step(&format!(
             "latency over {latency_files} spaced drops, then {idle_secs} s idle"
         ));
@@ -977,6 +1039,7 @@ fn main() {
         q
     });
     let backlogs = wanted("backlog").then(|| {
+        stolen.begin("backlog");
         step("backlog of 1,000");
         let small = backlog(&sink, 1_000);
         step(&format!("backlog of {}", thousands(backlog_large)));
@@ -988,9 +1051,11 @@ fn main() {
         (small, big, backlog_written_back(&sink, backlog_large))
     });
     let s = wanted("strace").then(|| {
+        stolen.begin("strace");
         step(&format!("strace -f -c over a burst of {strace_files}"));
         syscalls(&sink, strace_files)
     });
+    stolen.end();
     step("done");
 
     let mut rows = Vec::new();
@@ -1192,6 +1257,7 @@ fn main() {
             r.case, r.measured, r.comparison, r.target, verdict
         );
     }
+    table.push_str(&stolen.line());
     println!("{table}");
     let path = report_path();
     fs::write(&path, &table).expect("write the report");
