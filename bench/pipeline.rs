@@ -360,6 +360,12 @@ fn host_ticks() -> (u64, u64) {
     (ticks.get(7).copied().unwrap_or(0), ticks.iter().sum())
 }
 
+/// The per cent of the host's CPU time stolen since `before` (a [`host_ticks`] reading).
+fn steal_since(before: (u64, u64)) -> f64 {
+    let (steal, total) = host_ticks();
+    (steal - before.0) as f64 * 100.0 / (total - before.1).max(1) as f64
+}
+
 /// The share of the host's CPU time stolen by the hypervisor during each case: on a shared
 /// VM it is what makes one run's timings differ from the next, so the report says how much
 /// of it there was.
@@ -378,10 +384,8 @@ impl Stolen {
 
     /// Ends the case being counted, if any.
     fn end(&mut self) {
-        if let Some((case, (steal, total))) = self.open.take() {
-            let (steal_now, total_now) = host_ticks();
-            let share = (steal_now - steal) as f64 / (total_now - total).max(1) as f64;
-            self.per_case.push((case, share * 100.0));
+        if let Some((case, host)) = self.open.take() {
+            self.per_case.push((case, steal_since(host)));
         }
     }
 
@@ -501,11 +505,14 @@ fn burst(sink: &Sink, files: usize, turns: usize) -> Burst {
     let names = sandbox.small_files("stage", files);
     let (mut extdrop_rates, mut extdrop_cpus) = (Vec::new(), Vec::new());
     let (mut parallel_rates, mut parallel_cpus) = (Vec::new(), Vec::new());
+    let (mut extdrop_steal, mut parallel_steal) = (Vec::new(), Vec::new());
     let per_file_ms = |cpu: Duration| cpu.as_secs_f64() * 1000.0 / files as f64;
     let mut bash = None;
     let mut from = "stage";
     for _ in 0..turns {
+        let host = host_ticks();
         let (rate, cpu_ms) = burst_turn(&sandbox, sink, &names, from);
+        extdrop_steal.push(steal_since(host));
         extdrop_rates.push(rate);
         extdrop_cpus.push(cpu_ms);
         if bash.is_none() {
@@ -516,16 +523,25 @@ fn burst(sink: &Sink, files: usize, turns: usize) -> Burst {
             move_all(&sandbox, &names, "done", "moved");
         }
         // One curl over all the files, 8 at a time: the ceiling of a client with no filing.
+        let host = host_ticks();
         let (took, cpu) = curl_parallel(&sandbox, sink, &names);
+        parallel_steal.push(steal_since(host));
         parallel_rates.push(files as f64 / took.as_secs_f64());
         parallel_cpus.push(per_file_ms(cpu));
         from = "moved";
     }
     let (bash_took, bash_cpu) = bash.expect("at least one turn");
     let turn_rates = format!(
-        "turn about: extdrop {}, curl {}",
+        "turn about: extdrop {} (CPU {} ms/file), curl {}; host CPU stolen during extdrop's turns {} %, curl's {} %",
         slashed(&extdrop_rates),
-        slashed(&parallel_rates)
+        extdrop_cpus
+            .iter()
+            .map(|ms| format!("{ms:.2}"))
+            .collect::<Vec<_>>()
+            .join("/"),
+        slashed(&parallel_rates),
+        slashed(&extdrop_steal),
+        slashed(&parallel_steal)
     );
     Burst {
         files,
