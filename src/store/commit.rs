@@ -589,6 +589,50 @@ pub(super) mod tests {
         Ok(())
     }
 
+    /// A folder extdrop may write in but not list (a drop box, mode 0o300) cannot be opened to
+    /// be fsynced: a one-by-one round then syncs the whole file system rather than failing
+    /// every caller it serves. Root is never refused, so the test takes away, from its own
+    /// thread only, the two capabilities that bypass the check.
+    #[test]
+    fn a_folder_that_cannot_be_listed_is_synced_with_its_file_system()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        let drop_box = dir.path().join("done");
+        std::fs::create_dir(&drop_box)?;
+        std::fs::set_permissions(&drop_box, std::fs::Permissions::from_mode(0o300))?;
+        let named = Named {
+            files: Vec::new(),
+            dirs: vec![drop_box.clone()],
+        };
+        // Capabilities belong to a thread: the tests running beside keep theirs.
+        let (alone, round) = std::thread::scope(|s| {
+            s.spawn(|| {
+                without_permission_override()?;
+                Ok::<_, io::Error>((sync_each(&named), sync_round(dir.path(), &named, true)))
+            })
+            .join()
+        })
+        .map_err(|_| "the thread panicked")??;
+        std::fs::set_permissions(&drop_box, std::fs::Permissions::from_mode(0o700))?;
+        assert_eq!(
+            alone.err().map(|e| e.kind()),
+            Some(io::ErrorKind::PermissionDenied),
+            "fsyncing the folder itself is refused, so the fallback is what is tested"
+        );
+        round?;
+        Ok(())
+    }
+
+    /// Takes `CAP_DAC_OVERRIDE` and `CAP_DAC_READ_SEARCH` out of this thread's effective set.
+    fn without_permission_override() -> io::Result<()> {
+        use rustix::thread::{CapabilitySet, capabilities, set_capabilities};
+        let mut sets = capabilities(None)?;
+        sets.effective -= CapabilitySet::DAC_OVERRIDE | CapabilitySet::DAC_READ_SEARCH;
+        set_capabilities(None, sets)?;
+        Ok(())
+    }
+
     #[test]
     fn dirty_data_is_read_from_meminfo() {
         let text = "MemTotal:       24000000 kB\nDirty:             424460 kB\nWriteback:             0 kB\n";
