@@ -592,7 +592,13 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str, stamp: Stamp) -> V
 
 /// The parts of an answer that go into the report.
 fn parse_answer(status: u16, headers: &HeaderMap, body: &str) -> Answer {
-    let parsed: Option<ErrorBody> = serde_json::from_str(body).ok();
+    // Only an object (or an array, which serde also reads into a struct) can hold them: the
+    // usual answer `true` is not handed to the parser, whose refusal is an error built and
+    // formatted for nothing, once per upload.
+    let structured = body.trim_start().starts_with(['{', '[']);
+    let parsed: Option<ErrorBody> = structured
+        .then(|| serde_json::from_str(body).ok())
+        .flatten();
     Answer {
         status,
         error_code: parsed.as_ref().and_then(|b| b.error_code.clone()),
