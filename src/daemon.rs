@@ -91,7 +91,9 @@ pub const ONCE_CREDENTIAL_WAITS: u32 = 2;
 /// `syncfs`, a few milliseconds); claiming ahead lets those waits overlap the uploads and share
 /// rounds, instead of every upload slot paying one in turn (a burst of small files went from
 /// about 1,900 to about 2,600 files per second). The rest of a backlog waits unclaimed in the
-/// inbox, where an operator can still take a file back.
+/// inbox, where an operator can still take a file back. (128 was tried: while rounds are slow
+/// it kept the upload slots busier, 96 % of the time instead of 70 %, but each file cost more
+/// CPU, 0.68 against 0.60 ms in five alternating pairs, and the burst was no faster.)
 pub const CLAIMS_AHEAD: usize = 32;
 
 /// The most file events the main loop takes in one turn (see `run`).
