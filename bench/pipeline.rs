@@ -533,15 +533,11 @@ fn burst(sink: &Sink, files: usize, turns: usize) -> Burst {
     let (bash_took, bash_cpu) = bash.expect("at least one turn");
     let turn_rates = format!(
         "turn about: extdrop {} (CPU {} ms/file), curl {}; host CPU stolen during extdrop's turns {} %, curl's {} %",
-        slashed(&extdrop_rates),
-        extdrop_cpus
-            .iter()
-            .map(|ms| format!("{ms:.2}"))
-            .collect::<Vec<_>>()
-            .join("/"),
-        slashed(&parallel_rates),
-        slashed(&extdrop_steal),
-        slashed(&parallel_steal)
+        slashed(&extdrop_rates, 0),
+        slashed(&extdrop_cpus, 2),
+        slashed(&parallel_rates, 0),
+        slashed(&extdrop_steal, 0),
+        slashed(&parallel_steal, 0)
     );
     Burst {
         files,
@@ -705,9 +701,9 @@ fn large(sink: &Sink, mib: u64, rounds: usize) -> Large {
     daemon.stop();
     let turns = format!(
         "extdrop {}, curl {}; extdrop from request to filed with its report {} MB/s",
-        slashed(&extdrop_runs),
-        slashed(&curl_runs),
-        slashed(&filed_runs)
+        slashed(&extdrop_runs, 0),
+        slashed(&curl_runs, 0),
+        slashed(&filed_runs, 0)
     );
     Large {
         mib,
@@ -724,11 +720,11 @@ fn report_in(sandbox: &Sandbox, folder: &str, name: &str) -> PathBuf {
     sandbox.path(folder).join(format!("{name}.result.json"))
 }
 
-/// Each turn's figure, rounded, in order: `1234/1180/1302`.
-fn slashed(values: &[f64]) -> String {
+/// Each turn's figure with `decimals` decimals, in order: `1234/1180/1302` (0), `0.42/0.45` (2).
+fn slashed(values: &[f64], decimals: usize) -> String {
     values
         .iter()
-        .map(|v| format!("{v:.0}"))
+        .map(|v| format!("{v:.decimals$}"))
         .collect::<Vec<_>>()
         .join("/")
 }

@@ -285,8 +285,9 @@ fn retry_killed_at(s: &mut Sandbox, point: &str) {
 }
 
 /// Issue 11.4: a kill between moving a failed file back and removing its report left a stale
-/// report that blocked the name in `failed`. The report is set aside first now; what a kill
-/// leaves is a temporary file, swept at the next start.
+/// report that blocked the name in `failed`. The report is set aside first now, under a
+/// written intent; what a kill after the move leaves is that report set aside, which the next
+/// start removes with its intent (`store::recover_retries`).
 #[test]
 fn regression_sigkill_inside_a_retry_leaves_no_stale_report() {
     let mut s = Sandbox::new();
@@ -307,7 +308,7 @@ fn regression_sigkill_inside_a_retry_leaves_no_stale_report() {
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    assert!(left.is_empty(), "swept at the start: {left:?}");
+    assert!(left.is_empty(), "removed at the start: {left:?}");
 }
 
 /// A kill between setting a failed file's report aside and moving the file back lost the
