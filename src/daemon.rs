@@ -413,15 +413,24 @@ impl Context {
 
 /// Logs credential trouble once however many files run into it, and once more when it is
 /// over, so that a wrong password makes one clear line rather than one per file and retry.
+/// Each sentence is logged once while the trouble lasts, not only when it differs from the
+/// last one: attempts in flight meet different sentences at once (an operator rewriting the
+/// password file makes some read it empty while others still meet the old refusal), and the
+/// same refusal came back in the log after the "empty" line.
 #[derive(Default)]
 struct CredentialTrouble {
     state: Mutex<TroubleState>,
 }
 
+/// Distinct sentences remembered in one spell of credential trouble: a bound on memory (a
+/// sentence quoting something that changes at every try would grow the list for ever), not
+/// on what is logged in practice, which is a handful of sentences.
+const MAX_TROUBLES: usize = 8;
+
 #[derive(Default)]
 struct TroubleState {
-    /// The sentence last reported, while the trouble lasts.
-    current: Option<String>,
+    /// The sentences reported while the trouble lasts (a few at most: see [`MAX_TROUBLES`]).
+    reported: Vec<String>,
     /// When the credentials were last seen working.
     worked_at: Option<Instant>,
 }
@@ -438,16 +447,19 @@ impl CredentialTrouble {
         {
             return;
         }
-        if state.current.as_deref() != Some(text.as_str()) {
+        if !state.reported.contains(&text) {
             tracing::error!(error = %text, "uploads wait until the credentials work");
-            state.current = Some(text);
+            if state.reported.len() >= MAX_TROUBLES {
+                state.reported.remove(0);
+            }
+            state.reported.push(text);
         }
     }
 
     fn over(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.worked_at = Some(Instant::now());
-        if state.current.take().is_some() {
+        if !std::mem::take(&mut state.reported).is_empty() {
             tracing::info!("the credentials work again; waiting uploads resume");
         }
     }
@@ -1364,13 +1376,30 @@ mod tests {
         trouble.over();
         trouble.report("IAM refused a token".to_owned(), before_fix);
         let state = trouble.state.lock().unwrap_or_else(|e| e.into_inner());
-        assert_eq!(state.current, None, "stale news is not news");
+        assert!(state.reported.is_empty(), "stale news is not news");
         drop(state);
         trouble.report("IAM refused a token".to_owned(), Instant::now());
         let state = trouble.state.lock().unwrap_or_else(|e| e.into_inner());
         assert!(
-            state.current.is_some(),
+            !state.reported.is_empty(),
             "a new refusal after the success is reported"
+        );
+    }
+
+    /// Regression (a CI run): attempts in flight while the password file was being rewritten
+    /// met "the password is empty" and the old refusal by turns, and the refusal, already
+    /// logged, was logged again after the "empty" line.
+    #[test]
+    fn each_sentence_of_one_trouble_is_reported_once_even_by_turns() {
+        let trouble = CredentialTrouble::default();
+        for text in ["IAM refused a token", "the password is empty"].repeat(3) {
+            trouble.report(text.to_owned(), Instant::now());
+        }
+        let state = trouble.state.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(
+            state.reported,
+            ["IAM refused a token", "the password is empty"],
+            "each logged once"
         );
     }
 }
