@@ -1038,7 +1038,7 @@ async fn carry_on(
         let (limit, validate) = (settings.max_file_size, settings.validate_package);
         check::check(&claim, limit, validate, &plugin_name, &business_type).await
     };
-    let facts = match examined {
+    let mut facts = match examined {
         Ok(Ok(facts)) => {
             draft.size = facts.snapshot.size;
             facts
@@ -1091,7 +1091,7 @@ async fn carry_on(
     // was.
     let report = match steps::uploaded_before(&claim, &draft) {
         Some(report) => report,
-        None => match upload(&ctx, &watch, &mut claim, &mut draft, &facts, permit).await {
+        None => match upload(&ctx, &watch, &mut claim, &mut draft, &mut facts, permit).await {
             Some(report) => report,
             None => return,
         },
@@ -1128,7 +1128,7 @@ async fn upload(
     watch: &Watch,
     claim: &mut Claim,
     draft: &mut Draft,
-    checked: &Facts,
+    checked: &mut Facts,
     mut permit: Option<OwnedSemaphorePermit>,
 ) -> Option<Report> {
     let counter: attempts::Counter = |record| &mut record.attempts;
@@ -1150,16 +1150,21 @@ async fn upload(
         tracing::info!(watch = %watch.name, file = %claim.record.rel_path, plugin_name = %plugin_name, business_type = %business_type, attempt, "uploading");
         let payload = claim.payload();
         let started = Instant::now();
+        // The check's handle serves the first attempt; a retry opens the file again.
+        let opened = checked.opened.take();
         let tried = ctx
             .settings()
             .uploader
-            .attempt(Package {
-                path: &payload,
-                file_name: claim.file_name(),
-                checked: checked.snapshot,
-                plugin_name: &plugin_name,
-                business_type: &business_type,
-            })
+            .attempt(
+                Package {
+                    path: &payload,
+                    file_name: claim.file_name(),
+                    checked: checked.snapshot,
+                    plugin_name: &plugin_name,
+                    business_type: &business_type,
+                },
+                opened,
+            )
             .await;
         // The report names what went out; a file that changed on the way has its own verdict.
         match tried.sent {

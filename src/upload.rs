@@ -231,9 +231,11 @@ impl Uploader {
     }
 
     /// Makes one attempt and classifies its outcome, with what was sent. Never panics, never
-    /// retries.
-    pub async fn attempt(&self, package: Package<'_>) -> Attempt {
-        self.attempt_observed(package, |_| ()).await
+    /// retries. `opened` is the file at `package.path` when the caller has it open already
+    /// (the handle its snapshot was taken through): it is read instead of opening the path
+    /// again.
+    pub async fn attempt(&self, package: Package<'_>, opened: Option<std::fs::File>) -> Attempt {
+        self.attempt_from(package, opened, |_| ()).await
     }
 
     /// As [`Uploader::attempt`], handing `observe` the tally of the bytes read into the body
@@ -244,7 +246,16 @@ impl Uploader {
         package: Package<'_>,
         observe: impl FnOnce(Tally),
     ) -> Attempt {
-        let file = match crate::store::open_payload(package.path) {
+        self.attempt_from(package, None, observe).await
+    }
+
+    async fn attempt_from(
+        &self,
+        package: Package<'_>,
+        opened: Option<std::fs::File>,
+        observe: impl FnOnce(Tally),
+    ) -> Attempt {
+        let file = match opened.map_or_else(|| crate::store::open_payload(package.path), Ok) {
             Ok(file) => file,
             Err(e) => {
                 let verdict = Verdict::Transient {

@@ -16,6 +16,9 @@ pub(super) struct Facts {
     pub snapshot: Snapshot,
     /// The package's manifest, when the package check ran.
     pub manifest: Option<crate::package::Manifest>,
+    /// The file as the check opened it, when it did (no package check): the first attempt
+    /// reads it rather than opening the path again.
+    pub opened: Option<std::fs::File>,
 }
 
 /// Why a file will not be uploaded, learned before any attempt.
@@ -78,14 +81,16 @@ pub(super) fn examine(
         // may not read is refused now, not retried until the budget is spent) and measured
         // through what was opened, with no second walk of its path. Where the open fails, the
         // size is looked at first, so an empty or oversized file is refused for that.
-        return match store::open_payload(path).and_then(|file| file.metadata()) {
-            Ok(meta) => {
+        let opened = store::open_payload(path).and_then(|file| Ok((file.metadata()?, file)));
+        return match opened {
+            Ok((meta, file)) => {
                 let snapshot = Snapshot::of(&meta);
                 crate::upload::size_refusal(snapshot.size, limit)
                     .map_err(|reason| refuse(snapshot.size, reason))?;
                 Ok(Facts {
                     snapshot,
                     manifest: None,
+                    opened: Some(file),
                 })
             }
             Err(unread) => {
@@ -112,6 +117,7 @@ pub(super) fn examine(
     Ok(Facts {
         snapshot,
         manifest: Some(manifest),
+        opened: None,
     })
 }
 
