@@ -9,12 +9,15 @@
 //! - The outcome and the chosen destination name are written into the record before anything
 //!   leaves the claim folder. A file whose record has an outcome is never uploaded again; after
 //!   a crash its filing is simply completed.
-//! - Nothing is overwritten: a destination name is chosen free of both the file and its report
-//!   while holding the folder's lock (filings into one folder take turns in this process). The
-//!   name is then *taken* by placing the report with a no-replace rename, so of two writers
-//!   racing for one name (two processes, or two spellings of one folder) exactly one gets it
-//!   and the other never touches the winner's report; the file follows with a no-replace
-//!   rename. A collision picks the next free name (`name~2.zip`, `name~3.zip`, …).
+//! - Nothing is overwritten: a destination name is chosen while holding the folder's lock
+//!   (filings into one folder take turns in this process) — the name as dropped, tried without
+//!   looking, unless a filing in progress holds it or it was found taken before; else one free
+//!   of both the file and its report. The name is then *taken* by placing the report with a
+//!   no-replace rename, so of two writers racing for one name (two processes, or two spellings
+//!   of one folder) exactly one gets it and the other never touches the winner's report; the
+//!   file follows with a no-replace rename. A collision picks the next free name
+//!   (`name~2.zip`, `name~3.zip`, …), and a report found at a name chosen just now is never
+//!   taken for ours.
 //! - A destination name leaves room for `~N` and `.result.json` within 255 bytes (a long stem is
 //!   shortened; the report's `file` keeps the name as dropped), and temporary files have short
 //!   names starting with [`TEMP_PREFIX`], which the start-up sweep removes when a kill left them.
@@ -724,6 +727,9 @@ struct Placed {
     record: PathBuf,
     /// The claim's file system, when known (see [`Claim::dev`]).
     claim_dev: Option<u64>,
+    /// The destination folder's file system, when known: the claim's, when the file was
+    /// renamed into it.
+    dest_dev: Option<u64>,
     /// The claim's record, held open (see `held`): it goes with the folder to its next claim.
     held: Option<HeldRecord>,
 }
@@ -739,12 +745,11 @@ impl Placed {
         [&self.report, &self.record]
     }
 
-    /// The claim folder's file system, when known.
+    /// The file systems of the claim folder and the destination, where known.
     fn known(&self) -> Vec<(&Path, u64)> {
-        self.claim_dev
-            .map(|dev| (self.claim_dir.as_path(), dev))
-            .into_iter()
-            .collect()
+        let claim = self.claim_dev.map(|dev| (self.claim_dir.as_path(), dev));
+        let dest = self.dest_dev.map(|dev| (self.dest_dir.as_path(), dev));
+        claim.into_iter().chain(dest).collect()
     }
 
     /// After the barrier: the claim folder, holding only its record now, goes aside for the
@@ -821,11 +826,13 @@ fn place(
     // The destination folder is made when placing the report finds it missing (once), not
     // looked for at every filing.
     let mut folder_made = false;
+    // Whether a name this filing tried was taken: from then on, names are looked for.
+    let mut collided = false;
     loop {
         // A name chosen by an earlier, interrupted filing of this claim is kept while it is
         // still ours; otherwise a free one is taken and written down.
-        // Whether the name was chosen free just now: then nothing stood at it a moment ago,
-        // and the move (which never replaces) need not look for our file there first.
+        // Whether the name was chosen just now: then neither a report nor a file there can be
+        // ours, so the move (which never replaces) need not look for our file there first.
         let mut fresh = false;
         let name = match decision.dest_name.clone() {
             Some(name) if still_ours(dest_dir, &name, &payload, has_payload, &report_bytes)? => {
@@ -833,8 +840,11 @@ fn place(
             }
             _ => {
                 fresh = true;
-                let name = free_name(dest_dir, claim.file_name())
-                    .map_err(|e| decided_anyway(&mut claim, unsaved, e))?;
+                let name = match first_try(dest_dir, claim.file_name()).filter(|_| !collided) {
+                    Some(name) => name,
+                    None => free_name(dest_dir, claim.file_name())
+                        .map_err(|e| decided_anyway(&mut claim, unsaved, e))?,
+                };
                 reserve(dest_dir, &name);
                 decision.dest_name = Some(name.clone());
                 claim.record.decided = Some(decision.clone());
@@ -860,17 +870,25 @@ fn place(
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let ours =
-                    same_bytes(&report, &report_bytes).map_err(StoreError::new("read", &report))?;
+                // A report at a name chosen just now is never ours, even with our very bytes
+                // (the same file dropped twice in one second): only one an interrupted filing
+                // of this claim may have placed can be.
+                let ours = !fresh
+                    && same_bytes(&report, &report_bytes)
+                        .map_err(StoreError::new("read", &report))?;
                 if !ours {
                     // Another writer took this name first: its report stays untouched.
                     release(dest_dir, &name);
+                    taken(dest_dir, claim.file_name());
+                    collided = true;
                     decision.dest_name = None;
                     continue;
                 }
             }
             Err(e) => return Err(StoreError::new("write", &report)(e)),
         }
+        // The destination's file system, when the move tells it.
+        let mut dest_dev = None;
         if has_payload {
             let moved = match if fresh {
                 Ok(false)
@@ -882,7 +900,9 @@ fn place(
                 Ok(true) => {
                     fault::hit("file.remove", &payload).and_then(|()| fs::remove_file(&payload))
                 }
-                Ok(false) => move_noreplace(&payload, &dest, dest_dir),
+                Ok(false) => move_noreplace(&payload, &dest, dest_dir).map(|renamed| {
+                    dest_dev = claim.dev.filter(|_| renamed);
+                }),
                 Err(e) => Err(e),
             };
             match moved {
@@ -908,6 +928,8 @@ fn place(
                         Err(e) => return Err(StoreError::new("remove", &report)(e)),
                     }
                     release(dest_dir, &name);
+                    taken(dest_dir, claim.file_name());
+                    collided = true;
                     decision.dest_name = None;
                     continue;
                 }
@@ -924,6 +946,7 @@ fn place(
             name,
             record: claim.dir.join(RECORD),
             claim_dev: claim.dev,
+            dest_dev,
             held: claim.held,
             claim_dir: claim.dir,
             report,
@@ -1522,8 +1545,9 @@ template = "{business_type}/{plugin_name}.zip"
         Ok(())
     }
 
-    /// The decision and the name are saved together; when no name can be chosen (the
-    /// destination cannot be looked at), the decision is saved alone all the same.
+    /// The decision and the name are saved together, before anything is placed: when the name
+    /// tried first is taken and no other can be chosen (the destination cannot be looked at),
+    /// the decision is on record all the same, and the next try files under a free name.
     #[test]
     fn a_decision_is_on_record_even_when_no_name_can_be_chosen()
     -> Result<(), Box<dyn std::error::Error>> {
@@ -1531,6 +1555,9 @@ template = "{business_type}/{plugin_name}.zip"
         let watch = watch(dir.path())?;
         let claim = claimed(&watch, "a.zip", b"x")?;
         let claim_dir = claim.dir().to_owned();
+        // The name tried first is taken (another writer's report), and the folder cannot be
+        // looked at for another.
+        fs::write(watch.done.join("a.zip.result.json"), b"{}")?;
         let guard = fault::inject(fault::Rule::new("name.stat", &watch.done));
         assert!(file(&watch, claim, report_for("a.zip")).is_err());
         drop(guard);
@@ -1540,11 +1567,13 @@ template = "{business_type}/{plugin_name}.zip"
             .decided
             .clone()
             .ok_or("no decision on record")?;
-        assert_eq!(decision.dest_name, None);
+        assert_eq!(decision.report.reason, report_for("a.zip").reason);
+        assert_eq!(decision.dest_name.as_deref(), Some("a.zip"));
         assert_eq!(
             file(&watch, claim, report_for("a.zip"))?,
-            watch.done.join("a.zip")
+            watch.done.join("a~2.zip")
         );
+        assert_eq!(fs::read(watch.done.join("a.zip.result.json"))?, b"{}");
         Ok(())
     }
 

@@ -140,13 +140,14 @@ pub(super) fn exists(point: &str, path: &Path) -> io::Result<bool> {
 
 /// Moves `from` to `to` without ever replacing an existing `to`. Across file systems the file
 /// is copied to a temporary file in `temp_dir` (on `to`'s file system), fsynced, renamed into
-/// place, and only then removed from `from`.
-pub(super) fn move_noreplace(from: &Path, to: &Path, temp_dir: &Path) -> io::Result<()> {
+/// place, and only then removed from `from`. Returns whether it was renamed: then `to`'s
+/// folder is on `from`'s file system (a rename crosses neither file systems nor mounts).
+pub(super) fn move_noreplace(from: &Path, to: &Path, temp_dir: &Path) -> io::Result<bool> {
     fault::hit("file.move", to)?;
     match rename_noreplace(from, to) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
-            copy_across(from, to, &temp_path(temp_dir))
+            copy_across(from, to, &temp_path(temp_dir)).map(|()| false)
         }
         Err(e) => Err(e),
     }
