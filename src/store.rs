@@ -1781,6 +1781,76 @@ template = "{business_type}/{plugin_name}.zip"
         Ok(())
     }
 
+    /// What may stand at a name in `done` before a filing: a file alone, a report alone (another
+    /// writer's, or one with the very bytes our filing writes), or both.
+    #[derive(Debug, Clone, Copy)]
+    enum Standing {
+        File,
+        Report,
+        ReportLikeOurs,
+        Both,
+    }
+
+    fn standing() -> impl proptest::strategy::Strategy<Value = Vec<(u64, Standing)>> {
+        use proptest::prelude::*;
+        let kind = prop_oneof![
+            Just(Standing::File),
+            Just(Standing::Report),
+            Just(Standing::ReportLikeOurs),
+            Just(Standing::Both),
+        ];
+        proptest::collection::vec((1u64..5, kind), 0..6)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// A filing tries the name as dropped without looking first. Whatever stands in `done`
+        /// (files, reports, both, at that name and its numbered ones; a report with our very
+        /// bytes among them), filing that name several times leaves every one of them as it
+        /// was, and files each claim once, beside its own report, under a name of its own.
+        #[test]
+        fn filings_never_touch_what_stands_in_the_folder(standing in standing(), filings in 1usize..4) {
+            let dir = tempfile::tempdir().expect("a scratch folder");
+            let watch = watch(dir.path()).expect("a watch");
+            let ours = report_bytes(&report_for("Build/a.zip"));
+            let mut before = Vec::new();
+            for (n, kind) in standing {
+                let path = watch.done.join(numbered("a.zip", n));
+                let (file, report) = match kind {
+                    Standing::File => (true, None),
+                    Standing::Report => (false, Some(b"{}".to_vec())),
+                    Standing::ReportLikeOurs => (false, Some(ours.clone())),
+                    Standing::Both => (true, Some(b"{}".to_vec())),
+                };
+                if file && !path.exists() {
+                    fs::write(&path, format!("standing {n}")).expect("write");
+                }
+                if let Some(bytes) = report.filter(|_| !report_path(&path).exists()) {
+                    fs::write(report_path(&path), bytes).expect("write");
+                }
+            }
+            for entry in fs::read_dir(&watch.done).expect("list") {
+                let path = entry.expect("entry").path();
+                before.push((path.clone(), fs::read(&path).expect("read")));
+            }
+            let mut filed = Vec::new();
+            for i in 0..filings {
+                let claim = claimed(&watch, "Build/a.zip", format!("drop {i}").as_bytes())
+                    .expect("claimed");
+                let path = file(&watch, claim, report_for("Build/a.zip")).expect("filed");
+                proptest::prop_assert_eq!(fs::read(&path).expect("read"), format!("drop {i}").into_bytes());
+                proptest::prop_assert_eq!(&fs::read(report_path(&path)).expect("its report"), &ours);
+                proptest::prop_assert!(!before.iter().any(|(p, _)| *p == path || *p == report_path(&path)));
+                filed.push(path);
+            }
+            for (path, bytes) in &before {
+                proptest::prop_assert_eq!(&fs::read(path).expect("still there"), bytes, "{} was touched", path.display());
+            }
+            let count = fs::read_dir(&watch.done).expect("list").count();
+            proptest::prop_assert_eq!(count, before.len() + 2 * filed.len());
+        }
+    }
+
     #[test]
     fn a_move_finished_before_a_crash_is_not_filed_twice() -> Result<(), Box<dyn std::error::Error>>
     {
