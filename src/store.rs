@@ -9,15 +9,14 @@
 //! - The outcome and the chosen destination name are written into the record before anything
 //!   leaves the claim folder. A file whose record has an outcome is never uploaded again; after
 //!   a crash its filing is simply completed.
-//! - Nothing is overwritten: a destination name is chosen while holding the folder's lock
-//!   (filings into one folder take turns in this process) — the name as dropped, tried without
-//!   looking, unless a filing in progress holds it or it was found taken before; else one free
-//!   of both the file and its report. The name is then *taken* by placing the report with a
-//!   no-replace rename, so of two writers racing for one name (two processes, or two spellings
-//!   of one folder) exactly one gets it and the other never touches the winner's report; the
-//!   file follows with a no-replace rename. A collision picks the next free name
-//!   (`name~2.zip`, `name~3.zip`, …), and a report found at a name chosen just now is never
-//!   taken for ours.
+//! - Nothing is overwritten: a destination name is chosen free of a file while holding the
+//!   folder's lock (filings into one folder take turns in this process) — the name as dropped
+//!   unless a filing in progress holds it or it was found taken before, else one free of both
+//!   the file and its report. The name is then *taken* by placing the report with a no-replace
+//!   rename, so of two writers racing for one name (two processes, or two spellings of one
+//!   folder) exactly one gets it and the other never touches the winner's report; the file
+//!   follows with a no-replace rename. A collision picks the next free name (`name~2.zip`,
+//!   `name~3.zip`, …), and a report found at a name chosen just now is never taken for ours.
 //! - A destination name leaves room for `~N` and `.result.json` within 255 bytes (a long stem is
 //!   shortened; the report's `file` keeps the name as dropped), and temporary files have short
 //!   names starting with [`TEMP_PREFIX`], which the start-up sweep removes when a kill left them.
@@ -840,7 +839,11 @@ fn place(
             }
             _ => {
                 fresh = true;
-                let name = match first_try(dest_dir, claim.file_name()).filter(|_| !collided) {
+                let first = match collided {
+                    false => first_try(dest_dir, claim.file_name()),
+                    true => Ok(None),
+                };
+                let name = match first.map_err(|e| decided_anyway(&mut claim, unsaved, e))? {
                     Some(name) => name,
                     None => free_name(dest_dir, claim.file_name())
                         .map_err(|e| decided_anyway(&mut claim, unsaved, e))?,
@@ -1545,9 +1548,8 @@ template = "{business_type}/{plugin_name}.zip"
         Ok(())
     }
 
-    /// The decision and the name are saved together, before anything is placed: when the name
-    /// tried first is taken and no other can be chosen (the destination cannot be looked at),
-    /// the decision is on record all the same, and the next try files under a free name.
+    /// The decision and the name are saved together; when no name can be chosen (the
+    /// destination cannot be looked at), the decision is saved alone all the same.
     #[test]
     fn a_decision_is_on_record_even_when_no_name_can_be_chosen()
     -> Result<(), Box<dyn std::error::Error>> {
@@ -1555,9 +1557,6 @@ template = "{business_type}/{plugin_name}.zip"
         let watch = watch(dir.path())?;
         let claim = claimed(&watch, "a.zip", b"x")?;
         let claim_dir = claim.dir().to_owned();
-        // The name tried first is taken (another writer's report), and the folder cannot be
-        // looked at for another.
-        fs::write(watch.done.join("a.zip.result.json"), b"{}")?;
         let guard = fault::inject(fault::Rule::new("name.stat", &watch.done));
         assert!(file(&watch, claim, report_for("a.zip")).is_err());
         drop(guard);
@@ -1567,13 +1566,11 @@ template = "{business_type}/{plugin_name}.zip"
             .decided
             .clone()
             .ok_or("no decision on record")?;
-        assert_eq!(decision.report.reason, report_for("a.zip").reason);
-        assert_eq!(decision.dest_name.as_deref(), Some("a.zip"));
+        assert_eq!(decision.dest_name, None);
         assert_eq!(
             file(&watch, claim, report_for("a.zip"))?,
-            watch.done.join("a~2.zip")
+            watch.done.join("a.zip")
         );
-        assert_eq!(fs::read(watch.done.join("a.zip.result.json"))?, b"{}");
         Ok(())
     }
 
@@ -1804,12 +1801,17 @@ template = "{business_type}/{plugin_name}.zip"
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
-        /// A filing tries the name as dropped without looking first. Whatever stands in `done`
-        /// (files, reports, both, at that name and its numbered ones; a report with our very
-        /// bytes among them), filing that name several times leaves every one of them as it
-        /// was, and files each claim once, beside its own report, under a name of its own.
+        /// A filing tries the name as dropped without looking for its report. Whatever stands
+        /// in `done` (files, reports, both, at that name and its numbered ones; a report with
+        /// our very bytes among them), filing that name several times — with its file, after
+        /// the file was removed from the claim by hand, or read back without it — leaves every
+        /// one of them as it was, and files each claim once with its own report, under a name
+        /// of its own.
         #[test]
-        fn filings_never_touch_what_stands_in_the_folder(standing in standing(), filings in 1usize..4) {
+        fn filings_never_touch_what_stands_in_the_folder(
+            standing in standing(),
+            filings in proptest::collection::vec(0u8..3, 1..4),
+        ) {
             let dir = tempfile::tempdir().expect("a scratch folder");
             let watch = watch(dir.path()).expect("a watch");
             let ours = report_bytes(&report_for("Build/a.zip"));
@@ -1833,21 +1835,31 @@ template = "{business_type}/{plugin_name}.zip"
                 let path = entry.expect("entry").path();
                 before.push((path.clone(), fs::read(&path).expect("read")));
             }
-            let mut filed = Vec::new();
-            for i in 0..filings {
-                let claim = claimed(&watch, "Build/a.zip", format!("drop {i}").as_bytes())
+            let mut added = 0;
+            for (i, how) in filings.into_iter().enumerate() {
+                let mut claim = claimed(&watch, "Build/a.zip", format!("drop {i}").as_bytes())
                     .expect("claimed");
+                // 1: the file removed from the claim by hand; 2: also read back after a restart.
+                if how > 0 {
+                    fs::remove_file(claim.payload()).expect("remove the claimed file");
+                }
+                if how == 2 {
+                    claim = reopen(claim.dir()).expect("read back").expect("a claim");
+                }
                 let path = file(&watch, claim, report_for("Build/a.zip")).expect("filed");
-                proptest::prop_assert_eq!(fs::read(&path).expect("read"), format!("drop {i}").into_bytes());
+                if how == 0 {
+                    proptest::prop_assert_eq!(fs::read(&path).expect("read"), format!("drop {i}").into_bytes());
+                    added += 1;
+                }
                 proptest::prop_assert_eq!(&fs::read(report_path(&path)).expect("its report"), &ours);
                 proptest::prop_assert!(!before.iter().any(|(p, _)| *p == path || *p == report_path(&path)));
-                filed.push(path);
+                added += 1;
             }
             for (path, bytes) in &before {
                 proptest::prop_assert_eq!(&fs::read(path).expect("still there"), bytes, "{} was touched", path.display());
             }
             let count = fs::read_dir(&watch.done).expect("list").count();
-            proptest::prop_assert_eq!(count, before.len() + 2 * filed.len());
+            proptest::prop_assert_eq!(count, before.len() + added);
         }
     }
 

@@ -46,15 +46,21 @@ pub fn free_name(dir: &Path, name: &str) -> Result<String, StoreError> {
     Ok(plain)
 }
 
-/// The name to try first for `name` in `dir`, chosen without looking at the folder: `name`
-/// itself, unless a filing in progress holds it or it was found taken before in this process
-/// (`None`: [`free_name`] looks). Most names are free, and the no-replace renames that place
-/// the report and the file find out when one is not: two lookups fewer per filing. The filing
-/// that finds it taken calls [`taken`] and chooses with [`free_name`].
-pub(super) fn first_try(dir: &Path, name: &str) -> Option<String> {
+/// The name to try first for `name` in `dir`: `name` itself, when no file stands there, no
+/// filing in progress holds it and it was not found taken before in this process (`None`:
+/// [`free_name`] chooses). Its report's name is not looked at: most are free, and the
+/// no-replace rename that places the report finds out when one is not (the filing then calls
+/// [`taken`] and chooses with [`free_name`]). The file's name is: a report placed beside a file
+/// that is not ours would pair them until it is taken back, or for good after a crash.
+pub(super) fn first_try(dir: &Path, name: &str) -> Result<Option<String>, StoreError> {
     let plain = numbered(name, 1);
     let known = last_given().contains_key(&(dir.to_owned(), name.to_owned()));
-    (!known && !is_reserved(dir, &plain)).then_some(plain)
+    if known || is_reserved(dir, &plain) {
+        return Ok(None);
+    }
+    let path = dir.join(&plain);
+    let standing = exists("name.stat", &path).map_err(StoreError::new("inspect", &path))?;
+    Ok((!standing).then_some(plain))
 }
 
 /// Notes that a filing of `name` into `dir` found its name taken: later filings of that name
