@@ -839,9 +839,10 @@ fn place(
             }
             _ => {
                 fresh = true;
-                let first = match collided {
-                    false => first_try(dest_dir, claim.file_name()),
-                    true => Ok(None),
+                let first = if collided {
+                    Ok(None)
+                } else {
+                    first_try(dest_dir, claim.file_name())
                 };
                 let name = match first.map_err(|e| decided_anyway(&mut claim, unsaved, e))? {
                     Some(name) => name,

@@ -249,6 +249,7 @@ impl Uploader {
         self.attempt_from(package, None, observe).await
     }
 
+    /// The attempt, reading `opened` when given, else the file at `package.path`.
     async fn attempt_from(
         &self,
         package: Package<'_>,
