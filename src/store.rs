@@ -1816,7 +1816,6 @@ template = "{business_type}/{plugin_name}.zip"
             let dir = tempfile::tempdir().expect("a scratch folder");
             let watch = watch(dir.path()).expect("a watch");
             let ours = report_bytes(&report_for("Build/a.zip"));
-            let mut before = Vec::new();
             for (n, kind) in standing {
                 let path = watch.done.join(numbered("a.zip", n));
                 let (file, report) = match kind {
@@ -1832,10 +1831,14 @@ template = "{business_type}/{plugin_name}.zip"
                     fs::write(report_path(&path), bytes).expect("write");
                 }
             }
-            for entry in fs::read_dir(&watch.done).expect("list") {
-                let path = entry.expect("entry").path();
-                before.push((path.clone(), fs::read(&path).expect("read")));
-            }
+            let before: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(&watch.done)
+                .expect("list")
+                .map(|entry| {
+                    let path = entry.expect("entry").path();
+                    let bytes = fs::read(&path).expect("read");
+                    (path, bytes)
+                })
+                .collect();
             let mut added = 0;
             for (i, how) in filings.into_iter().enumerate() {
                 let mut claim = claimed(&watch, "Build/a.zip", format!("drop {i}").as_bytes())

@@ -34,12 +34,23 @@ pub fn free_name(dir: &Path, name: &str) -> Result<String, StoreError> {
     if is_free(&plain)? {
         return Ok(plain);
     }
+    static LAST: OnceLock<Mutex<HashMap<(PathBuf, String), u64>>> = OnceLock::new();
+    let last = || {
+        LAST.get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    };
     let key = (dir.to_owned(), name.to_owned());
-    let start = last_given().get(&key).map_or(2, |n| n + 1);
+    let start = last().get(&key).map_or(2, |n| n + 1);
     for n in start.. {
         let candidate = numbered(name, n);
         if is_free(&candidate)? {
-            remember(key, n);
+            let mut last = last();
+            // A bound on the memory, not on correctness: forgetting only means probing again.
+            if last.len() >= 4096 {
+                last.clear();
+            }
+            last.insert(key, n);
             return Ok(candidate);
         }
     }
@@ -47,46 +58,39 @@ pub fn free_name(dir: &Path, name: &str) -> Result<String, StoreError> {
 }
 
 /// The name to try first for `name` in `dir`: `name` itself, when no file stands there, no
-/// filing in progress holds it and it was not found taken before in this process (`None`:
+/// filing in progress holds it and no filing in this process found it taken (`None`:
 /// [`free_name`] chooses). Its report's name is not looked at: most are free, and the
 /// no-replace rename that places the report finds out when one is not (the filing then calls
 /// [`taken`] and chooses with [`free_name`]). The file's name is: a report placed beside a file
 /// that is not ours would pair them until it is taken back, or for good after a crash.
 pub(super) fn first_try(dir: &Path, name: &str) -> Result<Option<String>, StoreError> {
     let plain = numbered(name, 1);
-    let known = last_given().contains_key(&(dir.to_owned(), name.to_owned()));
-    if known || is_reserved(dir, &plain) {
+    let path = dir.join(&plain);
+    if taken_names().contains(&path) || is_reserved(dir, &plain) {
         return Ok(None);
     }
-    let path = dir.join(&plain);
     let standing = exists("name.stat", &path).map_err(StoreError::new("inspect", &path))?;
     Ok((!standing).then_some(plain))
 }
 
-/// Notes that a filing of `name` into `dir` found its name taken: later filings of that name
+/// Notes that a filing of `name` into `dir` found the name taken: later filings of that name
 /// look before they choose (see [`first_try`]).
 pub(super) fn taken(dir: &Path, name: &str) {
-    let key = (dir.to_owned(), name.to_owned());
-    if !last_given().contains_key(&key) {
-        remember(key, 1);
+    let mut taken = taken_names();
+    // A bound on the memory, not on correctness: forgetting only means trying the name again.
+    if taken.len() >= 4096 {
+        taken.clear();
     }
+    taken.insert(dir.join(numbered(name, 1)));
 }
 
-/// The number last given to each name in each folder (1: the name itself was found taken).
-fn last_given() -> std::sync::MutexGuard<'static, HashMap<(PathBuf, String), u64>> {
-    static LAST: OnceLock<Mutex<HashMap<(PathBuf, String), u64>>> = OnceLock::new();
-    LAST.get_or_init(Default::default)
+/// The names (as paths) that filings in this process found taken.
+fn taken_names() -> std::sync::MutexGuard<'static, std::collections::HashSet<PathBuf>> {
+    static TAKEN: OnceLock<Mutex<std::collections::HashSet<PathBuf>>> = OnceLock::new();
+    TAKEN
+        .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-}
-
-fn remember(key: (PathBuf, String), n: u64) {
-    let mut last = last_given();
-    // A bound on the memory, not on correctness: forgetting only means probing again.
-    if last.len() >= 4096 {
-        last.clear();
-    }
-    last.insert(key, n);
 }
 
 /// `name` for n = 1, else the name with `~n` before its extension; shortened (at a character
