@@ -1,12 +1,12 @@
 //! Crashes and shutdowns: nothing lost, nothing uploaded twice.
 
 use std::os::unix::process::ExitStatusExt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use extdrop::stub::Fault;
 use rustix::process::Signal;
 
-use crate::harness::Sandbox;
+use crate::harness::{self, Sandbox};
 
 #[test]
 fn kill_9_during_uploads_then_restart_files_everything_exactly_once() {
@@ -82,7 +82,7 @@ fn a_decided_claim_is_filed_without_uploading_again() {
 #[test]
 fn sigterm_exits_0_and_loses_nothing() {
     let s = Sandbox::new();
-    s.faults([Fault::Delay(std::time::Duration::from_millis(800))]);
+    s.faults([Fault::Delay(Duration::from_millis(800))]);
     let mut daemon = s.start();
     for i in 0..4 {
         s.drop_named(&format!("term{i}"), "Build");
@@ -235,7 +235,7 @@ fn killed_at_random_moments_every_package_still_lands_exactly_once() {
         s.faults((0..rng.usize(0..6)).map(|_| match rng.u8(0..4) {
             0 => Fault::status(503),
             1 => Fault::Drop,
-            2 => Fault::Delay(std::time::Duration::from_millis(rng.u64(50..400))),
+            2 => Fault::Delay(Duration::from_millis(rng.u64(50..400))),
             _ => Fault::status(429),
         }));
         for i in 0..rng.usize(8..24) {
@@ -243,7 +243,7 @@ fn killed_at_random_moments_every_package_still_lands_exactly_once() {
             s.drop_named(&name, "Build");
             names.push(name);
         }
-        std::thread::sleep(std::time::Duration::from_millis(rng.u64(0..250)));
+        std::thread::sleep(Duration::from_millis(rng.u64(0..250)));
         daemon.kill9();
         // After the process is gone: whatever it sent, it sent before this.
         kills.push(std::time::Instant::now());
@@ -301,9 +301,9 @@ fn killed_at_random_moments_every_package_still_lands_exactly_once() {
                 .any(|log| log.contains(&format!("request_id=\"{}\"", earlier.request_id)));
             let in_window = never_filed
                 && kills.iter().any(|kill| {
-                    earlier.received <= *kill + std::time::Duration::from_millis(500)
+                    earlier.received <= *kill + Duration::from_millis(500)
                         && (answered >= *kill
-                            || kill.duration_since(answered) < std::time::Duration::from_secs(2))
+                            || kill.duration_since(answered) < Duration::from_secs(2))
                 });
             let kills_after: Vec<_> = kills
                 .iter()
@@ -331,18 +331,28 @@ fn killed_at_random_moments_every_package_still_lands_exactly_once() {
 /// file filed exactly once, with its report, and never upload a decided file again.
 #[test]
 fn killed_in_the_middle_of_a_group_commit_every_file_is_filed_once_with_its_report() {
-    killed_in_group_commits(false);
+    killed_in_group_commits(false, None);
 }
 
 /// The same, with every round fsyncing its callers' files and folders one by one (as it does
 /// while the system holds much dirty data) instead of one `syncfs`.
 #[test]
 fn killed_in_the_middle_of_a_round_of_fsyncs_every_file_is_filed_once_with_its_report() {
-    killed_in_group_commits(true);
+    killed_in_group_commits(true, None);
 }
 
-fn killed_in_group_commits(one_by_one: bool) {
+/// The same on a slow disk (30 ms more per fsync): each round then gathers most of a batch,
+/// and a batch is served by a few rounds only, the kills among them.
+#[test]
+fn killed_in_a_group_commit_on_a_slow_disk_every_file_is_filed_once_with_its_report() {
+    if harness::slow_disk() {
+        killed_in_group_commits(true, Some(Duration::from_millis(30)));
+    }
+}
+
+fn killed_in_group_commits(one_by_one: bool, slow_fsync: Option<Duration>) {
     let mut s = Sandbox::new();
+    s.slow_fsync = slow_fsync;
     // The mode is chosen by the system's dirty data, which a build running beside the tests
     // can push either way: each test fixes it.
     let limit = if one_by_one { 0 } else { u64::MAX };
@@ -350,8 +360,13 @@ fn killed_in_group_commits(one_by_one: bool) {
     s.upload = "concurrency = 8".to_owned();
     let mut names = Vec::new();
     let mut biggest_batch = 0usize;
+    let mut kills = 0;
     // The n-th round that serves several files (claims or filings) is where the kill lands.
-    for (round, nth) in [1u32, 2, 4].into_iter().enumerate() {
+    // How many shared rounds a batch takes is the disk's to say: a slow one gathers more
+    // callers behind each round, so fewer rounds (three, on one CI machine) serve the batch.
+    // A batch whose n-th shared round never comes is filed whole with no kill; the test then
+    // asks only that enough of the others were killed in shared rounds.
+    for (round, nth) in [1u32, 2, 3, 5].into_iter().enumerate() {
         let batch: Vec<String> = (0..30).map(|i| format!("gc{round}x{i}")).collect();
         for name in &batch {
             s.drop_named(name, "Build");
@@ -363,13 +378,31 @@ fn killed_in_group_commits(one_by_one: bool) {
         )];
         s.env.extend(mode.clone());
         let mut daemon = s.spawn_run();
-        let status = daemon.wait_exit();
+        let all_filed = || s.files("done").len() == names.len() && s.claims() == 0;
+        let status = daemon.wait_exit_unless(all_filed);
         let log = daemon.log();
         assert_eq!(
             log.contains("fsyncing one by one"),
             one_by_one,
             "the rounds ran in the mode asked for; log:\n{log}"
         );
+        let Some(status) = status else {
+            let shared = log
+                .lines()
+                .filter_map(|l| l.split("group commit").nth(1))
+                .filter_map(|l| l.split("callers=").nth(1))
+                .filter_map(|v| v.split_whitespace().next())
+                .filter(|v| v.parse::<usize>().is_ok_and(|callers| callers > 1))
+                .count();
+            assert!(
+                shared < nth as usize,
+                "the batch was filed whole although its shared round {nth} came; log:\n{log}"
+            );
+            eprintln!("batch {round}: {shared} shared rounds, so none number {nth}: no kill");
+            drop(daemon);
+            continue;
+        };
+        kills += 1;
         assert_eq!(
             status.signal(),
             Some(Signal::KILL.as_raw()),
@@ -401,6 +434,10 @@ fn killed_in_group_commits(one_by_one: bool) {
             );
         }
     }
+    assert!(
+        kills >= 2,
+        "only {kills} of 4 batches were killed in a shared round"
+    );
     assert!(
         biggest_batch >= 3,
         "no kill landed in a round shared by many files (largest: {biggest_batch})"

@@ -53,6 +53,31 @@ pub struct Sandbox {
     /// `WatchdogSec=` as systemd would pass it (`WATCHDOG_USEC`, and `WATCHDOG_PID` = the
     /// daemon's own pid, which needs a shell that `exec`s it to be known in advance).
     pub watchdog: Option<Duration>,
+    /// A slow disk: every `fsync`, `fdatasync` and `syncfs` of the daemon made to take this
+    /// much longer (`strace`'s delay injection; see [`slow_disk`]).
+    pub slow_fsync: Option<Duration>,
+}
+
+/// Whether a slow disk can be made up here ([`Sandbox::slow_fsync`]): `strace` is installed and
+/// may trace (it needs `ptrace`, which some containers forbid). Says why not, once per caller.
+pub fn slow_disk() -> bool {
+    let traced = Command::new("strace")
+        .args([
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=fsync:delay_exit=1",
+            "true",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !traced {
+        eprintln!("SKIPPED: strace is missing or may not trace here, so no slow disk");
+    }
+    traced
 }
 
 /// Variables through which credentials could leak into a test from the caller's environment.
@@ -102,6 +127,7 @@ impl Sandbox {
             settle: "300ms".to_owned(),
             watchdog: None,
             endpoint: None,
+            slow_fsync: None,
         }
     }
 
@@ -212,9 +238,20 @@ template = "{{plugin_name}}__{{business_type}}.zip"
     /// The `extdrop` command with this sandbox's configuration.
     pub fn command(&self, args: &[&str]) -> Command {
         let config = self.write_config();
-        let mut cmd = match self.watchdog {
-            None => Command::new(env!("CARGO_BIN_EXE_extdrop")),
-            Some(timeout) => {
+        let mut cmd = match (self.watchdog, self.slow_fsync) {
+            (None, None) => Command::new(env!("CARGO_BIN_EXE_extdrop")),
+            (None, Some(delay)) => {
+                let syncs = "fsync,fdatasync,syncfs";
+                let mut strace = Command::new("strace");
+                strace
+                    .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+                    .arg(format!("trace={syncs}"))
+                    .arg("-e")
+                    .arg(format!("inject={syncs}:delay_exit={}", delay.as_micros()))
+                    .arg(env!("CARGO_BIN_EXE_extdrop"));
+                strace
+            }
+            (Some(timeout), None) => {
                 let mut sh = Command::new("sh");
                 sh.arg("-c")
                     .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
@@ -222,6 +259,7 @@ template = "{{plugin_name}}__{{business_type}}.zip"
                     .env("WATCHDOG_USEC", timeout.as_micros().to_string());
                 sh
             }
+            (Some(_), Some(_)) => panic!("a watchdog's pid is not known under strace"),
         };
         cmd.arg("-c")
             .arg(config)
@@ -565,13 +603,23 @@ impl Daemon {
 
     /// Waits for the process to exit (bounded by [`PATIENCE`]).
     pub fn wait_exit(&mut self) -> ExitStatus {
+        self.wait_exit_unless(|| false)
+            .expect("a condition that never holds")
+    }
+
+    /// Waits for the process to exit, or for `settled` to hold while it still runs (then
+    /// `None`, the process left running), whichever comes first; bounded by [`PATIENCE`].
+    pub fn wait_exit_unless(&mut self, settled: impl Fn() -> bool) -> Option<ExitStatus> {
         let deadline = Instant::now() + PATIENCE;
         loop {
             // Read before reaping: an exited child's final CPU time stays readable until then.
             self.usage();
             if let Some(status) = self.child.try_wait().expect("wait") {
                 self.check_bounds();
-                return status;
+                return Some(status);
+            }
+            if settled() {
+                return None;
             }
             assert!(
                 Instant::now() < deadline,
