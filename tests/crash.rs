@@ -399,7 +399,8 @@ fn killed_in_group_commits(one_by_one: bool, slow_fsync: Option<Duration>) {
                 "the batch was filed whole although its shared round {nth} came; log:\n{log}"
             );
             eprintln!("batch {round}: {shared} shared rounds, so none number {nth}: no kill");
-            drop(daemon);
+            daemon.signal(Signal::TERM);
+            assert_eq!(daemon.wait_exit().code(), Some(0), "{}", daemon.log());
             continue;
         };
         kills += 1;

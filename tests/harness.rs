@@ -54,7 +54,9 @@ pub struct Sandbox {
     /// daemon's own pid, which needs a shell that `exec`s it to be known in advance).
     pub watchdog: Option<Duration>,
     /// A slow disk: every `fsync`, `fdatasync` and `syncfs` of the daemon made to take this
-    /// much longer (`strace`'s delay injection; see [`slow_disk`]).
+    /// much longer (`strace`'s delay injection; see [`slow_disk`]). The process the test
+    /// holds is then `strace`: signals and `/proc` readings reach it, not the daemon, so only
+    /// a test that lets the daemon end by itself (a `once`, an injected kill) may use this.
     pub slow_fsync: Option<Duration>,
 }
 
@@ -251,7 +253,9 @@ template = "{{plugin_name}}__{{business_type}}.zip"
                     .arg(env!("CARGO_BIN_EXE_extdrop"));
                 strace
             }
-            (Some(timeout), None) => {
+            // A watchdog's pid must be the daemon's own, which it is not under strace: a
+            // watchdog test runs on the real disk.
+            (Some(timeout), _) => {
                 let mut sh = Command::new("sh");
                 sh.arg("-c")
                     .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
@@ -259,7 +263,6 @@ template = "{{plugin_name}}__{{business_type}}.zip"
                     .env("WATCHDOG_USEC", timeout.as_micros().to_string());
                 sh
             }
-            (Some(_), Some(_)) => panic!("a watchdog's pid is not known under strace"),
         };
         cmd.arg("-c")
             .arg(config)
@@ -351,7 +354,9 @@ template = "{{plugin_name}}__{{business_type}}.zip"
             .stderr(fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn extdrop run");
-        Daemon::new(child, log)
+        let mut daemon = Daemon::new(child, log);
+        daemon.traced = self.slow_fsync.is_some() && self.watchdog.is_none();
+        daemon
     }
 
     /// Names of the files (not reports, not files extdrop is still writing) in a folder of the
@@ -449,6 +454,8 @@ pub struct Daemon {
     usage: std::cell::Cell<Usage>,
     /// What this daemon may cost; a test that drives much work may raise it.
     pub bounds: Bounds,
+    /// Whether `child` is the `strace` of a slow disk, the daemon its child.
+    traced: bool,
 }
 
 /// What a daemon may cost: generous, so that only a runaway process fails, never a slow
@@ -542,7 +549,25 @@ impl Daemon {
             started: Instant::now(),
             usage: Default::default(),
             bounds: Bounds::default(),
+            traced: false,
         }
+    }
+
+    /// The daemon's own process: under `strace` (a slow disk), its child, which a signal
+    /// must reach (`strace` killed leaves it running, detached).
+    fn daemon_pid(&self) -> Option<rustix::process::Pid> {
+        let pid = self.child.id();
+        let pid = if self.traced {
+            fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?
+        } else {
+            pid
+        };
+        rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)
     }
 
     /// The process's cost now (the last one seen, once it has exited).
@@ -597,7 +622,7 @@ impl Daemon {
 
     /// Sends a signal.
     pub fn signal(&self, signal: rustix::process::Signal) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        let pid = self.daemon_pid().expect("the daemon's pid");
         rustix::process::kill_process(pid, signal).expect("kill");
     }
 
@@ -668,6 +693,9 @@ impl Drop for Daemon {
         let running = self.child.try_wait().ok().flatten().is_none();
         if running {
             self.usage();
+            if let Some(pid) = self.daemon_pid().filter(|_| self.traced) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
