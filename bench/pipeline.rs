@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -810,6 +810,13 @@ fn latency_then_idle(sink: &Sink, files: usize, idle_secs: u64) -> Quiet {
     let mut dropped = HashMap::new();
     for name in &names {
         let plugin = name.split("__").next().unwrap_or(name).to_owned();
+        // Written just now, as by `scp x.part` then `mv`: the whole settle applies (a file
+        // last written a settle ago would be ready at once, see README's "How a file travels").
+        fs::File::options()
+            .write(true)
+            .open(sandbox.path("stage").join(name))
+            .and_then(|f| f.set_modified(SystemTime::now()))
+            .expect("stamp the file as just written");
         fs::rename(
             sandbox.path("stage").join(name),
             sandbox.path("inbox").join(name),

@@ -4,6 +4,9 @@
 //! scan and the periodic rescan (the safety net for missed events and queue overflows). They
 //! only nominate candidates; readiness is decided by [`Tracker`] alone, from `lstat`: a file is
 //! ready once its size and modification time have not changed for the watch's `settle`.
+//! Where the file system's times can be trusted (a local inbox watched by inotify), the
+//! settle counts from the file's last write, not from when it was first seen: a finished file
+//! moved in is ready at its first look.
 //! A candidate is looked at when it is due ([`Tracker::next_check`]), not on a tick: once
 //! when first noted (or at once, when an event brings its `lstat`), then when its settle
 //! would be over; an event that reports a change starts its settle again.

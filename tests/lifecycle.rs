@@ -2,7 +2,7 @@
 //! duplicates, and `once`'s exit codes.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::harness::Sandbox;
 
@@ -75,6 +75,38 @@ fn a_file_written_slowly_is_uploaded_once_and_whole() {
     );
     let report = s.report("done", "slow__Build.zip");
     assert_eq!(report["size"], content.len() as u64);
+}
+
+#[test]
+fn a_finished_file_moved_in_does_not_wait_another_settle() {
+    let mut s = Sandbox::new();
+    // A settle no test outlasts: a file is uploaded during the test only if the time since
+    // its last write counted.
+    s.settle = "1h".to_owned();
+    let daemon = s.start();
+    let stamped = |name: &str, written: SystemTime| {
+        let staged = s.path("staging").join(format!("{name}__Build.zip"));
+        extdrop::package::write_sample(&staged, name, "Build", "1.0.0").expect("sample");
+        std::fs::File::options()
+            .write(true)
+            .open(&staged)
+            .and_then(|f| f.set_modified(written))
+            .expect("stamp its last write");
+        s.drop_file(&format!("{name}__Build.zip"), &staged);
+    };
+    let now = SystemTime::now();
+    // Dropped first, so that it has been seen by the time the other is filed.
+    stamped("just_written", now);
+    stamped("finished", now - Duration::from_secs(2 * 3600));
+    s.wait_until("the finished file in done", Some(&daemon), || {
+        s.files("done") == ["finished__Build.zip"]
+    });
+    assert_eq!(
+        s.files("inbox"),
+        ["just_written__Build.zip"],
+        "a file written just now waits for its settle"
+    );
+    assert_eq!(s.requests().len(), 1);
 }
 
 #[test]

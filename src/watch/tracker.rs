@@ -153,10 +153,31 @@ struct Candidate {
 /// [`Candidate::unchanged_since`] of a ready candidate: no instant the tracker meets.
 const READY: u64 = u64::MAX;
 
-/// The instant the times of [`Candidate`]s count from (the first tracker's making).
+/// The instant the times of [`Candidate`]s count from: an hour before the first tracker's
+/// making, so that a file found at start-up already unchanged for its settle (by its
+/// modification time, see [`settled_already`]) can be dated before it.
 fn epoch() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+    *EPOCH.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+    })
+}
+
+/// How long before now a file was last written, by its modification time, counted towards
+/// its settle (at most `settle`; nanoseconds): a finished file moved into the inbox, or found
+/// there at start, has been unchanged since it was last written, not only since it was seen,
+/// and is ready at its first look. Zero for a watch whose files' times cannot be trusted (see
+/// [`Tracker::new`]), and for a time in the future.
+fn settled_already(trusted: bool, mtime: Option<SystemTime>, settle: Duration) -> u64 {
+    // The kernel stamps files from a clock that lags by up to a tick (10 ms at HZ=100): the
+    // write may be that much younger than its time says.
+    const TICK: Duration = Duration::from_millis(20);
+    let age = mtime
+        .filter(|_| trusted)
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .map_or(Duration::ZERO, |age| age.saturating_sub(TICK));
+    u64::try_from(age.min(settle).as_nanos()).unwrap_or(0)
 }
 
 /// `t` as nanoseconds since [`epoch`] (584 years fit; an instant before it counts as it).
@@ -187,15 +208,16 @@ fn from_wall(n: i64) -> SystemTime {
 
 impl Candidate {
     /// A candidate first noticed now: `seen` is its size and modification time when the
-    /// caller has them (its settle starts now), `None` for one never looked at.
-    fn new(seen: Option<(u64, Option<SystemTime>)>, now: Instant) -> Candidate {
+    /// caller has them (its settle started `already` nanoseconds ago), `None` for one never
+    /// looked at.
+    fn new(seen: Option<(u64, Option<SystemTime>)>, already: u64, now: Instant) -> Candidate {
         // `u64::MAX` is no file's size, so the first look records the file and starts its
         // settle.
-        let (size, mtime) = seen.unwrap_or((u64::MAX, None));
+        let (size, mtime, already) = seen.map_or((u64::MAX, None, 0), |(s, m)| (s, m, already));
         Candidate {
             size,
             mtime: wall(mtime),
-            unchanged_since: since_epoch(now),
+            unchanged_since: since_epoch(now).saturating_sub(already),
             first_seen: wall(Some(SystemTime::now())),
         }
     }
@@ -204,13 +226,14 @@ impl Candidate {
         self.unchanged_since == READY
     }
 
-    /// Records what a look or an event saw; a change starts its settle again at `now`.
-    /// Returns whether it changed.
-    fn saw(&mut self, size: u64, mtime: Option<SystemTime>, now: Instant) -> bool {
-        let mtime = wall(mtime);
-        let changed = (size, mtime) != (self.size, self.mtime);
+    /// Records what a look or an event saw; a change starts its settle again, `already`
+    /// nanoseconds before `now` (see [`settled_already`]). Returns whether it changed.
+    fn saw(&mut self, size: u64, mtime: Option<SystemTime>, already: u64, now: Instant) -> bool {
+        let wall_mtime = wall(mtime);
+        let changed = (size, wall_mtime) != (self.size, self.mtime);
         if changed {
-            (self.size, self.mtime, self.unchanged_since) = (size, mtime, since_epoch(now));
+            self.unchanged_since = since_epoch(now).saturating_sub(already);
+            (self.size, self.mtime) = (size, wall_mtime);
         }
         changed
     }
@@ -255,6 +278,9 @@ impl Candidate {
 #[derive(Debug)]
 pub struct Tracker {
     watches: Vec<Arc<Watch>>,
+    /// Per watch, whether its files' modification times count towards their settle (see
+    /// [`Tracker::new`]).
+    trusted: Vec<bool>,
     /// Every candidate, ready or not.
     candidates: Candidates,
     /// Candidates found by a scan and never looked at, in the order found.
@@ -268,11 +294,21 @@ pub struct Tracker {
 
 impl Tracker {
     /// A tracker for these watches; `busy` is shared with the handlers.
+    ///
+    /// A file's modification time counts towards its settle only in an inbox watched by
+    /// inotify on a local file system: a polled inbox is usually written by other hosts,
+    /// whose clocks (and a network file system's times) need not agree with this one's, so
+    /// there a file is unchanged for `settle` only once seen so.
     pub fn new(watches: Vec<Arc<Watch>>, busy: Busy) -> Tracker {
         // Set before any candidate's time counts from it.
         epoch();
+        let trusted = watches
+            .iter()
+            .map(|w| !(w.poll_set && w.poll) && super::remote_file_system(&w.inbox).is_none())
+            .collect();
         Tracker {
             candidates: Candidates::new(watches.len()),
+            trusted,
             watches,
             unseen: VecDeque::new(),
             due: BinaryHeap::new(),
@@ -408,6 +444,11 @@ impl Tracker {
         };
         let name = name.as_os_str();
         let seen = meta.map(|m| (m.len(), m.modified().ok()));
+        let trusted = self.trusted.get(index).copied().unwrap_or(false);
+        let already = seen.map_or(0, |(_, mtime)| {
+            settled_already(trusted, mtime, watch.settle)
+        });
+        let now = Instant::now();
         // Watches are few: their indexes fit.
         let w = index as u32;
         if let Some(id) = self.candidates.find(w, name) {
@@ -417,19 +458,31 @@ impl Tracker {
                 && let Some(slot) = self.candidates.slot_mut(id)
                 && !slot.candidate.is_ready()
             {
-                slot.candidate.saw(size, mtime, Instant::now());
+                slot.candidate.saw(size, mtime, already, now);
             }
             return;
         }
         if !watch.admits(&rel.text) || self.busy.contains(path) {
             return;
         }
-        let candidate = Candidate::new(seen, Instant::now());
+        let mut candidate = Candidate::new(seen, already, now);
         let due = candidate.due(watch.settle);
-        let id = self.candidates.insert(w, name, candidate);
         match seen {
-            Some(_) => self.due.push(Reverse((due, id))),
-            None => self.unseen.push_back(id),
+            // The event's `lstat` found it unchanged for its settle already (a finished file
+            // moved in): ready without a second look.
+            Some(_) if due <= since_epoch(now) => {
+                candidate.unchanged_since = READY;
+                let id = self.candidates.insert(w, name, candidate);
+                self.ready.push_back(id);
+            }
+            Some(_) => {
+                let id = self.candidates.insert(w, name, candidate);
+                self.due.push(Reverse((due, id)));
+            }
+            None => {
+                let id = self.candidates.insert(w, name, candidate);
+                self.unseen.push_back(id);
+            }
         }
     }
 
@@ -489,6 +542,11 @@ impl Tracker {
         };
         let watch = &self.watches[slot.watch as usize];
         let settle = watch.settle;
+        let trusted = self
+            .trusted
+            .get(slot.watch as usize)
+            .copied()
+            .unwrap_or(false);
         let c = &mut slot.candidate;
         let at = since_epoch(now);
         if c.due(settle) > at {
@@ -503,7 +561,13 @@ impl Tracker {
                 return (true, false);
             }
         };
-        c.saw(meta.len(), meta.modified().ok(), now);
+        let mtime = meta.modified().ok();
+        c.saw(
+            meta.len(),
+            mtime,
+            settled_already(trusted, mtime, settle),
+            now,
+        );
         // A zero settle means "ready when seen": no second look needed.
         if c.due(settle) > at {
             self.due.push(Reverse((c.due(settle), id)));
@@ -596,6 +660,11 @@ mod tests {
 
     /// A watch of `inbox` whose files settle in `settle`.
     fn watch(inbox: &Path, settle: &str) -> Arc<Watch> {
+        watch_with(inbox, settle, "")
+    }
+
+    /// The same, with `extra` keys in the `[[watch]]` table.
+    fn watch_with(inbox: &Path, settle: &str, extra: &str) -> Arc<Watch> {
         let text = format!(
             r#"
 [codearts]
@@ -609,6 +678,7 @@ inbox = "{inbox}"
 done = "{inbox}/../done"
 failed = "{inbox}/../failed"
 settle = "{settle}"
+{extra}
 [[watch.rule]]
 template = "{{plugin_name}}__{{business_type}}.zip"
 "#,
@@ -638,7 +708,9 @@ template = "{{plugin_name}}__{{business_type}}.zip"
             fs::write(inbox.join(format!("p{i:05}__Build.zip")), b"x").expect("a file");
         }
         let busy = Busy::default();
-        let mut tracker = Tracker::new(vec![watch(&inbox, "1s")], busy.clone());
+        // A settle longer than writing the files can take, however slow the machine: none
+        // is unchanged for it yet by its modification time.
+        let mut tracker = Tracker::new(vec![watch(&inbox, "1h")], busy.clone());
         tracker.scan_all();
         assert_eq!(tracker.waiting(), FILES, "every file is noted once");
         tracker.scan_all();
@@ -651,7 +723,7 @@ template = "{{plugin_name}}__{{business_type}}.zip"
             "a round left files due: come back at once"
         );
         assert_eq!(look_until_idle(&mut tracker, start), 0);
-        let settled = start + Duration::from_secs(2);
+        let settled = start + Duration::from_secs(7200);
         assert_eq!(look_until_idle(&mut tracker, settled), FILES);
         assert_eq!(tracker.next_check(), None, "nothing settles any more");
         // Ready and waiting: still the tracker's compact entries, no handed-out path.
@@ -678,6 +750,73 @@ template = "{{plugin_name}}__{{business_type}}.zip"
     }
 
     #[test]
+    fn a_file_last_written_a_settle_ago_is_ready_at_its_first_look_where_times_are_trusted() {
+        let dir = tempfile::tempdir().expect("a scratch folder");
+        let inbox = dir.path().join("inbox");
+        fs::create_dir(&inbox).expect("the inbox");
+        let now = SystemTime::now();
+        let file = |name: &str, mtime: SystemTime| {
+            let path = inbox.join(name);
+            fs::write(&path, b"x").expect("a file");
+            let f = fs::File::options().write(true).open(&path).expect("open");
+            f.set_modified(mtime).expect("set its time");
+            path
+        };
+        let minute = Duration::from_secs(60);
+        let hour = Duration::from_secs(3600);
+        file("moved_in__Build.zip", now - minute);
+        file("fresh__Build.zip", now);
+        // A clock that went back, or a writer's future stamp: no credit.
+        file("future__Build.zip", now + hour);
+        let ready_names = |tracker: &mut Tracker| {
+            let mut names = Vec::new();
+            while let Some(found) = tracker.take_ready() {
+                names.push(found.rel_path);
+            }
+            names.sort();
+            names
+        };
+
+        // Found by a scan: the file last written a minute ago, with a settle of 30 s, is
+        // ready at its first look; the others wait for theirs.
+        let mut tracker = Tracker::new(vec![watch(&inbox, "30s")], Busy::default());
+        tracker.scan_all();
+        let start = Instant::now();
+        assert_eq!(look_until_idle(&mut tracker, start), 1);
+        assert_eq!(ready_names(&mut tracker), ["moved_in__Build.zip"]);
+        assert_eq!(
+            look_until_idle(&mut tracker, start + Duration::from_secs(31)),
+            2,
+            "the others are ready a settle after they were first seen"
+        );
+        // Named by an event: ready from the event's own `lstat`, with no look at all.
+        let event = file("event__Build.zip", now - minute);
+        tracker.note(&event);
+        assert_eq!(ready_names(&mut tracker).len(), 2 + 1);
+        let event_fresh = file("event_fresh__Build.zip", now);
+        tracker.note(&event_fresh);
+        assert!(!tracker.has_ready(), "a fresh file waits for its settle");
+        // Credit is never more than the settle: a longer one still waits for the rest.
+        let mut tracker = Tracker::new(vec![watch(&inbox, "2h")], Busy::default());
+        tracker.scan_all();
+        assert_eq!(look_until_idle(&mut tracker, Instant::now()), 0);
+
+        // A polled inbox (written from other hosts, whose clocks need not agree): a file is
+        // unchanged for its settle only once seen so.
+        let polled = watch_with(&inbox, "30s", "poll = true");
+        let mut tracker = Tracker::new(vec![polled], Busy::default());
+        tracker.scan_all();
+        let start = Instant::now();
+        assert_eq!(look_until_idle(&mut tracker, start), 0);
+        tracker.note(&event);
+        assert!(!tracker.has_ready());
+        assert_eq!(
+            look_until_idle(&mut tracker, start + Duration::from_secs(31)),
+            5
+        );
+    }
+
+    #[test]
     fn a_waiting_files_entry_stays_compact() {
         // Each waiting file holds one of each (see `Tracker`'s memory note): growing them
         // grows a backlog of 100,000 by 100,000 times as much.
@@ -687,12 +826,12 @@ template = "{{plugin_name}}__{{business_type}}.zip"
         // Set first, as a tracker does: an instant before it counts as it.
         epoch();
         let now = Instant::now();
-        let mut c = Candidate::new(None, now);
+        let mut c = Candidate::new(None, 0, now);
         assert!(!c.is_ready() && c.due(Duration::from_secs(1)) == since_epoch(now));
         let mtime = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
-        assert!(c.saw(10, Some(mtime), now));
+        assert!(c.saw(10, Some(mtime), 0, now));
         assert!(
-            !c.saw(10, Some(mtime), now + Duration::from_secs(1)),
+            !c.saw(10, Some(mtime), 0, now + Duration::from_secs(1)),
             "unchanged"
         );
         assert_eq!(
@@ -707,11 +846,11 @@ template = "{{plugin_name}}__{{business_type}}.zip"
     fn a_name_whose_hash_is_taken_is_kept_by_name() {
         epoch();
         let mut candidates = Candidates::new(1);
-        let a = candidates.insert(0, OsStr::new("a"), Candidate::new(None, Instant::now()));
+        let a = candidates.insert(0, OsStr::new("a"), Candidate::new(None, 0, Instant::now()));
         // As if "b" hashed like "a": its hash's place is taken by another name.
         let hash_b = candidates.hash(0, OsStr::new("b"));
         candidates.by_hash.insert(hash_b, a);
-        let b = candidates.insert(0, OsStr::new("b"), Candidate::new(None, Instant::now()));
+        let b = candidates.insert(0, OsStr::new("b"), Candidate::new(None, 0, Instant::now()));
         assert_eq!(candidates.find(0, OsStr::new("b")), Some(b));
         assert_eq!(candidates.find(0, OsStr::new("a")), Some(a));
         assert_eq!(candidates.len(), 2);
