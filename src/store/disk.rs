@@ -35,16 +35,67 @@ pub(super) fn write_temp(point: &str, dir: &Path, bytes: &[u8]) -> io::Result<Pa
     }
 }
 
-/// Places a report at `path` without ever replacing one (`AlreadyExists` then): written to a
-/// temporary file, then renamed into place with no-replace (durable at the filing's barrier).
+/// Places a report at `path` without ever replacing one (`AlreadyExists` then), whole or not
+/// at all for every reader (durable at the filing's barrier): written to a file with no name
+/// yet, then linked at `path` ([`link_anonymous`]); where the file system or the process's
+/// `/proc` does not allow that, written to a temporary file and renamed into place with
+/// no-replace.
 pub(super) fn place_report(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    if let Some(placed) = link_anonymous(dir, path, bytes) {
+        return placed;
+    }
     let tmp = write_temp("report.write", dir, bytes)?;
     let placed = fault::hit("report.place", path).and_then(|()| rename_noreplace(&tmp, path));
     if placed.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     placed
+}
+
+/// Writes `bytes` to a file with no name in `dir` (`O_TMPFILE`) and links it at `path`, which
+/// it never replaces (`AlreadyExists` then). `None` where that cannot be done here: the file
+/// system has no `O_TMPFILE` (network and FUSE ones, mostly), or `/proc`, through which an
+/// unprivileged process names the file to link it, is not mounted.
+///
+/// Why: the report is the one file a filing makes in the destination folder, which grows with
+/// every file filed. A temporary file renamed into place costs that folder an entry made, a
+/// look-up and an entry removed more than a link does, and `perf` put the burst's filing
+/// into `done` among the daemon's largest costs. A kill before the link leaves nothing: the
+/// file has no name, and goes with the process.
+fn link_anonymous(dir: &Path, path: &Path, bytes: &[u8]) -> Option<io::Result<()>> {
+    use rustix::fs::{AtFlags, CWD, Mode, OFlags, linkat, openat};
+    static PROC: OnceLock<bool> = OnceLock::new();
+    // Tests make this point fail to take the classic way (an injected I/O error here means
+    // "not available", as on a file system without O_TMPFILE).
+    if !*PROC.get_or_init(|| Path::new("/proc/self/fd").is_dir())
+        || fault::hit("report.tmpfile", path).is_err()
+    {
+        return None;
+    }
+    if let Err(e) = fault::hit("report.write", path) {
+        return Some(Err(e));
+    }
+    let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+    let fd = match openat(CWD, dir, flags, Mode::from_raw_mode(0o640)) {
+        Ok(fd) => fd,
+        // The folder is missing (the caller makes it), or cannot be written.
+        Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::ACCESS => {
+            return Some(Err(io::Error::from(e)));
+        }
+        // No O_TMPFILE here (EOPNOTSUPP, EISDIR, EINVAL on older kernels), or another
+        // trouble the classic way reports as well as any.
+        Err(_) => return None,
+    };
+    let mut file = File::from(fd);
+    if let Err(e) = file.write_all(bytes) {
+        return Some(Err(e));
+    }
+    let placed = fault::hit("report.place", path).and_then(|()| {
+        let named = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+        linkat(CWD, named.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW).map_err(io::Error::from)
+    });
+    Some(placed)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, so readers see the
@@ -214,14 +265,53 @@ pub fn open_payload(path: &Path) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     /// Filing makes the destination folder only when placing a report finds it missing.
     #[test]
     fn a_report_into_a_missing_folder_is_not_found_and_leaves_nothing() {
-        let dir = tempfile::tempdir().expect("a scratch folder");
-        let gone = dir.path().join("gone");
-        let placed = place_report(&gone.join("a.zip.result.json"), b"{}");
-        assert_eq!(placed.map_err(|e| e.kind()), Err(io::ErrorKind::NotFound));
-        assert!(!gone.exists());
+        for classic in [false, true] {
+            let dir = tempfile::tempdir().expect("a scratch folder");
+            let _guard = classic.then(|| fault::inject(fault::Rule::new("report.tmpfile", "")));
+            let gone = dir.path().join("gone");
+            let placed = place_report(&gone.join("a.zip.result.json"), b"{}");
+            assert_eq!(placed.map_err(|e| e.kind()), Err(io::ErrorKind::NotFound));
+            assert!(!gone.exists());
+        }
+    }
+
+    /// Both ways of placing a report (linked from a file with no name, or renamed from a
+    /// temporary one): whole, never over another, and nothing else left in the folder.
+    #[test]
+    fn a_report_is_placed_whole_and_never_over_another() {
+        for classic in [false, true] {
+            let dir = tempfile::tempdir().expect("a scratch folder");
+            let _guard = classic.then(|| fault::inject(fault::Rule::new("report.tmpfile", "")));
+            let report = dir.path().join("a.zip.result.json");
+            place_report(&report, b"{\"ours\": 1}").expect("placed");
+            assert_eq!(fs::read(&report).expect("read"), b"{\"ours\": 1}");
+            let again = place_report(&report, b"{\"theirs\": 2}");
+            assert_eq!(
+                again.map_err(|e| e.kind()),
+                Err(io::ErrorKind::AlreadyExists)
+            );
+            assert_eq!(
+                fs::read(&report).expect("read"),
+                b"{\"ours\": 1}",
+                "untouched"
+            );
+            let names: Vec<_> = fs::read_dir(dir.path())
+                .expect("list")
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert_eq!(names, ["a.zip.result.json"], "classic: {classic}");
+            let mode = fs::metadata(&report).expect("stat").permissions().mode();
+            assert_eq!(
+                mode & 0o027,
+                0,
+                "not writable by the group, nothing for others"
+            );
+        }
     }
 }
