@@ -39,6 +39,21 @@ impl NotifySocket {
         }
         panic!("no notification containing {needle:?}");
     }
+
+    /// Whether a message containing `needle` arrives within `window` (the whole window is
+    /// waited out when none does).
+    fn comes_within(&self, needle: &str, window: Duration) -> bool {
+        let deadline = Instant::now() + window;
+        let mut buf = vec![0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.socket.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n]).contains(needle)
+            {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 #[test]
@@ -70,6 +85,41 @@ fn the_watchdog_is_pinged_at_half_its_timeout() {
     assert!(
         took >= Duration::from_millis(1000) && took <= Duration::from_secs(6),
         "{took:?}"
+    );
+}
+
+/// The pings come from the main loop itself, not from a thread of their own: when every
+/// runtime worker is stuck (here in file handlers blocked for good, as in a call to a hung
+/// network file system), the pings stop, and systemd's watchdog restarts the service.
+#[test]
+fn a_wedged_runtime_stops_the_watchdog_pings() {
+    // The runtime has a worker per CPU: one stuck handler for each, and a slot for each.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut s = Sandbox::new();
+    let notify = NotifySocket::bind(&mut s);
+    s.watchdog = Some(Duration::from_millis(400));
+    s.upload = format!("concurrency = {workers}");
+    s.env.push((
+        "EXTDROP_FAULTS".to_owned(),
+        "point=handler,path=wedge,hang".to_owned(),
+    ));
+    let daemon = s.start();
+    notify.wait_for("WATCHDOG=1");
+    assert!(
+        notify.comes_within("WATCHDOG=1", Duration::from_secs(1)),
+        "pinged while healthy"
+    );
+    for i in 0..workers {
+        s.drop_named(&format!("wedge{i}"), "Build");
+    }
+    s.wait_until("every worker stuck", Some(&daemon), || {
+        daemon.log().matches("injected hang").count() == workers
+    });
+    // A ping already on its way when the last worker stuck may still arrive: let it.
+    let _ = notify.comes_within("WATCHDOG=1", Duration::from_millis(300));
+    assert!(
+        !notify.comes_within("WATCHDOG=1", Duration::from_millis(1200)),
+        "pinged with every worker stuck (a ping is due every 200 ms)"
     );
 }
 

@@ -14,7 +14,8 @@
 //! substring the path must contain), `nth` (fail only the n-th matching call, counting from 1),
 //! `times` (fail the first n matching calls), `chance` (fail each matching call with this
 //! probability, 0–1), `seed` (for `chance`) and the flags `panic` (panic instead of failing)
-//! and `kill` (the process sends itself SIGKILL: a crash at exactly that point).
+//! and `kill` (the process sends itself SIGKILL: a crash at exactly that point), and `hang`
+//! (the calling thread blocks for good: a call stuck in the kernel).
 //! With neither `nth`, `times` nor `chance`, every matching call fails.
 //! Example: `point=claim.sync,nth=1;point=check,path=CRASH,panic`.
 
@@ -38,6 +39,9 @@ pub struct Rule {
     pub panic: bool,
     /// SIGKILL the process instead of returning EIO.
     pub kill: bool,
+    /// Block the calling thread for good instead (a call stuck in the kernel, as on a hung
+    /// network file system).
+    pub hang: bool,
 }
 
 impl Rule {
@@ -159,6 +163,7 @@ fn parse(text: &str) -> (Vec<Rule>, u64) {
                 "seed" => seed = value.parse().unwrap_or(0),
                 "panic" => rule.panic = true,
                 "kill" => rule.kill = true,
+                "hang" => rule.hang = true,
                 _ => {}
             }
         }
@@ -205,6 +210,12 @@ fn act(rule: &Rule, point: &str, path: &Path) {
     }
     if rule.panic {
         panic!("injected panic at {point} ({})", path.display());
+    }
+    if rule.hang {
+        tracing::error!(point, path = %path.display(), "injected hang: this thread blocks for good");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
     }
 }
 
