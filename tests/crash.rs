@@ -202,7 +202,8 @@ fn a_claim_resumed_with_its_budget_spent_goes_to_failed_without_another_attempt(
 }
 
 /// Crash anywhere: rounds of a burst of files with random server faults, each round ended by
-/// `kill -9` at a random moment, then a restart. In the end every package is in done exactly
+/// `kill -9` at a random moment of a burst (a random number of its files filed, a random few
+/// milliseconds more), then a restart. In the end every package is in done exactly
 /// once or in failed with a reason, no claim is left, and a package accepted twice by the
 /// server was accepted the first time just before a kill: the one window README documents
 /// (the server committed the upload, the daemon died before writing the decision down).
@@ -238,12 +239,22 @@ fn killed_at_random_moments_every_package_still_lands_exactly_once() {
             2 => Fault::Delay(Duration::from_millis(rng.u64(50..400))),
             _ => Fault::status(429),
         }));
-        for i in 0..rng.usize(8..24) {
+        let filed_before = s.files("done").len() + s.files("failed").len();
+        let dropped = rng.usize(8..24);
+        for i in 0..dropped {
             let name = format!("crash{round}x{i}");
             s.drop_named(&name, "Build");
             names.push(name);
         }
-        std::thread::sleep(Duration::from_millis(rng.u64(0..250)));
+        // The moment is picked by progress, not by the clock (a faster daemon would finish
+        // a burst before a timed kill): once a random number of this round's files is filed,
+        // at least six still to go, then a little later, so that the kill meets the others
+        // anywhere in their lives.
+        let progress = rng.usize(0..=dropped - 6);
+        s.wait_until("the round's progress", Some(&daemon), || {
+            s.files("done").len() + s.files("failed").len() >= filed_before + progress
+        });
+        std::thread::sleep(Duration::from_millis(rng.u64(0..20)));
         daemon.kill9();
         // After the process is gone: whatever it sent, it sent before this.
         kills.push(std::time::Instant::now());
