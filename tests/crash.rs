@@ -398,13 +398,7 @@ fn killed_in_group_commits(one_by_one: bool, slow_fsync: Option<Duration>) {
             "the rounds ran in the mode asked for; log:\n{log}"
         );
         let Some(status) = status else {
-            let shared = log
-                .lines()
-                .filter_map(|l| l.split("group commit").nth(1))
-                .filter_map(|l| l.split("callers=").nth(1))
-                .filter_map(|v| v.split_whitespace().next())
-                .filter(|v| v.parse::<usize>().is_ok_and(|callers| callers > 1))
-                .count();
+            let shared = rounds(&log).filter(|callers| *callers > 1).count();
             assert!(
                 shared < nth as usize,
                 "the batch was filed whole although its shared round {nth} came; log:\n{log}"
@@ -421,12 +415,8 @@ fn killed_in_group_commits(one_by_one: bool, slow_fsync: Option<Duration>) {
             "killed at round {nth}; log:\n{log}"
         );
         // The round it died in: the last one begun.
-        let callers = log
-            .lines()
-            .rfind(|l| l.contains("group commit"))
-            .and_then(|l| l.split("callers=").nth(1))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<usize>().ok())
+        let callers = rounds(&log)
+            .last()
             .unwrap_or_else(|| panic!("no group commit logged before the kill:\n{log}"));
         assert!(callers > 1, "killed in a shared round: {callers}");
         biggest_batch = biggest_batch.max(callers);
@@ -466,6 +456,14 @@ fn killed_in_group_commits(one_by_one: bool, slow_fsync: Option<Duration>) {
         assert_eq!(report["outcome"], "done", "{name}");
         assert!(s.accepted(name) >= 1, "{name}");
     }
+}
+
+/// The callers of each group-commit round a daemon's log shows, in order.
+fn rounds(log: &str) -> impl Iterator<Item = usize> + '_ {
+    log.lines()
+        .filter_map(|l| l.split("group commit").nth(1))
+        .filter_map(|l| l.split("callers=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// The plugin names of the claims whose record holds a decision.

@@ -208,12 +208,16 @@ fn from_wall(n: i64) -> SystemTime {
 
 impl Candidate {
     /// A candidate first noticed now: `seen` is its size and modification time when the
-    /// caller has them (its settle started `already` nanoseconds ago), `None` for one never
-    /// looked at.
-    fn new(seen: Option<(u64, Option<SystemTime>)>, already: u64, now: Instant) -> Candidate {
+    /// caller has them (its settle started `already(mtime)` nanoseconds ago, see
+    /// [`settled_already`]), `None` for one never looked at.
+    fn new(
+        seen: Option<(u64, Option<SystemTime>)>,
+        already: impl FnOnce(Option<SystemTime>) -> u64,
+        now: Instant,
+    ) -> Candidate {
         // `u64::MAX` is no file's size, so the first look records the file and starts its
         // settle.
-        let (size, mtime, already) = seen.map_or((u64::MAX, None, 0), |(s, m)| (s, m, already));
+        let (size, mtime, already) = seen.map_or((u64::MAX, None, 0), |(s, m)| (s, m, already(m)));
         Candidate {
             size,
             mtime: wall(mtime),
@@ -226,13 +230,20 @@ impl Candidate {
         self.unchanged_since == READY
     }
 
-    /// Records what a look or an event saw; a change starts its settle again, `already`
-    /// nanoseconds before `now` (see [`settled_already`]). Returns whether it changed.
-    fn saw(&mut self, size: u64, mtime: Option<SystemTime>, already: u64, now: Instant) -> bool {
+    /// Records what a look or an event saw; a change starts its settle again, `already(mtime)`
+    /// nanoseconds before `now` (see [`settled_already`]; not asked when nothing changed).
+    /// Returns whether it changed.
+    fn saw(
+        &mut self,
+        size: u64,
+        mtime: Option<SystemTime>,
+        already: impl FnOnce(Option<SystemTime>) -> u64,
+        now: Instant,
+    ) -> bool {
         let wall_mtime = wall(mtime);
         let changed = (size, wall_mtime) != (self.size, self.mtime);
         if changed {
-            self.unchanged_since = since_epoch(now).saturating_sub(already);
+            self.unchanged_since = since_epoch(now).saturating_sub(already(mtime));
             (self.size, self.mtime) = (size, wall_mtime);
         }
         changed
@@ -444,10 +455,8 @@ impl Tracker {
         };
         let name = name.as_os_str();
         let seen = meta.map(|m| (m.len(), m.modified().ok()));
-        let trusted = self.trusted.get(index).copied().unwrap_or(false);
-        let already = seen.map_or(0, |(_, mtime)| {
-            settled_already(trusted, mtime, watch.settle)
-        });
+        let (trusted, settle) = (self.trusted.get(index) == Some(&true), watch.settle);
+        let already = |mtime| settled_already(trusted, mtime, settle);
         let now = Instant::now();
         // Watches are few: their indexes fit.
         let w = index as u32;
@@ -542,11 +551,7 @@ impl Tracker {
         };
         let watch = &self.watches[slot.watch as usize];
         let settle = watch.settle;
-        let trusted = self
-            .trusted
-            .get(slot.watch as usize)
-            .copied()
-            .unwrap_or(false);
+        let trusted = self.trusted.get(slot.watch as usize) == Some(&true);
         let c = &mut slot.candidate;
         let at = since_epoch(now);
         if c.due(settle) > at {
@@ -561,11 +566,10 @@ impl Tracker {
                 return (true, false);
             }
         };
-        let mtime = meta.modified().ok();
         c.saw(
             meta.len(),
-            mtime,
-            settled_already(trusted, mtime, settle),
+            meta.modified().ok(),
+            |mtime| settled_already(trusted, mtime, settle),
             now,
         );
         // A zero settle means "ready when seen": no second look needed.
@@ -826,12 +830,12 @@ template = "{{plugin_name}}__{{business_type}}.zip"
         // Set first, as a tracker does: an instant before it counts as it.
         epoch();
         let now = Instant::now();
-        let mut c = Candidate::new(None, 0, now);
+        let mut c = Candidate::new(None, |_| 0, now);
         assert!(!c.is_ready() && c.due(Duration::from_secs(1)) == since_epoch(now));
         let mtime = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
-        assert!(c.saw(10, Some(mtime), 0, now));
+        assert!(c.saw(10, Some(mtime), |_| 0, now));
         assert!(
-            !c.saw(10, Some(mtime), 0, now + Duration::from_secs(1)),
+            !c.saw(10, Some(mtime), |_| 0, now + Duration::from_secs(1)),
             "unchanged"
         );
         assert_eq!(
@@ -846,11 +850,19 @@ template = "{{plugin_name}}__{{business_type}}.zip"
     fn a_name_whose_hash_is_taken_is_kept_by_name() {
         epoch();
         let mut candidates = Candidates::new(1);
-        let a = candidates.insert(0, OsStr::new("a"), Candidate::new(None, 0, Instant::now()));
+        let a = candidates.insert(
+            0,
+            OsStr::new("a"),
+            Candidate::new(None, |_| 0, Instant::now()),
+        );
         // As if "b" hashed like "a": its hash's place is taken by another name.
         let hash_b = candidates.hash(0, OsStr::new("b"));
         candidates.by_hash.insert(hash_b, a);
-        let b = candidates.insert(0, OsStr::new("b"), Candidate::new(None, 0, Instant::now()));
+        let b = candidates.insert(
+            0,
+            OsStr::new("b"),
+            Candidate::new(None, |_| 0, Instant::now()),
+        );
         assert_eq!(candidates.find(0, OsStr::new("b")), Some(b));
         assert_eq!(candidates.find(0, OsStr::new("a")), Some(a));
         assert_eq!(candidates.len(), 2);
