@@ -237,6 +237,14 @@ pub enum Fault {
         /// value).
         retry_after: Option<String>,
     },
+    /// Read the body, then answer this 3xx status with `Location: location` (a gateway or
+    /// proxy sending the client elsewhere).
+    Redirect {
+        /// The HTTP status; a value that is not a valid status answers 500.
+        status: u16,
+        /// The `Location` header's value.
+        location: String,
+    },
     /// Read the body, then answer `200` with the body `false` (the API's "the call failed").
     False,
     /// Wait this long after the headers arrive, then handle the request normally.

@@ -164,7 +164,11 @@ pub fn http_client(codearts: &CodeArts) -> Result<reqwest::Client, ClientError> 
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("extdrop/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(codearts.connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(60));
+        .pool_idle_timeout(Duration::from_secs(60))
+        // A redirect is the server's answer, judged as any other: following it would turn an
+        // upload's POST into a bodiless GET (301, 302, 303) and carry `X-Auth-Token`, which
+        // reqwest strips only from standard headers, to whatever host `Location` names.
+        .redirect(reqwest::redirect::Policy::none());
     if let Some(path) = &codearts.ca_file {
         let pem = std::fs::read(path).map_err(|source| ClientError::CaRead {
             path: path.clone(),

@@ -90,6 +90,41 @@ fn a_false_body_is_never_done() {
     );
 }
 
+/// A redirect is an answer, never followed: a POST turned into a bodiless GET could not
+/// upload anything, and the token would go to whichever host `Location` names. Each status
+/// that reqwest would follow, each to a listener of its own that must see no connection.
+#[test]
+fn a_redirect_is_refused_and_never_followed() {
+    for code in [301, 302, 303, 307, 308] {
+        let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").expect("bind elsewhere");
+        elsewhere.set_nonblocking(true).expect("non-blocking");
+        let location = format!(
+            "http://{}/v3/elsewhere/extension/upload",
+            elsewhere.local_addr().expect("address")
+        );
+        let s = Sandbox::new();
+        s.faults([Fault::Redirect {
+            status: code,
+            location,
+        }]);
+        s.drop_named("moved", "Build");
+        let (exit, log) = s.once();
+        assert_eq!(exit, 2, "{code}: {log}");
+        assert_eq!(s.requests().len(), 1, "{code}: retried or followed");
+        let report = s.report("failed", "moved__Build.zip");
+        assert_eq!(report["http_status"], code);
+        assert_eq!(report["attempts"], 1);
+        let reason = report["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(&code.to_string()), "{code}: {reason}");
+        // The run is over: a followed redirect would have left its connection queued here.
+        match elsewhere.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok((_, peer)) => panic!("{code}: the redirect was followed (from {peer})"),
+            Err(e) => panic!("{code}: accept: {e}"),
+        }
+    }
+}
+
 #[test]
 fn throttling_honours_retry_after() {
     let s = Sandbox::new();

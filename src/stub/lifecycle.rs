@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::CONTENT_TYPE;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 use serde_json::Value;
@@ -166,6 +166,20 @@ impl Shared {
                 error_code,
                 error_msg,
             }),
+            Some(Fault::Redirect { status, location }) => {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                if let Some(record) = self.lock().api_requests.get_mut(index) {
+                    record.status = Some(status.as_u16());
+                }
+                let mut response = json_response(status, "");
+                if let Ok(value) = HeaderValue::from_str(&location) {
+                    response
+                        .headers_mut()
+                        .insert(hyper::header::LOCATION, value);
+                }
+                return response;
+            }
             Some(Fault::False) => Ok("false".to_owned()),
             Some(Fault::Delay(delay)) => {
                 tokio::time::sleep(delay).await;

@@ -129,6 +129,22 @@ impl Shared {
                 });
                 return response;
             }
+            Some(Fault::Redirect { status, location }) => {
+                let file = consume_body(&parts, body).await;
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                self.update(index, |r| {
+                    r.set_file(file);
+                    r.set_answer(status, None, false);
+                });
+                let mut response = json_response(status, "");
+                if let Ok(value) = HeaderValue::from_str(&location) {
+                    response
+                        .headers_mut()
+                        .insert(hyper::header::LOCATION, value);
+                }
+                return response;
+            }
             Some(Fault::False) => {
                 let file = consume_body(&parts, body).await;
                 self.update(index, |r| {
