@@ -176,24 +176,39 @@ impl std::fmt::Debug for Armed {
     }
 }
 
-/// Arms one inotify watcher for all inboxes that do not poll, and one polling watcher per
-/// inbox that does. Events arrive on `nudges`.
+/// The events an inbox watched by inotify is asked for: files appearing, changing, closed
+/// after a write, and the inbox itself moved. Not files leaving (`IN_DELETE`, `IN_MOVED_FROM`):
+/// every claim renames its file out of the inbox, so each claim raised an event that woke
+/// notify's thread for nothing (see [`worth_a_look`]); in a burst, one more thread wake-up per
+/// file, and 6 % of the daemon's CPU in `perf` (the thread, and the kernel queueing the
+/// events). The kernel now drops them. Nor opens: listing the inbox opens it.
+const INBOX_EVENTS: notify::EventKindMask = notify::EventKindMask::CREATE
+    .union(notify::EventKindMask::ALL_MODIFY)
+    .union(notify::EventKindMask::ACCESS_CLOSE);
+
+/// The events the folder holding such an inbox is asked for: an entry removed or moved away.
+/// That is how a removed inbox is noticed now that the inbox reports no removals: its own
+/// removal (`IN_DELETE_SELF`) comes only once nothing holds it, and the inbox lock does.
+const HOLDER_EVENTS: notify::EventKindMask = notify::EventKindMask::REMOVE;
+
+/// Arms the watchers: one inotify watcher for the flat inboxes that do not poll, asking only
+/// for [`INBOX_EVENTS`], with one more on the folders holding them ([`HOLDER_EVENTS`]); one
+/// asking for every event for recursive inboxes (notify follows folders moved in and out by
+/// their events) and for a flat inbox whose holder cannot be watched; one polling watcher per
+/// inbox that polls. Events arrive on `nudges`.
 pub fn arm(
     watches: &[Arc<Watch>],
     nudges: mpsc::UnboundedSender<Nudge>,
 ) -> Result<Armed, WatchError> {
     let inboxes: Arc<[PathBuf]> = watches.iter().map(|w| w.inbox.clone()).collect();
-    let handler = move |tx: mpsc::UnboundedSender<Nudge>| {
+    let handler = |tx: mpsc::UnboundedSender<Nudge>| {
         let inboxes = inboxes.clone();
         move |event: notify::Result<notify::Event>| {
             let nudge = match event {
                 Ok(event) if event.need_rescan() => Nudge::Rescan,
                 Ok(event) if !worth_a_look(&event, &inboxes) => return,
                 Ok(event) => Nudge::Paths(event.paths),
-                Err(e) => {
-                    let path = e.paths.first().cloned().unwrap_or_default();
-                    Nudge::Error(translate(e, &path))
-                }
+                Err(e) => error_nudge(e),
             };
             let _ = tx.send(nudge);
         }
@@ -205,18 +220,68 @@ pub fn arm(
             RecursiveMode::NonRecursive
         }
     };
+    let inotify = |events: notify::EventKindMask| {
+        notify::Config::default()
+            .with_follow_symlinks(false)
+            .with_event_kinds(events)
+    };
     let mut watchers: Vec<Box<dyn notify::Watcher + Send>> = Vec::new();
     let polled: Vec<bool> = watches.iter().map(|w| polled(w)).collect();
-    let inotify_watches: Vec<_> = watches
+    let inotify_watches = watches
         .iter()
         .zip(&polled)
-        .filter_map(|(w, polled)| (!polled).then_some(w))
-        .collect();
-    if !inotify_watches.is_empty() {
-        let config = notify::Config::default().with_follow_symlinks(false);
-        let mut watcher = notify::RecommendedWatcher::new(handler(nudges.clone()), config)
-            .map_err(|e| translate(e, Path::new("/")))?;
-        for w in inotify_watches {
+        .filter_map(|(w, polled)| (!polled).then_some(w));
+    let (flat, mut every): (Vec<_>, Vec<_>) = inotify_watches.partition(|w| !w.recursive);
+    if !flat.is_empty() {
+        let mut holders = notify::RecommendedWatcher::new(
+            holder_handler(inboxes.clone(), nudges.clone()),
+            inotify(HOLDER_EVENTS),
+        )
+        .map_err(|e| translate(e, Path::new("/")))?;
+        let mut narrow = Vec::new();
+        let mut held: Vec<&Path> = Vec::new();
+        for w in flat {
+            let holder = w.inbox.parent().filter(|h| !h.as_os_str().is_empty());
+            let watched = match holder {
+                Some(holder) if held.contains(&holder) => true,
+                Some(holder) => match holders.watch(holder, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        held.push(holder);
+                        true
+                    }
+                    Err(e) => {
+                        tracing::debug!(inbox = %w.inbox.display(), holder = %holder.display(), error = %e, "cannot watch the folder holding the inbox; the inbox reports every event instead");
+                        false
+                    }
+                },
+                None => false,
+            };
+            if watched {
+                narrow.push(w);
+            } else {
+                every.push(w);
+            }
+        }
+        if !narrow.is_empty() {
+            let mut watcher =
+                notify::RecommendedWatcher::new(handler(nudges.clone()), inotify(INBOX_EVENTS))
+                    .map_err(|e| translate(e, Path::new("/")))?;
+            for w in narrow {
+                watcher
+                    .watch(&w.inbox, mode(w))
+                    .map_err(|e| translate(e, &w.inbox))?;
+            }
+            watchers.push(Box::new(watcher));
+            watchers.push(Box::new(holders));
+        }
+    }
+    if !every.is_empty() {
+        let mut watcher = notify::RecommendedWatcher::new(
+            handler(nudges.clone()),
+            inotify(notify::EventKindMask::ALL),
+        )
+        .map_err(|e| translate(e, Path::new("/")))?;
+        for w in every {
             watcher
                 .watch(&w.inbox, mode(w))
                 .map_err(|e| translate(e, &w.inbox))?;
@@ -241,6 +306,43 @@ pub fn arm(
     Ok(Armed {
         _watchers: watchers,
     })
+}
+
+/// The handler of the watcher on the folders holding inboxes: an inbox removed or moved away,
+/// or the folder holding it (whose own removal or move inotify reports to its watch), is a
+/// look at that inbox (the main loop then finds it lost); its siblings' comings and goings
+/// are nothing.
+fn holder_handler(
+    inboxes: Arc<[PathBuf]>,
+    tx: mpsc::UnboundedSender<Nudge>,
+) -> impl Fn(notify::Result<notify::Event>) + Send + 'static {
+    move |event| {
+        let nudge = match event {
+            Ok(event) if event.need_rescan() => Nudge::Rescan,
+            Ok(event) => match inbox_leaving(&event, &inboxes) {
+                Some(inbox) => Nudge::Paths(vec![inbox]),
+                None => return,
+            },
+            Err(e) => error_nudge(e),
+        };
+        let _ = tx.send(nudge);
+    }
+}
+
+/// The inbox an event on a holding folder is about, if any: one it names, or one held by the
+/// folder it names.
+fn inbox_leaving(event: &notify::Event, inboxes: &[PathBuf]) -> Option<PathBuf> {
+    event.paths.iter().find_map(|path| {
+        inboxes
+            .iter()
+            .find(|inbox| *inbox == path || inbox.parent() == Some(path.as_path()))
+            .cloned()
+    })
+}
+
+fn error_nudge(e: notify::Error) -> Nudge {
+    let path = e.paths.first().cloned().unwrap_or_default();
+    Nudge::Error(translate(e, &path))
 }
 
 /// A folder's identity (device and inode): the same path can name a new folder.
@@ -302,15 +404,16 @@ pub fn remote_file_system(path: &Path) -> Option<&'static str> {
     })
 }
 
-/// Whether an event can mean a new or changed file, or a lost inbox. Opening a folder or a
-/// file raises an event too (inotify's `IN_OPEN`, which `notify` always asks for): a scan
-/// opens the folders it lists, so in a recursive watch each scan of a subfolder would announce
-/// that subfolder again and start the next scan, for ever. Opening and reading change nothing;
-/// closing a file written to does. A file leaving the top of an inbox (removed, or renamed
-/// away: every claim renames its file out) leaves nothing to look at either: a waiting file
-/// that went is found gone at its next look. Folders leaving, the work folder above all, stay
-/// worth a look: they are how a removed inbox is noticed (its own removal is reported only
-/// once nothing holds it).
+/// Whether an event can mean a new or changed file, or a lost inbox. (A flat inbox watched by
+/// inotify is asked for [`INBOX_EVENTS`] only, so the kernel drops most of what is refused
+/// here before it is read; recursive and polled inboxes report everything.) Opening a folder or
+/// a file raises an event too (inotify's `IN_OPEN`): a scan opens the folders it lists, so in a
+/// recursive watch each scan of a subfolder would announce that subfolder again and start the
+/// next scan, for ever. Opening and reading change nothing; closing a file written to does. A
+/// file leaving the top of an inbox (removed, or renamed away: every claim renames its file
+/// out) leaves nothing to look at either: a waiting file that went is found gone at its next
+/// look. Folders leaving, the work folder above all, stay worth a look: they are how a removed
+/// recursive inbox is noticed (its own removal is reported only once nothing holds it).
 fn worth_a_look(event: &notify::Event, inboxes: &[PathBuf]) -> bool {
     use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RemoveKind, RenameMode};
     let file_leaving = |path: &PathBuf| {
@@ -441,6 +544,112 @@ mod tests {
         }
         let opened = EventKind::Access(AccessKind::Open(AccessMode::Any));
         assert!(!worth_a_look(&event(opened, "/srv/inbox/a.zip"), &inboxes));
+    }
+
+    #[test]
+    fn an_event_on_a_holding_folder_is_about_an_inbox_only_when_it_names_the_inbox_or_its_holder() {
+        use notify::event::{EventKind, ModifyKind, RemoveKind, RenameMode};
+        let inboxes = [PathBuf::from("/srv/drop/inbox"), PathBuf::from("/var/in")];
+        let event = |kind, path: &str| notify::Event::new(kind).add_path(PathBuf::from(path));
+        let removed = EventKind::Remove(RemoveKind::Folder);
+        let moved_away = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+        for kind in [removed, moved_away] {
+            for (path, inbox) in [
+                ("/srv/drop/inbox", "/srv/drop/inbox"),
+                ("/srv/drop", "/srv/drop/inbox"),
+                ("/var/in", "/var/in"),
+                ("/var", "/var/in"),
+            ] {
+                assert_eq!(
+                    inbox_leaving(&event(kind, path), &inboxes),
+                    Some(PathBuf::from(inbox)),
+                    "{kind:?} {path}"
+                );
+            }
+            for sibling in ["/srv/drop/done", "/srv/drop/inbox.old", "/var/log", "/srv"] {
+                assert_eq!(
+                    inbox_leaving(&event(kind, sibling), &inboxes),
+                    None,
+                    "{sibling}"
+                );
+            }
+        }
+    }
+
+    /// The paths of the nudges `rx` gets, up to the first naming `marker` (a file made after
+    /// the changes under test: inotify reports one watcher's events in order).
+    fn nudges_until(rx: &mut mpsc::UnboundedReceiver<Nudge>, marker: &Path) -> Vec<PathBuf> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(Nudge::Paths(paths)) => {
+                    let done = paths.iter().any(|p| p == marker);
+                    seen.extend(paths);
+                    if done {
+                        return seen;
+                    }
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no event for {marker:?}: {seen:?}"
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("the watcher is gone: {e}"),
+            }
+        }
+    }
+
+    /// Arms a flat inbox in a folder of its own, removes its work folder, then makes a marker:
+    /// whether the removal was reported before the marker.
+    fn work_folder_removal_reported(holder_mode: u32) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let holder = dir.path().join("holder");
+        let inbox = holder.join("inbox");
+        let work = inbox.join(crate::store::WORK_DIR);
+        fs::create_dir_all(&work).expect("folders");
+        fs::set_permissions(&holder, fs::Permissions::from_mode(holder_mode)).expect("chmod");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let armed = arm(&[tracker::tests::watch(&inbox, "1s")], tx).expect("armed");
+        fs::remove_dir(&work).expect("remove the work folder");
+        let marker = inbox.join("marker.zip");
+        fs::write(&marker, b"m").expect("marker");
+        let seen = nudges_until(&mut rx, &marker);
+        drop(armed);
+        fs::set_permissions(&holder, fs::Permissions::from_mode(0o755)).expect("chmod back");
+        seen.contains(&work)
+    }
+
+    /// A flat inbox is not asked for entries leaving it (every claim is one): the kernel
+    /// drops them, so not even the work folder's removal reaches the handler; the folder
+    /// holding the inbox reports the inbox's own removal instead.
+    #[test]
+    fn a_flat_inbox_is_not_told_of_entries_leaving_it() {
+        assert!(!work_folder_removal_reported(0o755));
+    }
+
+    /// Where the holding folder cannot be watched (it may be searched but not read, as a
+    /// service user may meet it), the inbox is asked for every event, as before: its work
+    /// folder's removal, a sign the inbox may be gone, is reported.
+    #[test]
+    fn a_flat_inbox_whose_holder_cannot_be_watched_reports_every_event() {
+        // Run as root, the test takes the permission override out of the thread that arms
+        // the watchers (and so out of notify's threads it starts).
+        let reported = std::thread::spawn(|| {
+            use rustix::thread::{CapabilitySet, capabilities, set_capabilities};
+            if let Ok(mut sets) = capabilities(None) {
+                sets.effective -= CapabilitySet::DAC_OVERRIDE | CapabilitySet::DAC_READ_SEARCH;
+                set_capabilities(None, sets).expect("drop the permission override");
+            }
+            work_folder_removal_reported(0o311)
+        })
+        .join()
+        .expect("the arming thread");
+        assert!(reported);
     }
 
     #[test]

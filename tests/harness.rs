@@ -659,12 +659,24 @@ impl Daemon {
     /// switches, summed over its threads): each is a wake-up to come. Threads that ended
     /// take their counts with them, so compare two readings with `saturating_sub`.
     pub fn sleeps(&self) -> u64 {
+        self.sleeps_in("")
+    }
+
+    /// As [`Daemon::sleeps`], over the threads whose name starts with `thread` (a Linux thread
+    /// name is cut at 15 bytes: notify's watchers are `notify-rs inoti`).
+    pub fn sleeps_in(&self, thread: &str) -> u64 {
         let Ok(threads) = fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
             return 0;
         };
         threads
             .flatten()
             .filter_map(|t| fs::read_to_string(t.path().join("status")).ok())
+            .filter(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Name:"))
+                    .is_some_and(|name| name.trim().starts_with(thread))
+            })
             .filter_map(|status| {
                 status
                     .lines()

@@ -3,6 +3,9 @@
 //! happens. A busy loop or a leak fails here even when every file still lands where it should
 //! (as the recursive watch once did: each scan of a subfolder announced it again).
 //!
+//! Nor does the daemon's own work wake the watchers: every claim renames its file out of the
+//! inbox, and the inbox's watcher is not told.
+//!
 //! The ten seconds below are not a wait for something to happen but the span measured.
 
 use std::time::{Duration, Instant};
@@ -96,4 +99,29 @@ fn a_quiet_polled_inbox_costs_nothing() {
     s.watch_extra = "poll = true\npoll_interval = \"1s\"".to_owned();
     let daemon = s.start();
     stays_quiet(&s, &daemon, "NAME__Build.zip", "Build");
+}
+
+/// Files found by the start-up scan raise no event; claiming them renames each out of the
+/// inbox, which inotify reports only to a watcher that asked for files leaving. The inbox's
+/// watcher does not ask (the main loop had no use for those events, and each woke notify's
+/// thread), so a backlog of 200 claimed and filed wakes no watcher thread. Asking for every event, this counted well over a hundred.
+#[test]
+fn claiming_a_backlog_wakes_no_watcher_thread() {
+    const FILES: usize = 200;
+    let s = Sandbox::new();
+    for i in 0..FILES {
+        s.drop_named(&format!("backlog{i}"), "Build");
+    }
+    let daemon = s.start();
+    let before = daemon.sleeps_in("notify-rs");
+    s.wait_until("the backlog in done", Some(&daemon), || {
+        s.files("done").len() == FILES
+    });
+    let woke = daemon.sleeps_in("notify-rs").saturating_sub(before);
+    eprintln!("watcher threads: {woke} wake-ups while {FILES} files were claimed and filed");
+    assert!(
+        woke <= 5,
+        "the watcher threads woke {woke} times while {FILES} files were claimed and filed\nlog:\n{}",
+        daemon.log()
+    );
 }

@@ -659,11 +659,11 @@ fn compact_heap<T: Ord>(heap: &mut BinaryHeap<T>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A watch of `inbox` whose files settle in `settle`.
-    fn watch(inbox: &Path, settle: &str) -> Arc<Watch> {
+    pub(in crate::watch) fn watch(inbox: &Path, settle: &str) -> Arc<Watch> {
         watch_with(inbox, settle, "")
     }
 
