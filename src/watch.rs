@@ -191,96 +191,31 @@ const INBOX_EVENTS: notify::EventKindMask = notify::EventKindMask::CREATE
 /// removal (`IN_DELETE_SELF`) comes only once nothing holds it, and the inbox lock does.
 const HOLDER_EVENTS: notify::EventKindMask = notify::EventKindMask::REMOVE;
 
-/// Arms the watchers: one inotify watcher for the flat inboxes that do not poll, asking only
-/// for [`INBOX_EVENTS`], with one more on the folders holding them ([`HOLDER_EVENTS`]); one
-/// asking for every event for recursive inboxes (notify follows folders moved in and out by
-/// their events) and for a flat inbox whose holder cannot be watched; one polling watcher per
-/// inbox that polls. Events arrive on `nudges`.
+/// Arms the watchers: for the flat inboxes that do not poll, one inotify watcher asking only
+/// for [`INBOX_EVENTS`] and one on the folders holding them ([`HOLDER_EVENTS`]); one asking
+/// for every event for recursive inboxes (notify follows folders moved in and out by their
+/// events) and for a flat inbox whose holder cannot be watched; one polling watcher per inbox
+/// that polls. Events arrive on `nudges`.
 pub fn arm(
     watches: &[Arc<Watch>],
     nudges: mpsc::UnboundedSender<Nudge>,
 ) -> Result<Armed, WatchError> {
     let inboxes: Arc<[PathBuf]> = watches.iter().map(|w| w.inbox.clone()).collect();
-    let handler = |tx: mpsc::UnboundedSender<Nudge>| {
-        let inboxes = inboxes.clone();
-        move |event: notify::Result<notify::Event>| {
-            let nudge = match event {
-                Ok(event) if event.need_rescan() => Nudge::Rescan,
-                Ok(event) if !worth_a_look(&event, &inboxes) => return,
-                Ok(event) => Nudge::Paths(event.paths),
-                Err(e) => error_nudge(e),
-            };
-            let _ = tx.send(nudge);
-        }
-    };
-    let mode = |w: &Watch| {
-        if w.recursive {
-            RecursiveMode::Recursive
-        } else {
-            RecursiveMode::NonRecursive
-        }
-    };
-    let inotify = |events: notify::EventKindMask| {
-        notify::Config::default()
-            .with_follow_symlinks(false)
-            .with_event_kinds(events)
-    };
     let mut watchers: Vec<Box<dyn notify::Watcher + Send>> = Vec::new();
     let polled: Vec<bool> = watches.iter().map(|w| polled(w)).collect();
-    let inotify_watches = watches
+    let (flat, mut every): (Vec<_>, Vec<_>) = watches
         .iter()
         .zip(&polled)
-        .filter_map(|(w, polled)| (!polled).then_some(w));
-    let (flat, mut every): (Vec<_>, Vec<_>) = inotify_watches.partition(|w| !w.recursive);
+        .filter_map(|(w, polled)| (!polled).then_some(w))
+        .partition(|w| !w.recursive);
     if !flat.is_empty() {
-        let mut holders = notify::RecommendedWatcher::new(
-            holder_handler(inboxes.clone(), nudges.clone()),
-            inotify(HOLDER_EVENTS),
-        )
-        .map_err(|e| translate(e, Path::new("/")))?;
-        let mut narrow = Vec::new();
-        let mut held: Vec<&Path> = Vec::new();
-        for w in flat {
-            let holder = w.inbox.parent().filter(|h| !h.as_os_str().is_empty());
-            let watched = match holder {
-                Some(holder) if held.contains(&holder) => true,
-                Some(holder) => match holders.watch(holder, RecursiveMode::NonRecursive) {
-                    Ok(()) => {
-                        held.push(holder);
-                        true
-                    }
-                    Err(e) => {
-                        tracing::debug!(inbox = %w.inbox.display(), holder = %holder.display(), error = %e, "cannot watch the folder holding the inbox; the inbox reports every event instead");
-                        false
-                    }
-                },
-                None => false,
-            };
-            if watched {
-                narrow.push(w);
-            } else {
-                every.push(w);
-            }
-        }
-        if !narrow.is_empty() {
-            let mut watcher =
-                notify::RecommendedWatcher::new(handler(nudges.clone()), inotify(INBOX_EVENTS))
-                    .map_err(|e| translate(e, Path::new("/")))?;
-            for w in narrow {
-                watcher
-                    .watch(&w.inbox, mode(w))
-                    .map_err(|e| translate(e, &w.inbox))?;
-            }
-            watchers.push(Box::new(watcher));
-            watchers.push(Box::new(holders));
-        }
+        every.extend(arm_flat(flat, &inboxes, &nudges, &mut watchers)?);
     }
     if !every.is_empty() {
-        let mut watcher = notify::RecommendedWatcher::new(
-            handler(nudges.clone()),
-            inotify(notify::EventKindMask::ALL),
-        )
-        .map_err(|e| translate(e, Path::new("/")))?;
+        let handler = file_handler(inboxes.clone(), nudges.clone());
+        let mut watcher =
+            notify::RecommendedWatcher::new(handler, inotify(notify::EventKindMask::ALL))
+                .map_err(|e| translate(e, Path::new("/")))?;
         for w in every {
             watcher
                 .watch(&w.inbox, mode(w))
@@ -296,8 +231,9 @@ pub fn arm(
         let config = notify::Config::default()
             .with_follow_symlinks(false)
             .with_poll_interval(w.poll_interval);
-        let mut watcher = notify::PollWatcher::new(handler(nudges.clone()), config)
-            .map_err(|e| translate(e, &w.inbox))?;
+        let handler = file_handler(inboxes.clone(), nudges.clone());
+        let mut watcher =
+            notify::PollWatcher::new(handler, config).map_err(|e| translate(e, &w.inbox))?;
         watcher
             .watch(&w.inbox, mode(w))
             .map_err(|e| translate(e, &w.inbox))?;
@@ -306,6 +242,88 @@ pub fn arm(
     Ok(Armed {
         _watchers: watchers,
     })
+}
+
+/// Arms the watchers of the flat inboxes `flat` that do not poll (see [`arm`]) into
+/// `watchers`; returns those whose holding folder cannot be watched, to be armed for every
+/// event.
+fn arm_flat<'w>(
+    flat: Vec<&'w Arc<Watch>>,
+    inboxes: &Arc<[PathBuf]>,
+    nudges: &mpsc::UnboundedSender<Nudge>,
+    watchers: &mut Vec<Box<dyn notify::Watcher + Send>>,
+) -> Result<Vec<&'w Arc<Watch>>, WatchError> {
+    let handler = holder_handler(inboxes.clone(), nudges.clone());
+    let mut holders = notify::RecommendedWatcher::new(handler, inotify(HOLDER_EVENTS))
+        .map_err(|e| translate(e, Path::new("/")))?;
+    let (mut narrow, mut unheld) = (Vec::new(), Vec::new());
+    let mut held: Vec<&Path> = Vec::new();
+    for w in flat {
+        let holder = w.inbox.parent().filter(|h| !h.as_os_str().is_empty());
+        let watched = match holder {
+            Some(holder) if held.contains(&holder) => true,
+            Some(holder) => match holders.watch(holder, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    held.push(holder);
+                    true
+                }
+                Err(e) => {
+                    tracing::debug!(inbox = %w.inbox.display(), holder = %holder.display(), error = %e, "cannot watch the folder holding the inbox; the inbox reports every event instead");
+                    false
+                }
+            },
+            None => false,
+        };
+        if watched {
+            narrow.push(w);
+        } else {
+            unheld.push(w);
+        }
+    }
+    if !narrow.is_empty() {
+        let handler = file_handler(inboxes.clone(), nudges.clone());
+        let mut watcher = notify::RecommendedWatcher::new(handler, inotify(INBOX_EVENTS))
+            .map_err(|e| translate(e, Path::new("/")))?;
+        for w in narrow {
+            watcher
+                .watch(&w.inbox, RecursiveMode::NonRecursive)
+                .map_err(|e| translate(e, &w.inbox))?;
+        }
+        watchers.push(Box::new(watcher));
+        watchers.push(Box::new(holders));
+    }
+    Ok(unheld)
+}
+
+/// An inotify watcher's configuration, asking for `events`.
+fn inotify(events: notify::EventKindMask) -> notify::Config {
+    notify::Config::default()
+        .with_follow_symlinks(false)
+        .with_event_kinds(events)
+}
+
+fn mode(w: &Watch) -> RecursiveMode {
+    if w.recursive {
+        RecursiveMode::Recursive
+    } else {
+        RecursiveMode::NonRecursive
+    }
+}
+
+/// The handler of a watcher on inboxes: what is worth a look is nudged, the rest dropped.
+fn file_handler(
+    inboxes: Arc<[PathBuf]>,
+    tx: mpsc::UnboundedSender<Nudge>,
+) -> impl Fn(notify::Result<notify::Event>) + Send + 'static {
+    move |event| {
+        let nudge = match event {
+            Ok(event) if event.need_rescan() => Nudge::Rescan,
+            Ok(event) if !worth_a_look(&event, &inboxes) => return,
+            Ok(event) => Nudge::Paths(event.paths),
+            Err(e) => error_nudge(e),
+        };
+        let _ = tx.send(nudge);
+    }
 }
 
 /// The handler of the watcher on the folders holding inboxes: an inbox removed or moved away,
