@@ -217,6 +217,37 @@ fn a_publish_that_keeps_failing_names_the_step() {
     assert_eq!(versions(&s, "stuck"), [("1.0.0".into(), "draft".into())]);
 }
 
+/// A redirect from a lifecycle API is its answer, never followed (the token would go to the
+/// `Location`'s host): the publish fails, the version stays a draft.
+#[test]
+fn a_redirected_publish_is_refused_not_followed() {
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").expect("bind elsewhere");
+    elsewhere.set_nonblocking(true).expect("non-blocking");
+    let location = format!("http://{}/", elsewhere.local_addr().expect("address"));
+    let s = release_sandbox("register = true\npublish = true");
+    s.stub.push_api_faults(
+        Api::Publish,
+        [Fault::Redirect {
+            status: 302,
+            location,
+        }],
+    );
+    s.drop_named("moved", "Test");
+    let (code, log) = s.once();
+    assert_eq!(code, 2, "{log}");
+    let report = s.report("failed", "moved__Test.zip");
+    let reason = report["reason"].as_str().expect("reason");
+    assert!(reason.contains("302"), "{reason}");
+    assert_eq!(report["published"], false);
+    assert_eq!(api_requests(&s, Api::Publish), 1);
+    assert_eq!(versions(&s, "moved"), [("1.0.0".into(), "draft".into())]);
+    match elsewhere.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok((_, peer)) => panic!("the redirect was followed (from {peer})"),
+        Err(e) => panic!("accept: {e}"),
+    }
+}
+
 /// SIGKILL while the publish is in flight, then a restart: the upload and the registration
 /// are not repeated, and the publish whose answer was lost (the stand-in made the version
 /// official) is settled by the version's detail, not sent again.
