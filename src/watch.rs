@@ -310,20 +310,37 @@ fn mode(w: &Watch) -> RecursiveMode {
     }
 }
 
-/// The handler of a watcher on inboxes: what is worth a look is nudged, the rest dropped.
-fn file_handler(
+/// A watcher's handler: the paths `look` finds in an event are nudged, an event it finds
+/// nothing in is dropped (in notify's thread: the main loop is not woken for it).
+fn handler(
     inboxes: Arc<[PathBuf]>,
     tx: mpsc::UnboundedSender<Nudge>,
+    look: fn(notify::Event, &[PathBuf]) -> Option<Vec<PathBuf>>,
 ) -> impl Fn(notify::Result<notify::Event>) + Send + 'static {
     move |event| {
         let nudge = match event {
             Ok(event) if event.need_rescan() => Nudge::Rescan,
-            Ok(event) if !worth_a_look(&event, &inboxes) => return,
-            Ok(event) => Nudge::Paths(event.paths),
-            Err(e) => error_nudge(e),
+            Ok(event) => match look(event, &inboxes) {
+                Some(paths) => Nudge::Paths(paths),
+                None => return,
+            },
+            Err(e) => {
+                let path = e.paths.first().cloned().unwrap_or_default();
+                Nudge::Error(translate(e, &path))
+            }
         };
         let _ = tx.send(nudge);
     }
+}
+
+/// The handler of a watcher on inboxes: the paths of an event [`worth_a_look`].
+fn file_handler(
+    inboxes: Arc<[PathBuf]>,
+    tx: mpsc::UnboundedSender<Nudge>,
+) -> impl Fn(notify::Result<notify::Event>) + Send + 'static {
+    handler(inboxes, tx, |event, inboxes| {
+        worth_a_look(&event, inboxes).then_some(event.paths)
+    })
 }
 
 /// The handler of the watcher on the folders holding inboxes: an inbox removed or moved away,
@@ -334,17 +351,9 @@ fn holder_handler(
     inboxes: Arc<[PathBuf]>,
     tx: mpsc::UnboundedSender<Nudge>,
 ) -> impl Fn(notify::Result<notify::Event>) + Send + 'static {
-    move |event| {
-        let nudge = match event {
-            Ok(event) if event.need_rescan() => Nudge::Rescan,
-            Ok(event) => match inbox_leaving(&event, &inboxes) {
-                Some(inbox) => Nudge::Paths(vec![inbox]),
-                None => return,
-            },
-            Err(e) => error_nudge(e),
-        };
-        let _ = tx.send(nudge);
-    }
+    handler(inboxes, tx, |event, inboxes| {
+        inbox_leaving(&event, inboxes).map(|inbox| vec![inbox])
+    })
 }
 
 /// The inbox an event on a holding folder is about, if any: one it names, or one held by the
@@ -356,11 +365,6 @@ fn inbox_leaving(event: &notify::Event, inboxes: &[PathBuf]) -> Option<PathBuf> 
             .find(|inbox| *inbox == path || inbox.parent() == Some(path.as_path()))
             .cloned()
     })
-}
-
-fn error_nudge(e: notify::Error) -> Nudge {
-    let path = e.paths.first().cloned().unwrap_or_default();
-    Nudge::Error(translate(e, &path))
 }
 
 /// A folder's identity (device and inode): the same path can name a new folder.

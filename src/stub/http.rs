@@ -107,6 +107,19 @@ fn hex_digit(byte: u8) -> Option<u8> {
 }
 
 /// A JSON answer with `status`.
+/// The answer of a [`super::Fault::Redirect`]: `status` (500 when it is not one) with
+/// `Location: location` (left out when it is not a valid header value).
+pub(super) fn redirect_response(status: u16, location: &str) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = json_response(status, "");
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response
+            .headers_mut()
+            .insert(hyper::header::LOCATION, value);
+    }
+    response
+}
+
 pub(super) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;

@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::CONTENT_TYPE;
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 use serde_json::Value;
@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 
 use super::catalog::Refusal;
 use super::credentials::auth_kind;
-use super::http::{Rejection, json_response, query_pairs, read_small_body};
+use super::http::{Rejection, json_response, query_pairs, read_small_body, redirect_response};
 use super::{AuthKind, Fault, Shared, error_codes};
 
 /// JSON bodies of these APIs are a few hundred bytes; anything far larger is refused.
@@ -167,16 +167,9 @@ impl Shared {
                 error_msg,
             }),
             Some(Fault::Redirect { status, location }) => {
-                let status =
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let response = redirect_response(status, &location);
                 if let Some(record) = self.lock().api_requests.get_mut(index) {
-                    record.status = Some(status.as_u16());
-                }
-                let mut response = json_response(status, "");
-                if let Ok(value) = HeaderValue::from_str(&location) {
-                    response
-                        .headers_mut()
-                        .insert(hyper::header::LOCATION, value);
+                    record.status = Some(response.status().as_u16());
                 }
                 return response;
             }

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::credentials::auth_kind;
-use super::http::{Rejection, drain, json_response, query_param};
+use super::http::{Rejection, drain, json_response, query_param, redirect_response};
 use super::{Fault, Shared, UPLOAD_FIELD, UploadRecord, error_codes};
 
 /// The `upload_file` part, as far as it was read.
@@ -131,18 +131,11 @@ impl Shared {
             }
             Some(Fault::Redirect { status, location }) => {
                 let file = consume_body(&parts, body).await;
-                let status =
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let response = redirect_response(status, &location);
                 self.update(index, |r| {
                     r.set_file(file);
-                    r.set_answer(status, None, false);
+                    r.set_answer(response.status(), None, false);
                 });
-                let mut response = json_response(status, "");
-                if let Ok(value) = HeaderValue::from_str(&location) {
-                    response
-                        .headers_mut()
-                        .insert(hyper::header::LOCATION, value);
-                }
                 return response;
             }
             Some(Fault::False) => {
