@@ -13,8 +13,9 @@
 //!   folder's lock (filings into one folder take turns in this process) — the name as dropped
 //!   unless a filing in progress holds it or it was found taken before, else one free of both
 //!   the file and its report. The name is then *taken* by placing the report, never over
-//!   another (a link of a file with no name yet, or a no-replace rename), so of two writers racing for one name (two processes, or two spellings of one
-//!   folder) exactly one gets it and the other never touches the winner's report; the file
+//!   another (a link of a file with no name yet, or a no-replace rename), so of two writers
+//!   racing for one name (two processes, or two spellings of one folder) exactly one gets it
+//!   and the other never touches the winner's report; the file
 //!   follows with a no-replace rename. A collision picks the next free name (`name~2.zip`,
 //!   `name~3.zip`, …), and a report found at a name chosen just now is never taken for ours.
 //! - A destination name leaves room for `~N` and `.result.json` within 255 bytes (a long stem is

@@ -270,13 +270,21 @@ mod tests {
     /// Filing makes the destination folder only when placing a report finds it missing.
     #[test]
     fn a_report_into_a_missing_folder_is_not_found_and_leaves_nothing() {
-        for classic in [false, true] {
-            let dir = tempfile::tempdir().expect("a scratch folder");
-            let _guard = classic.then(|| fault::inject(fault::Rule::new("report.tmpfile", "")));
-            let gone = dir.path().join("gone");
+        each_way(|dir, _| {
+            let gone = dir.join("gone");
             let placed = place_report(&gone.join("a.zip.result.json"), b"{}");
             assert_eq!(placed.map_err(|e| e.kind()), Err(io::ErrorKind::NotFound));
             assert!(!gone.exists());
+        });
+    }
+
+    /// Runs `test` in a scratch folder once per way of placing a report: linked from a file
+    /// with no name, then (`classic`) renamed from a temporary one.
+    fn each_way(test: impl Fn(&Path, bool)) {
+        for classic in [false, true] {
+            let dir = tempfile::tempdir().expect("a scratch folder");
+            let _guard = classic.then(|| fault::inject(fault::Rule::new("report.tmpfile", "")));
+            test(dir.path(), classic);
         }
     }
 
@@ -284,10 +292,8 @@ mod tests {
     /// temporary one): whole, never over another, and nothing else left in the folder.
     #[test]
     fn a_report_is_placed_whole_and_never_over_another() {
-        for classic in [false, true] {
-            let dir = tempfile::tempdir().expect("a scratch folder");
-            let _guard = classic.then(|| fault::inject(fault::Rule::new("report.tmpfile", "")));
-            let report = dir.path().join("a.zip.result.json");
+        each_way(|dir, classic| {
+            let report = dir.join("a.zip.result.json");
             place_report(&report, b"{\"ours\": 1}").expect("placed");
             assert_eq!(fs::read(&report).expect("read"), b"{\"ours\": 1}");
             let again = place_report(&report, b"{\"theirs\": 2}");
@@ -300,7 +306,7 @@ mod tests {
                 b"{\"ours\": 1}",
                 "untouched"
             );
-            let names: Vec<_> = fs::read_dir(dir.path())
+            let names: Vec<_> = fs::read_dir(dir)
                 .expect("list")
                 .flatten()
                 .map(|e| e.file_name())
@@ -312,6 +318,6 @@ mod tests {
                 0,
                 "not writable by the group, nothing for others"
             );
-        }
+        });
     }
 }

@@ -476,22 +476,17 @@ impl Tracker {
         }
         let mut candidate = Candidate::new(seen, already, now);
         let due = candidate.due(watch.settle);
+        // The event's `lstat` found it unchanged for its settle already (a finished file
+        // moved in): ready without a second look.
+        let ready = seen.is_some() && due <= since_epoch(now);
+        if ready {
+            candidate.unchanged_since = READY;
+        }
+        let id = self.candidates.insert(w, name, candidate);
         match seen {
-            // The event's `lstat` found it unchanged for its settle already (a finished file
-            // moved in): ready without a second look.
-            Some(_) if due <= since_epoch(now) => {
-                candidate.unchanged_since = READY;
-                let id = self.candidates.insert(w, name, candidate);
-                self.ready.push_back(id);
-            }
-            Some(_) => {
-                let id = self.candidates.insert(w, name, candidate);
-                self.due.push(Reverse((due, id)));
-            }
-            None => {
-                let id = self.candidates.insert(w, name, candidate);
-                self.unseen.push_back(id);
-            }
+            _ if ready => self.ready.push_back(id),
+            Some(_) => self.due.push(Reverse((due, id))),
+            None => self.unseen.push_back(id),
         }
     }
 
@@ -662,6 +657,14 @@ fn compact_heap<T: Ord>(heap: &mut BinaryHeap<T>) {
 pub(super) mod tests {
     use super::*;
 
+    /// A scratch folder holding an empty `inbox`, and that inbox's path.
+    fn scratch_inbox() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("a scratch folder");
+        let inbox = dir.path().join("inbox");
+        fs::create_dir(&inbox).expect("the inbox");
+        (dir, inbox)
+    }
+
     /// A watch of `inbox` whose files settle in `settle`.
     pub(in crate::watch) fn watch(inbox: &Path, settle: &str) -> Arc<Watch> {
         watch_with(inbox, settle, "")
@@ -705,9 +708,7 @@ template = "{{plugin_name}}__{{business_type}}.zip"
     #[test]
     fn waiting_files_are_compact_entries_until_one_is_taken_with_a_slot() {
         const FILES: usize = 5_000;
-        let dir = tempfile::tempdir().expect("a scratch folder");
-        let inbox = dir.path().join("inbox");
-        fs::create_dir(&inbox).expect("the inbox");
+        let (_dir, inbox) = scratch_inbox();
         for i in 0..FILES {
             fs::write(inbox.join(format!("p{i:05}__Build.zip")), b"x").expect("a file");
         }
@@ -755,9 +756,7 @@ template = "{{plugin_name}}__{{business_type}}.zip"
 
     #[test]
     fn a_file_last_written_a_settle_ago_is_ready_at_its_first_look_where_times_are_trusted() {
-        let dir = tempfile::tempdir().expect("a scratch folder");
-        let inbox = dir.path().join("inbox");
-        fs::create_dir(&inbox).expect("the inbox");
+        let (_dir, inbox) = scratch_inbox();
         let now = SystemTime::now();
         let file = |name: &str, mtime: SystemTime| {
             let path = inbox.join(name);
@@ -874,9 +873,7 @@ template = "{{plugin_name}}__{{business_type}}.zip"
 
     #[test]
     fn ready_files_are_taken_in_the_order_they_became_ready_and_vanished_ones_are_forgotten() {
-        let dir = tempfile::tempdir().expect("a scratch folder");
-        let inbox = dir.path().join("inbox");
-        fs::create_dir(&inbox).expect("the inbox");
+        let (_dir, inbox) = scratch_inbox();
         let busy = Busy::default();
         let mut tracker = Tracker::new(vec![watch(&inbox, "100ms")], busy);
         let start = Instant::now();
@@ -901,9 +898,7 @@ template = "{{plugin_name}}__{{business_type}}.zip"
 
     #[test]
     fn a_new_tracker_adopts_the_ready_files_in_their_order() {
-        let dir = tempfile::tempdir().expect("a scratch folder");
-        let inbox = dir.path().join("inbox");
-        fs::create_dir(&inbox).expect("the inbox");
+        let (_dir, inbox) = scratch_inbox();
         for name in ["x__B.zip", "y__B.zip"] {
             fs::write(inbox.join(name), b"x").expect("a file");
         }
