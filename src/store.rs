@@ -1351,6 +1351,47 @@ template = "{business_type}/{plugin_name}.zip"
         Ok(())
     }
 
+    /// A resource bound on inode churn: every folder of a burst's claims in flight at once
+    /// (here 200, more than the 64 once kept) is kept, and the next burst claims into those
+    /// same folders. With fewer kept, each round of filings removed folders the next claims
+    /// made again, an inode freed and one made per file (measured in the benchmark's bursts).
+    #[test]
+    fn every_folder_of_a_burst_in_flight_is_reused_by_the_next_burst()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use std::collections::HashSet;
+        use std::os::unix::fs::MetadataExt;
+        const IN_FLIGHT: usize = 200;
+        let dir = tempfile::tempdir()?;
+        let watch = watch(dir.path())?;
+        let folders = |claims: &[Claim]| -> io::Result<HashSet<u64>> {
+            claims
+                .iter()
+                .map(|claim| Ok(fs::metadata(claim.dir())?.ino()))
+                .collect()
+        };
+        let mut first = Vec::new();
+        for i in 0..IN_FLIGHT {
+            first.push(claimed(&watch, &format!("a{i}.zip"), b"a")?);
+        }
+        let made = folders(&first)?;
+        for claim in first {
+            let name = claim.record.rel_path.clone();
+            file(&watch, claim, report_for(&name))?;
+        }
+        let mut second = Vec::new();
+        for i in 0..IN_FLIGHT {
+            second.push(claimed(&watch, &format!("b{i}.zip"), b"b")?);
+        }
+        let reused = folders(&second)?;
+        assert_eq!(
+            reused.difference(&made).count(),
+            0,
+            "claim folders made anew for the second burst"
+        );
+        assert_eq!(reused.len(), IN_FLIGHT);
+        Ok(())
+    }
+
     /// A kept folder removed behind the pool's back (another run's start-up clean-up) costs
     /// nothing: the claim makes a new folder instead.
     #[test]

@@ -125,12 +125,13 @@ fn descriptors(pid: u32) -> usize {
 /// saves, also while its folder waits for reuse (`store::held`), and the upload connections.
 #[test]
 fn open_descriptors_stay_bounded_however_many_files_are_filed() {
-    /// Files filed: several times the folders kept for reuse (64) plus the claims in flight,
-    /// so that a descriptor kept per file would show.
+    /// Files filed: several times the claims in flight at once, whose folders are the ones
+    /// kept for reuse, so that a descriptor kept per file would show.
     const FILES: usize = 400;
-    /// Descriptors allowed above the idle daemon's: the folders kept for reuse (64), the
-    /// claims in flight (32 ahead plus the upload slots) and, per upload slot, the file sent
-    /// and its connection, with room to spare.
+    /// Descriptors allowed above the idle daemon's: the claims in flight (32 ahead, the upload
+    /// slots and the filings waiting for a barrier), whose records stay open while their
+    /// folders wait for reuse, and, per upload slot, the file sent and its connection, with
+    /// room to spare.
     const ABOVE_IDLE: usize = 160;
     let mut s = Sandbox::new();
     s.settle = "50ms".to_owned();

@@ -26,8 +26,14 @@ use super::*;
 /// reused.
 pub const FREE_PREFIX: &str = ".free-";
 
-/// Free folders kept per work folder: a burst needs about one per upload slot.
-const KEPT: usize = 64;
+/// Free folders kept per work folder: enough for every claim a burst has in flight at once
+/// (up to 32 claimed ahead, the upload slots, and the filings waiting for their barrier, which
+/// a slow disk makes many: 140 at the peak of a 5,000-file burst on the benchmark's disk).
+/// Fewer made the pool churn in every burst, each round's filings removing folders the next
+/// claims made again: inodes freed and allocated per file, which is what reuse is for. As
+/// many as records may be held open process-wide (`held::MAX_HELD`), so a kept folder keeps
+/// its record's descriptor.
+const KEPT: usize = 256;
 
 /// The free folders of each work folder, in this process.
 fn pool() -> &'static Mutex<HashMap<PathBuf, Vec<Free>>> {
