@@ -1389,6 +1389,9 @@ template = "{business_type}/{plugin_name}.zip"
             "claim folders made anew for the second burst"
         );
         assert_eq!(reused.len(), IN_FLIGHT);
+        // The pool outlives the test, and its records' descriptors are the process's budget.
+        drop(second);
+        recycle::clear(&watch.work_dir());
         Ok(())
     }
 

@@ -130,7 +130,7 @@ pub(super) fn rewrite(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// The most a record may hold to be rewritten in place: one page, which a single `pwrite`
 /// replaces whole in the page cache (nothing a `kill -9` can cut in two).
-const IN_PLACE_MAX: u64 = 4096;
+pub(super) const IN_PLACE_MAX: u64 = 4096;
 
 /// Rewrites a small file in place, with one `pwrite` at offset 0, padding the new content with
 /// spaces to the old length (JSON ignores trailing whitespace). Cheaper than [`replace`]: no

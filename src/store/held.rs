@@ -9,8 +9,9 @@
 //!   it so; a save that must replace the file (a record over a page) drops the descriptor
 //!   first, and every later save goes by path.
 //! - At most [`MAX_HELD`] descriptors are held in the whole process. A claim that cannot
-//!   have one (an outage holding many claims in their retry pauses) saves by path, as a
-//!   claim read back from disk does: the bound is on descriptors, never on correctness.
+//!   have one (an outage holding many claims in their retry pauses) saves by path, and holds
+//!   its record from the first save after the budget has room again, as a claim read back
+//!   from disk does: the bound is on descriptors, never on correctness.
 
 use std::sync::atomic::AtomicUsize;
 
@@ -64,8 +65,14 @@ impl Drop for HeldRecord {
 }
 
 /// Saves `bytes` as the record at `path` through `held` when it can be rewritten in place,
-/// else by path, dropping `held` first (the replacement is another inode).
+/// else by path, dropping `held` first (the replacement is another inode). A record not held
+/// (its folder made while the budget was spent, or its claim read back from disk) is held from
+/// this save on when the budget allows: otherwise a folder made in a burst that outgrew the
+/// budget would be saved by path for as long as it is reused.
 pub(super) fn save(held: &mut Option<HeldRecord>, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if held.is_none() && bytes.len() as u64 <= disk::IN_PLACE_MAX {
+        *held = reopen(path)?;
+    }
     if let Some(record) = held.as_mut() {
         match record.overwrite(path, bytes) {
             Ok(true) => return Ok(()),
@@ -78,6 +85,27 @@ pub(super) fn save(held: &mut Option<HeldRecord>, path: &Path, bytes: &[u8]) -> 
         }
     }
     disk::rewrite(path, bytes)
+}
+
+/// The record at `path` held, when the budget has room and it can be rewritten in place;
+/// `None` when not, or when nothing is there (the save by path then makes it).
+fn reopen(path: &Path) -> io::Result<Option<HeldRecord>> {
+    if HELD.load(Ordering::Relaxed) >= MAX_HELD {
+        return Ok(None);
+    }
+    let opened = OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    Ok((len <= disk::IN_PLACE_MAX)
+        .then(|| HeldRecord::new(file, len))
+        .flatten())
 }
 
 #[cfg(test)]
@@ -122,8 +150,46 @@ mod tests {
         Ok(())
     }
 
+    /// Taken by the test that spends the whole budget, and by those that need some of it.
+    static WHOLE_BUDGET: Mutex<()> = Mutex::new(());
+
+    /// A folder made while the budget was spent, reused once it has room again, is saved
+    /// through a held descriptor from its next save on, not by path for as long as it lives;
+    /// with the budget spent, a save still goes by path.
+    #[test]
+    fn a_record_not_held_is_held_from_its_next_save_when_the_budget_has_room()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::MetadataExt;
+        let _some_budget = WHOLE_BUDGET.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(RECORD);
+        fs::write(&path, b"{\"a\": 1}")?;
+        let mut spent = Vec::new();
+        while let Some(one) = HeldRecord::new(File::open(&path)?, 8) {
+            spent.push(one);
+        }
+        let mut held = None;
+        save(&mut held, &path, b"{\"b\": 2}")?;
+        assert!(held.is_none(), "no budget: saved by path");
+        assert_eq!(fs::read(&path)?, b"{\"b\": 2}");
+        drop(spent);
+        save(&mut held, &path, b"{\"c\": 3}")?;
+        let record = held
+            .as_ref()
+            .ok_or("the record is held once the budget has room")?;
+        assert_eq!(record.file.metadata()?.ino(), fs::metadata(&path)?.ino());
+        save(&mut held, &path, b"{}")?;
+        assert_eq!(
+            fs::read_to_string(&path)?,
+            "{}      ",
+            "saved through the held descriptor, padded to the length it knew"
+        );
+        Ok(())
+    }
+
     #[test]
     fn descriptors_beyond_the_budget_are_not_held() -> Result<(), Box<dyn std::error::Error>> {
+        let _whole_budget = WHOLE_BUDGET.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir()?;
         let path = dir.path().join(RECORD);
         fs::write(&path, b"{}")?;
