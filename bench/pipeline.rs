@@ -497,6 +497,7 @@ struct Burst {
     parallel_cpu_ms: f64,
     /// One more turn of extdrop right after the last turn's reports were deleted: what an
     /// operator's cleanup of `done` costs the next minutes' filing on ext4 without a journal.
+    /// Its CPU ms per file and the share of the host's CPU stolen meanwhile.
     after_cleanup: (f64, f64),
 }
 
@@ -567,8 +568,9 @@ fn burst(sink: &Sink, files: usize, turns: usize) -> Burst {
 /// The reports are moved aside, not deleted: on ext4 without a journal (this VM's disk), every
 /// inode freed in the last minutes is skipped, one lookup each, by every later inode made in
 /// its group, so deleting 5,000 reports here would bill the next turn's reports for the
-/// bench's own cleanup (measured: 30 % of extdrop's CPU in `recently_deleted` then). The
-/// `after a cleanup` turn measures that on purpose.
+/// bench's own cleanup (measured: 30 % of extdrop's CPU in `recently_deleted` then). One
+/// more turn, right after the reports are deleted ([`Burst::after_cleanup`]), measures that
+/// on purpose.
 fn burst_turn(
     sandbox: &Sandbox,
     sink: &Sink,
