@@ -30,9 +30,9 @@ pub const FREE_PREFIX: &str = ".free-";
 /// (up to 32 claimed ahead, the upload slots, and the filings waiting for their barrier, which
 /// a slow disk makes many: 140 at the peak of a 5,000-file burst on the benchmark's disk).
 /// Fewer made the pool churn in every burst, each round's filings removing folders the next
-/// claims made again: inodes freed and allocated per file, which is what reuse is for. As
-/// many as records may be held open process-wide (`held::MAX_HELD`), so a kept folder keeps
-/// its record's descriptor.
+/// claims made again: inodes freed and allocated per file, which is what reuse is for. The
+/// kept folders' open records count against the process-wide budget of held records
+/// (`held::MAX_HELD`, also 256), which bounds the descriptors whatever is kept.
 const KEPT: usize = 256;
 
 /// The free folders of each work folder, in this process.
