@@ -150,8 +150,18 @@ mod tests {
         Ok(())
     }
 
-    /// Taken by the test that spends the whole budget, and by those that need some of it.
+    /// Taken by the tests that spend the whole budget, so that none spends it under another.
     static WHOLE_BUDGET: Mutex<()> = Mutex::new(());
+
+    /// Holds descriptors of `path` until the budget is spent; never more than the budget.
+    fn spend_budget(path: &Path) -> io::Result<Vec<HeldRecord>> {
+        let mut spent = Vec::new();
+        while let Some(one) = HeldRecord::new(File::open(path)?, 2) {
+            spent.push(one);
+            assert!(spent.len() <= MAX_HELD, "more than {MAX_HELD} held");
+        }
+        Ok(spent)
+    }
 
     /// A folder made while the budget was spent, reused once it has room again, is saved
     /// through a held descriptor from its next save on, not by path for as long as it lives;
@@ -164,10 +174,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join(RECORD);
         fs::write(&path, b"{\"a\": 1}")?;
-        let mut spent = Vec::new();
-        while let Some(one) = HeldRecord::new(File::open(&path)?, 8) {
-            spent.push(one);
-        }
+        let spent = spend_budget(&path)?;
         let mut held = None;
         save(&mut held, &path, b"{\"b\": 2}")?;
         assert!(held.is_none(), "no budget: saved by path");
@@ -193,11 +200,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join(RECORD);
         fs::write(&path, b"{}")?;
-        let mut kept = Vec::new();
-        while let Some(held) = HeldRecord::new(File::open(&path)?, 2) {
-            kept.push(held);
-            assert!(kept.len() <= MAX_HELD, "more than {MAX_HELD} held");
-        }
+        let kept = spend_budget(&path)?;
         assert!(HELD.load(Ordering::Relaxed) <= MAX_HELD);
         drop(kept);
         assert!(
