@@ -180,8 +180,11 @@ fn yielding<T: Send + 'static>(
     let spawned = std::thread::Builder::new()
         .name("extdrop-hash".to_owned())
         .spawn(move || {
-            // Best effort: a thread that cannot be reniced works at the usual priority.
-            let _ = rustix::process::setpriority_process(None, HASH_NICE);
+            // Best effort: a thread that cannot be reniced (a system call filter without
+            // setpriority, see systemd/extdrop.service) works at the usual priority.
+            if let Err(e) = rustix::process::setpriority_process(None, HASH_NICE) {
+                tracing::debug!(error = %e, "the thread hashing a large upload keeps its priority");
+            }
             let _ = done.send(work());
         });
     if let Err(e) = spawned {
