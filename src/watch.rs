@@ -302,6 +302,7 @@ fn inotify(events: notify::EventKindMask) -> notify::Config {
         .with_event_kinds(events)
 }
 
+/// How deep `w`'s inbox is watched.
 fn mode(w: &Watch) -> RecursiveMode {
     if w.recursive {
         RecursiveMode::Recursive

@@ -104,7 +104,8 @@ fn a_quiet_polled_inbox_costs_nothing() {
 /// Files found by the start-up scan raise no event; claiming them renames each out of the
 /// inbox, which inotify reports only to a watcher that asked for files leaving. The inbox's
 /// watcher does not ask (the main loop had no use for those events, and each woke notify's
-/// thread), so a backlog of 200 claimed and filed wakes no watcher thread. Asking for every event, this counted well over a hundred.
+/// thread), so a backlog of 200 claimed and filed wakes no watcher thread. Asking for every
+/// event, this counted well over a hundred.
 #[test]
 fn claiming_a_backlog_wakes_no_watcher_thread() {
     const FILES: usize = 200;

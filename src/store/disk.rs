@@ -142,12 +142,19 @@ pub(super) fn overwrite_small(path: &Path, bytes: &[u8]) -> io::Result<bool> {
         return Ok(false);
     }
     fault::hit("write", path)?;
+    let (file, old) = open_small(path)?;
+    overwrite_small_at(&file, old, bytes)
+}
+
+/// Opens the file at `path` (never through a symbolic link) to be rewritten in place, with its
+/// length (see [`overwrite_small_at`]).
+pub(super) fn open_small(path: &Path) -> io::Result<(File, u64)> {
     let file = OpenOptions::new()
         .write(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)?;
-    let old = file.metadata()?.len();
-    overwrite_small_at(&file, old, bytes)
+    let len = file.metadata()?.len();
+    Ok((file, len))
 }
 
 /// As [`overwrite_small`], through `file`, already open for writing and `old` bytes long (the

@@ -93,16 +93,11 @@ fn reopen(path: &Path) -> io::Result<Option<HeldRecord>> {
     if HELD.load(Ordering::Relaxed) >= MAX_HELD {
         return Ok(None);
     }
-    let opened = OpenOptions::new()
-        .write(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path);
-    let file = match opened {
-        Ok(file) => file,
+    let (file, len) = match disk::open_small(path) {
+        Ok(opened) => opened,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let len = file.metadata()?.len();
     Ok((len <= disk::IN_PLACE_MAX)
         .then(|| HeldRecord::new(file, len))
         .flatten())

@@ -106,7 +106,6 @@ fn hex_digit(byte: u8) -> Option<u8> {
         .and_then(|d| u8::try_from(d).ok())
 }
 
-/// A JSON answer with `status`.
 /// The answer of a [`super::Fault::Redirect`]: `status` (500 when it is not one) with
 /// `Location: location` (left out when it is not a valid header value).
 pub(super) fn redirect_response(status: u16, location: &str) -> Response<Full<Bytes>> {
@@ -120,6 +119,7 @@ pub(super) fn redirect_response(status: u16, location: &str) -> Response<Full<By
     response
 }
 
+/// A JSON answer with `status`.
 pub(super) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
